@@ -1,0 +1,53 @@
+"""Scoring a learned representation against labels: clustering metrics, trustworthiness, plots."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from torch import Tensor
+
+from fw import metrics
+from fw.plots import scatter
+
+
+def evaluate_embedding(
+    z: Tensor,
+    data: Any,
+    clusters_from_argmax: bool = False,
+    n_clusters: int | None = None,
+    run_dir: Path | None = None,
+    title: str = "",
+    seed: int = 0,
+) -> dict[str, float]:
+    """Cluster ``z`` (argmax, or k-means with one cluster per class) and score it.
+
+    Reports Hungarian accuracy, NMI and ARI against ``data.labels``, trustworthiness
+    (scikit-learn, 5 neighbours) for low-dimensional embeddings, and writes ``embedding.png``
+    under ``run_dir`` when ``z`` is 2-D.
+    """
+    from sklearn.cluster import KMeans
+    from sklearn.manifold import trustworthiness
+
+    out: dict[str, float] = {}
+    emb = z.detach().double().numpy()
+    labels = data.labels
+    if labels is not None:
+        y = labels.numpy()
+        k = n_clusters or data.num_classes or int(y.max()) + 1
+        if clusters_from_argmax:
+            pred = emb.argmax(axis=1)
+            prefix = "cluster"
+        else:
+            pred = KMeans(n_clusters=k, n_init=10, random_state=seed).fit_predict(emb)
+            prefix = "kmeans"
+        out[f"{prefix}_hungarian_accuracy"] = metrics.hungarian_accuracy(y, pred)
+        out[f"{prefix}_nmi"] = metrics.nmi(y, pred)
+        out[f"{prefix}_ari"] = metrics.ari(y, pred)
+    if not clusters_from_argmax and emb.shape[1] <= 3 and emb.shape[0] <= 20000:
+        x = data.x.flatten(1).double().numpy()
+        out["trustworthiness"] = float(trustworthiness(x, emb, n_neighbors=5))
+    if run_dir is not None and emb.shape[1] == 2:
+        scatter(emb, None if labels is None else labels.numpy(), Path(run_dir) / "embedding.png", title)
+    return {k: float(np.asarray(v)) for k, v in out.items()}

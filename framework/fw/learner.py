@@ -1,0 +1,127 @@
+"""The generic I-Con learner: any supervisory p × learned q × mapper (seed 000 Fig. 8.3)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+import torch
+from torch import Tensor
+
+from fw import api
+from fw.icon import icon_loss
+from fw.recipe import OptimizerFactory
+
+
+def context_from_batch(batch: dict[str, Tensor], features: Tensor) -> dict[str, Any]:
+    """A distribution context for ``features`` with the batch's ids and labels."""
+    ctx: dict[str, Any] = {api.FEATURES: features, api.INDEX: batch.get("index")}
+    if "label" in batch:
+        ctx[api.LABELS] = batch["label"]
+    if "neighbors" in batch:
+        ctx[api.NEIGHBORS] = batch["neighbors"]
+    return ctx
+
+
+class IConLearner(api.Learner):
+    """Minimises mean_i KL(p(.|i) || q(.|i)); p on the inputs, q on the mapper's outputs.
+
+    ``p_input`` names the batch key p reads (``"x"``: raw inputs, flattened). With a full batch
+    (``batch_size: null``) p is computed once in :meth:`setup` and reused every step.
+    ``exaggeration`` multiplies the attractive term for the first ``exaggeration_steps`` steps
+    (t-SNE's early exaggeration). Evaluation clusters the learned representation (k-means, or
+    argmax for cluster-kernel q) and scores it against the labels.
+    """
+
+    def __init__(
+        self,
+        p: api.NeighborhoodDistribution,
+        q: api.NeighborhoodDistribution,
+        mapper: api.Featurizer,
+        optimizer: OptimizerFactory | None = None,
+        batch_size: int | None = None,
+        direction: Literal["forward", "reverse"] = "forward",
+        mode: Literal["kl", "ce"] = "kl",
+        p_input: str = "x",
+        exaggeration: float = 1.0,
+        exaggeration_steps: int = 0,
+        eval_clusters: int | None = None,
+        plot: bool = True,
+    ) -> None:
+        super().__init__()
+        self.p = p
+        self.q = q
+        self.mapper = mapper
+        self.optimizer_factory = optimizer
+        self.batch_size = batch_size
+        self.direction = direction
+        self.mode = mode
+        self.p_input = p_input
+        self.exaggeration = exaggeration
+        self.exaggeration_steps = exaggeration_steps
+        self.eval_clusters = eval_clusters
+        self.plot = plot
+        self._p_cache: api.Neighborhood | None = None
+
+    # -- training ---------------------------------------------------------------------------
+
+    def setup(self, data: Any) -> None:
+        self.mapper.setup(data)
+        if self.batch_size is None and hasattr(data, "full_batch"):
+            with torch.no_grad():
+                self._p_cache = self.supervisory(data.full_batch())
+
+    def configure_optimizers(self) -> torch.optim.Optimizer:
+        params = [p for p in self.parameters() if p.requires_grad]
+        if self.optimizer_factory is None:
+            return torch.optim.Adam(params, lr=1e-3)
+        return self.optimizer_factory(params)
+
+    def p_features(self, batch: dict[str, Tensor]) -> Tensor:
+        x = batch[self.p_input]
+        return x.flatten(1).float() if x.dim() > 2 else x.float()
+
+    def supervisory(self, batch: dict[str, Tensor]) -> api.Neighborhood:
+        """p for a batch (no gradient)."""
+        with torch.no_grad():
+            return self.p(context_from_batch(batch, self.p_features(batch)))
+
+    def learned(self, batch: dict[str, Tensor]) -> api.Neighborhood:
+        """q for a batch (keeps the graph to the mapper)."""
+        z = self.mapper(batch[self.mapper.input_key])
+        return self.q(context_from_batch(batch, z))
+
+    def training_step(self, batch: dict[str, Tensor], step: int) -> dict[str, Tensor]:
+        p = self._p_cache if self._p_cache is not None else self.supervisory(batch)
+        if p.log_prob.device != batch["index"].device:
+            p = api.Neighborhood(p.log_prob.to(batch["index"].device), p.mask.to(batch["index"].device))
+            self._p_cache = p if self._p_cache is not None else None
+        q = self.learned(batch)
+        alpha = self.exaggeration if step < self.exaggeration_steps else 1.0
+        loss = icon_loss(p, q, direction=self.direction, mode=self.mode, exaggeration=alpha)
+        return {"loss": loss}
+
+    # -- inference and evaluation -----------------------------------------------------------
+
+    @torch.no_grad()
+    def infer(self, batch: dict[str, Tensor]) -> Tensor:
+        return self.mapper(batch[self.mapper.input_key])
+
+    @torch.no_grad()
+    def evaluate(self, data: Any, run_dir: Path | None = None) -> dict[str, float]:
+        from fw.evaluation import evaluate_embedding
+
+        was_training = self.training
+        self.eval()
+        device = next(self.parameters(), torch.empty(0)).device
+        batch = {k: v.to(device) for k, v in data.full_batch().items()}
+        z = self.infer(batch).cpu()
+        self.train(was_training)
+        return evaluate_embedding(
+            z,
+            data,
+            clusters_from_argmax=self.q.family == api.CLUSTER_FAMILY,
+            n_clusters=self.eval_clusters,
+            run_dir=run_dir if self.plot else None,
+            title=f"{type(self).__name__}: p={type(self.p).__name__}, q={type(self.q).__name__}",
+        )

@@ -1,0 +1,486 @@
+"""YAML recipes -> typed, validated configuration -> built components.
+
+A recipe is a mapping with the top-level keys of :class:`Recipe`. Every component is written
+``{name: <registered name>, <param>: <value>, ...}``; its params are checked against the
+factory's signature (names, type hints, required values). A parameter whose type is a component
+kind (e.g. ``p: NeighborhoodDistribution``) takes a nested component mapping.
+"""
+
+from __future__ import annotations
+
+import copy
+import difflib
+import functools
+import inspect
+import types
+import typing
+from collections.abc import Callable, Iterable, Mapping
+from pathlib import Path
+from typing import Any, Literal, Union
+
+import attrs
+import yaml
+
+from fw import api
+from fw.errors import RecipeError, RegistryError
+from fw.registry import Registry, get_registry
+
+
+class OptimizerFactory:
+    """Type marker: a parameter annotated with this takes an optimizer component.
+
+    The recipe builds it into ``partial(factory, **cfg)``; call it with the parameters.
+    """
+
+
+#: parameter annotation -> component kind built from a nested mapping
+_KIND_OF_ANNOTATION: dict[Any, str] = {
+    api.NeighborhoodDistribution: "distribution",
+    api.Featurizer: "featurizer",
+    api.Upsampler: "upsampler",
+    api.Aggregator: "aggregator",
+    api.Explainer: "explainer",
+    api.Learner: "learner",
+    OptimizerFactory: "optimizer",
+}
+
+
+@attrs.define
+class TrainerConfig:
+    """How `fw.train` runs a learner (lightning-fabric settings, steps, checkpoints, logging)."""
+
+    max_steps: int = 1000
+    batch_size: int | None = None  # None: the learner's own choice (None there = full batch)
+    accelerator: str = "cpu"
+    devices: int | str = 1
+    strategy: str = "auto"
+    precision: str = "32-true"
+    num_nodes: int = 1
+    num_workers: int = 0
+    checkpoint_every: int = 0  # 0: checkpoint only on interrupt and at the end
+    log_every: int = 10
+    progress: bool = True
+
+
+@attrs.define
+class LoggerConfig:
+    """Where metrics go: JSONL in the run directory always, wandb too when ``name: wandb``."""
+
+    name: Literal["jsonl", "wandb"] = "jsonl"
+    project: str = "fw"
+    mode: Literal["online", "offline", "disabled"] = "offline"
+    entity: str | None = None
+
+
+TOP_LEVEL: dict[str, str] = {
+    "extends": "a recipe file (or list) this one builds on",
+    "seed": "random seed (int)",
+    "data": "training dataset component",
+    "eval_data": "evaluation dataset component (default: the training data)",
+    "learner": "the learner component",
+    "trainer": "training-loop settings",
+    "logger": "metric logging settings",
+    "description": "free text",
+}
+
+
+@attrs.frozen
+class Recipe:
+    """A validated recipe: resolved raw mapping plus where it came from."""
+
+    raw: dict[str, Any]
+    source: Path | None
+    lines: dict[str, int] = attrs.field(factory=dict)
+
+    @property
+    def seed(self) -> int:
+        return int(self.raw.get("seed", 0))
+
+    @property
+    def trainer(self) -> TrainerConfig:
+        return TrainerConfig(**self.raw.get("trainer", {}))
+
+    @property
+    def logger(self) -> LoggerConfig:
+        return LoggerConfig(**self.raw.get("logger", {}))
+
+    @property
+    def name(self) -> str:
+        return self.source.stem if self.source else "recipe"
+
+    def to_yaml(self) -> str:
+        """The fully resolved recipe as YAML (rebuilds this run)."""
+        return yaml.safe_dump(self.raw, sort_keys=False, default_flow_style=None)
+
+
+# ----------------------------------------------------------------------------- loading
+
+
+def _node_lines(node: yaml.Node, prefix: str, out: dict[str, int]) -> None:
+    if isinstance(node, yaml.MappingNode):
+        for key_node, value_node in node.value:
+            key = f"{prefix}.{key_node.value}" if prefix else str(key_node.value)
+            out[key] = key_node.start_mark.line + 1
+            _node_lines(value_node, key, out)
+
+
+def _read_yaml(path: Path) -> tuple[dict[str, Any], dict[str, int]]:
+    if not path.is_file():
+        raise RecipeError(
+            f"recipe file '{path}' not found (working directory: {Path.cwd()}). "
+            "Pass the path of a YAML recipe, e.g. `fw run recipes/tsne_digits.yaml`."
+        )
+    text = path.read_text()
+    try:
+        data = yaml.safe_load(text)
+        node = yaml.compose(text)
+    except yaml.YAMLError as exc:
+        raise RecipeError(f"{path}: not valid YAML: {exc}") from None
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise RecipeError(f"{path}: a recipe must be a mapping of keys, got {type(data).__name__}")
+    lines: dict[str, int] = {}
+    if node is not None:
+        _node_lines(node, "", lines)
+    return data, lines
+
+
+def _deep_merge(base: dict[str, Any], top: Mapping[str, Any]) -> dict[str, Any]:
+    out = copy.deepcopy(base)
+    for key, value in top.items():
+        if isinstance(value, Mapping) and isinstance(out.get(key), dict):
+            # A nested component that changes its name starts from a clean slate.
+            if "name" in value and value["name"] != out[key].get("name"):
+                out[key] = copy.deepcopy(dict(value))
+            else:
+                out[key] = _deep_merge(out[key], value)
+        else:
+            out[key] = copy.deepcopy(value)
+    return out
+
+
+def _load_with_extends(path: Path, seen: tuple[Path, ...] = ()) -> tuple[dict[str, Any], dict[str, int]]:
+    path = path.resolve() if path.exists() else path
+    if path in seen:
+        chain = " -> ".join(str(p) for p in (*seen, path))
+        raise RecipeError(f"recipes extend each other in a cycle: {chain}")
+    data, lines = _read_yaml(path)
+    parents = data.pop("extends", None)
+    if parents is None:
+        return data, lines
+    merged: dict[str, Any] = {}
+    for parent in [parents] if isinstance(parents, str) else list(parents):
+        parent_path = (path.parent / parent) if not Path(parent).is_absolute() else Path(parent)
+        if not parent_path.is_file():
+            raise RecipeError(
+                f"{path}:{lines.get('extends', '?')}: extends '{parent}', but {parent_path} "
+                "does not exist (paths are relative to the recipe file)"
+            )
+        parent_data, _ = _load_with_extends(parent_path, (*seen, path))
+        merged = _deep_merge(merged, parent_data)
+    return _deep_merge(merged, data), lines
+
+
+def parse_override(text: str) -> tuple[list[str], Any]:
+    """``a.b.c=value`` -> (["a", "b", "c"], value parsed as YAML)."""
+    if "=" not in text:
+        raise RecipeError(
+            f"override '{text}' is not of the form key.path=value (e.g. trainer.max_steps=200)"
+        )
+    key, value = text.split("=", 1)
+    parts = [p for p in key.strip().split(".") if p]
+    if not parts:
+        raise RecipeError(f"override '{text}' has an empty key")
+    try:
+        parsed = yaml.safe_load(value) if value.strip() else None
+    except yaml.YAMLError:
+        parsed = value
+    return parts, parsed
+
+
+def apply_overrides(raw: dict[str, Any], overrides: Iterable[str]) -> dict[str, Any]:
+    """Set dotted keys; intermediate mappings are created as needed."""
+    out = copy.deepcopy(raw)
+    for text in overrides:
+        parts, value = parse_override(text)
+        node = out
+        for i, part in enumerate(parts[:-1]):
+            child = node.get(part)
+            if child is None:
+                child = node[part] = {}
+            if not isinstance(child, dict):
+                where = ".".join(parts[: i + 1])
+                raise RecipeError(f"override '{text}': '{where}' is a value, not a mapping")
+            node = child
+        node[parts[-1]] = value
+    return out
+
+
+def load_recipe(
+    path: str | Path,
+    overrides: Iterable[str] = (),
+    registry: Registry | None = None,
+) -> Recipe:
+    """Read, merge ``extends``, apply overrides, validate and fill defaults."""
+    path = Path(path)
+    raw, lines = _load_with_extends(path)
+    raw = apply_overrides(raw, overrides)
+    checker = _Checker(registry or get_registry(), path, lines)
+    return Recipe(checker.check_recipe(raw), path, lines)
+
+
+def recipe_from_dict(raw: Mapping[str, Any], registry: Registry | None = None) -> Recipe:
+    """Validate a recipe given as a mapping (tests, programmatic use)."""
+    checker = _Checker(registry or get_registry(), None, {})
+    return Recipe(checker.check_recipe(copy.deepcopy(dict(raw))), None, {})
+
+
+# ----------------------------------------------------------------------------- validation
+
+
+def _type_name(annotation: Any) -> str:
+    if annotation is inspect.Parameter.empty:
+        return "any"
+    if isinstance(annotation, type):
+        return annotation.__name__
+    return str(annotation).replace("typing.", "")
+
+
+def _hints(factory: Callable[..., Any]) -> dict[str, Any]:
+    target = factory.__init__ if inspect.isclass(factory) else factory
+    try:
+        return typing.get_type_hints(target)
+    except Exception:  # unresolvable forward references: fall back to no type checks
+        return {}
+
+
+def factory_params(factory: Callable[..., Any], skip: int = 0) -> dict[str, inspect.Parameter]:
+    """Keyword parameters a recipe may set (``self`` and the first ``skip`` positionals dropped)."""
+    sig = inspect.signature(factory)
+    params = [
+        p
+        for p in sig.parameters.values()
+        if p.kind not in (inspect.Parameter.VAR_POSITIONAL, inspect.Parameter.VAR_KEYWORD)
+    ]
+    return {p.name: p for p in params[skip:]}
+
+
+class _Checker:
+    def __init__(self, registry: Registry, source: Path | None, lines: dict[str, int]) -> None:
+        self.registry = registry
+        self.source = source
+        self.lines = lines
+
+    def fail(self, key_path: str, message: str) -> RecipeError:
+        where = str(self.source) if self.source else "<recipe>"
+        line = self._line(key_path)
+        loc = f"{where}:{line}" if line else where
+        return RecipeError(f"{loc}: {key_path}: {message}" if key_path else f"{loc}: {message}")
+
+    def _line(self, key_path: str) -> int | None:
+        parts = key_path.split(".")
+        while parts:
+            line = self.lines.get(".".join(parts))
+            if line:
+                return line
+            parts.pop()
+        return None
+
+    def check_recipe(self, raw: dict[str, Any]) -> dict[str, Any]:
+        for key in raw:
+            if key not in TOP_LEVEL:
+                close = difflib.get_close_matches(str(key), list(TOP_LEVEL), n=1, cutoff=0.5)
+                hint = f" Did you mean '{close[0]}'?" if close else ""
+                allowed = ", ".join(k for k in TOP_LEVEL if k != "extends")
+                raise self.fail(str(key), f"unknown top-level key.{hint} Allowed keys: {allowed}.")
+        for required in ("learner", "data"):
+            if required not in raw:
+                raise self.fail("", f"missing the required top-level key '{required}'")
+        out: dict[str, Any] = {}
+        if "description" in raw:
+            out["description"] = raw["description"]
+        out["seed"] = self.value("seed", raw.get("seed", 0), int)
+        out["data"] = self.component("data", raw["data"], "dataset")
+        if raw.get("eval_data") is not None:
+            out["eval_data"] = self.component("eval_data", raw["eval_data"], "dataset")
+        out["learner"] = self.component("learner", raw["learner"], "learner")
+        out["trainer"] = self.config("trainer", raw.get("trainer") or {}, TrainerConfig)
+        out["logger"] = self.config("logger", raw.get("logger") or {}, LoggerConfig)
+        return out
+
+    def config(self, path: str, value: Any, cls: type) -> dict[str, Any]:
+        if not isinstance(value, Mapping):
+            raise self.fail(path, f"expected a mapping of settings, got {value!r}")
+        fields = {f.name: f for f in attrs.fields(cls)}
+        hints = typing.get_type_hints(cls)
+        out = {}
+        for key, v in value.items():
+            if key not in fields:
+                raise self.fail(f"{path}.{key}", self._unknown(key, list(fields), path))
+            out[key] = self.value(f"{path}.{key}", v, hints[key])
+        for name, field in fields.items():
+            out.setdefault(name, field.default)
+        return out
+
+    @staticmethod
+    def _unknown(key: str, allowed: list[str], what: str) -> str:
+        close = difflib.get_close_matches(key, allowed, n=1, cutoff=0.5)
+        hint = f" Did you mean '{close[0]}'?" if close else ""
+        return f"unknown parameter '{key}' of {what}.{hint} Allowed: {', '.join(allowed) or 'none'}."
+
+    def component(self, path: str, spec: Any, kind: str) -> dict[str, Any]:
+        if isinstance(spec, str):
+            spec = {"name": spec}
+        if not isinstance(spec, Mapping) or "name" not in spec:
+            raise self.fail(
+                path, f"expected a {kind} component written {{name: ..., <params>}}, got {spec!r}"
+            )
+        name = spec["name"]
+        try:
+            entry = self.registry.get(kind, str(name))
+        except RegistryError as exc:
+            raise self.fail(f"{path}.name", str(exc)) from None
+        skip = 1 if kind == "optimizer" else 0
+        params = factory_params(entry.factory, skip=skip)
+        hints = _hints(entry.factory)
+        what = f"{kind} '{name}' (plugin {entry.plugin})"
+        out: dict[str, Any] = {"name": name}
+        for key, value in spec.items():
+            if key == "name":
+                continue
+            if key not in params:
+                raise self.fail(f"{path}.{key}", self._unknown(key, list(params), what))
+            out[key] = self.value(f"{path}.{key}", value, hints.get(key, params[key].annotation))
+        for pname, param in params.items():
+            if pname in out:
+                continue
+            if param.default is inspect.Parameter.empty:
+                raise self.fail(
+                    f"{path}.{pname}",
+                    f"{what} needs a value for '{pname}' ({_type_name(hints.get(pname, param.annotation))})",
+                )
+            out[pname] = _plain(param.default)
+        return out
+
+    def value(self, path: str, value: Any, annotation: Any) -> Any:
+        if annotation is inspect.Parameter.empty or annotation is Any:
+            return value
+        kind = _component_kind(annotation)
+        if kind is not None:
+            if value is None and _allows_none(annotation):
+                return None
+            return self.component(path, value, kind)
+        ok, coerced = _coerce(value, annotation)
+        if not ok:
+            raise self.fail(
+                path, f"expected {_type_name(annotation)}, got {value!r} ({type(value).__name__})"
+            )
+        return coerced
+
+
+def _plain(default: Any) -> Any:
+    """Defaults shown in resolved recipes: plain YAML values only."""
+    if isinstance(default, (int, float, str, bool, type(None))):
+        return default
+    if isinstance(default, (list, tuple)):
+        return [_plain(v) for v in default]
+    if isinstance(default, Mapping):
+        return {k: _plain(v) for k, v in default.items()}
+    return repr(default)
+
+
+def _component_kind(annotation: Any) -> str | None:
+    if annotation in _KIND_OF_ANNOTATION:
+        return _KIND_OF_ANNOTATION[annotation]
+    if typing.get_origin(annotation) in (Union, types.UnionType):
+        for arg in typing.get_args(annotation):
+            if arg in _KIND_OF_ANNOTATION:
+                return _KIND_OF_ANNOTATION[arg]
+    if inspect.isclass(annotation):
+        for base, kind in _KIND_OF_ANNOTATION.items():
+            if issubclass(annotation, base):
+                return kind
+    return None
+
+
+def _allows_none(annotation: Any) -> bool:
+    return type(None) in typing.get_args(annotation)
+
+
+def _coerce(value: Any, annotation: Any) -> tuple[bool, Any]:
+    """(ok, value) for a YAML value against a type hint; ints are accepted as floats."""
+    origin = typing.get_origin(annotation)
+    args = typing.get_args(annotation)
+    if annotation is type(None) or annotation is None:
+        return value is None, value
+    if origin in (Union, types.UnionType):
+        for arg in args:
+            ok, coerced = _coerce(value, arg)
+            if ok:
+                return True, coerced
+        return False, value
+    if origin is Literal:
+        return value in args, value
+    if annotation is bool:
+        return isinstance(value, bool), value
+    if annotation is int:
+        return isinstance(value, int) and not isinstance(value, bool), value
+    if annotation is float:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return True, float(value)
+        return False, value
+    if annotation is str:
+        return isinstance(value, str), value
+    if annotation in (Path,):
+        return isinstance(value, str), value
+    if origin in (list, tuple, Iterable, typing.Sequence) or annotation in (list, tuple):
+        if not isinstance(value, (list, tuple)):
+            return False, value
+        if not args:
+            return True, list(value)
+        if origin is tuple and args[-1] is not Ellipsis:  # fixed-length tuple
+            if len(args) != len(value):
+                return False, value
+            pairs = zip(value, args)
+        else:
+            pairs = ((v, args[0]) for v in value)
+        out = []
+        for v, a in pairs:
+            ok, c = _coerce(v, a)
+            if not ok:
+                return False, value
+            out.append(c)
+        return True, out
+    if origin in (dict, Mapping) or annotation in (dict,):
+        return isinstance(value, Mapping), value
+    return True, value  # types we do not check (tensors, callables) pass through
+
+
+# ----------------------------------------------------------------------------- building
+
+
+def build(kind: str, spec: Mapping[str, Any], registry: Registry | None = None, **injected: Any) -> Any:
+    """Build a validated component spec (nested components first); ``injected`` adds kwargs."""
+    registry = registry or get_registry()
+    entry = registry.get(kind, spec["name"])
+    skip = 1 if kind == "optimizer" else 0
+    params = factory_params(entry.factory, skip=skip)
+    hints = _hints(entry.factory)
+    kwargs: dict[str, Any] = {}
+    for key, value in spec.items():
+        if key == "name":
+            continue
+        sub_kind = _component_kind(hints.get(key, params[key].annotation))
+        if sub_kind is not None and isinstance(value, Mapping):
+            value = build(sub_kind, value, registry)
+        kwargs[key] = value
+    kwargs.update(injected)
+    if kind == "optimizer":
+        return functools.partial(entry.factory, **kwargs)
+    obj = entry.factory(**kwargs)
+    try:
+        obj._fw_spec = dict(spec)  # every component round-trips to its recipe entry
+    except AttributeError:
+        pass
+    return obj

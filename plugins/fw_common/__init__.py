@@ -1,0 +1,1 @@
+"""Generic parts every method shares: optimizers, mappers, and the generic I-Con learner."""

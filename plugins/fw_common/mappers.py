@@ -1,0 +1,110 @@
+"""Trainable mappers f_φ (seed 004 App. G.1): an embedding table, a linear map, an MLP."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+import torch
+from torch import Tensor, nn
+
+from fw.api import Featurizer
+from fw.errors import ShapeError
+
+
+class Embedding(Featurizer):
+    """Non-parametric mapper: one learned vector per data point, looked up by ``index``.
+
+    ``init="pca"`` starts from the data's first ``dim`` principal components scaled so the
+    first has standard deviation ``init_std`` (t-SNE's PCA initialisation, sklearn's
+    convention); ``"random"`` draws N(0, init_std²).
+    """
+
+    input_key = "index"
+
+    def __init__(
+        self,
+        dim: int = 2,
+        init: Literal["pca", "random"] = "pca",
+        init_std: float = 1e-4,
+        seed: int = 0,
+    ) -> None:
+        super().__init__()
+        self.dim = dim
+        self.init = init
+        self.init_std = init_std
+        self.seed = seed
+        self.weight = nn.Parameter(torch.empty(0, dim))
+
+    def setup(self, data: Any) -> None:
+        x = data.x.flatten(1).double()
+        n = x.shape[0]
+        if self.init == "pca":
+            centred = x - x.mean(dim=0)
+            _, _, v = torch.linalg.svd(centred, full_matrices=False)
+            pcs = centred @ v[: self.dim].T
+            # sklearn's sign convention (svd_flip on u): largest |loading| of each column > 0
+            signs = torch.sign(pcs[pcs.abs().argmax(dim=0), torch.arange(self.dim)])
+            pcs = pcs * signs
+            emb = pcs / pcs[:, 0].std() * self.init_std
+        else:
+            gen = torch.Generator().manual_seed(self.seed)
+            emb = torch.randn(n, self.dim, generator=gen, dtype=torch.float64) * self.init_std
+        self.weight = nn.Parameter(emb.float())
+
+    def forward(self, index: Tensor) -> Tensor:
+        if self.weight.shape[0] == 0:
+            raise RuntimeError("Embedding.setup(data) must run before the first lookup")
+        return self.weight[index]
+
+
+class Linear(Featurizer):
+    """A linear map of flattened inputs to ``dim`` features (PCA-style mapper, linear heads)."""
+
+    def __init__(self, dim: int, in_dim: int | None = None, bias: bool = True) -> None:
+        super().__init__()
+        self.dim = dim
+        self.layer = nn.LazyLinear(dim, bias=bias) if in_dim is None else nn.Linear(in_dim, dim, bias)
+
+    def setup(self, data: Any) -> None:
+        if isinstance(self.layer, nn.LazyLinear):
+            with torch.no_grad():
+                self.layer(data.x[:1].flatten(1).float())
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.layer(x.flatten(1).float())
+
+
+class MLP(Featurizer):
+    """A parametric mapper: flattened inputs -> hidden layers (ReLU, BatchNorm) -> ``dim``."""
+
+    def __init__(
+        self,
+        dim: int = 2,
+        hidden: list[int] = (512, 512),  # type: ignore[assignment]
+        in_dim: int | None = None,
+        batch_norm: bool = True,
+    ) -> None:
+        super().__init__()
+        self.dim = dim
+        layers: list[nn.Module] = []
+        width = in_dim
+        for h in hidden:
+            layers.append(nn.LazyLinear(h) if width is None else nn.Linear(width, h))
+            if batch_norm:
+                layers.append(nn.BatchNorm1d(h))
+            layers.append(nn.ReLU())
+            width = h
+        layers.append(nn.LazyLinear(dim) if width is None else nn.Linear(width, dim))
+        self.net = nn.Sequential(*layers)
+
+    def setup(self, data: Any) -> None:
+        with torch.no_grad():
+            was = self.training
+            self.eval()
+            self.net(data.x[:2].flatten(1).float())
+            self.train(was)
+
+    def forward(self, x: Tensor) -> Tensor:
+        if x.dim() < 2:
+            raise ShapeError(f"MLP mapper expects [B, ...] inputs, got shape {tuple(x.shape)}")
+        return self.net(x.flatten(1).float())

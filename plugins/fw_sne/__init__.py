@@ -1,0 +1,1 @@
+"""fw_sne plugin."""
