@@ -19,7 +19,7 @@ import attrs
 import torch
 from torch import Tensor, nn
 
-from fw.errors import ShapeError
+from fw.errors import ContextError, ShapeError
 
 # Keys of a distribution context (a plain mapping, so plugins may add their own keys).
 FEATURES = "features"  # [n, d] row points: raw inputs for a supervisory p, embeddings for q
@@ -96,7 +96,6 @@ class Neighborhood:
         log_prob = (logits - log_norm.unsqueeze(1)).masked_fill(~mask, float("-inf"))
         return cls(log_prob, mask, log_norm)
 
-
     @classmethod
     def from_weights(cls, weights: Tensor, mask: Tensor) -> Neighborhood:
         """Normalise non-negative weights over the allowed columns of each row."""
@@ -134,9 +133,10 @@ class NeighborhoodDistribution(Component):
     def __call__(self, ctx: Context) -> Neighborhood:
         missing = [k for k in self.requires if k not in ctx or ctx[k] is None]
         if missing:
-            raise KeyError(
+            raise ContextError(
                 f"{type(self).__name__} needs context key(s) {missing}; "
-                f"the learner provided {sorted(k for k in ctx if ctx[k] is not None)}"
+                f"the learner provided {sorted(k for k in ctx if ctx[k] is not None)}. "
+                "Use a dataset that has them, or a distribution that does not need them."
             )
         return self.log_prob(ctx)
 
@@ -161,7 +161,7 @@ class Featurizer(nn.Module, Component):
 
 
 class Upsampler(nn.Module, Component):
-    """Raises dense features ``[B, C, h, w]`` to ``[B, C, H, W]`` guided by the image ``[B, 3, H, W]``."""
+    """Raises dense features ``[B, C, h, w]`` to ``[B, C, H, W]`` guided by an image."""
 
     kind: ClassVar[str] = "upsampler"
 

@@ -21,3 +21,14 @@ class DataError(FwError):
 
 class ShapeError(FwError, ValueError):
     """A tensor has the wrong shape or dtype for a component's contract."""
+
+
+class ContextError(FwError, KeyError):
+    """A distribution needs a context key the learner or dataset does not provide."""
+
+    def __str__(self) -> str:  # KeyError would quote the message
+        return str(self.args[0]) if self.args else ""
+
+
+class Interrupted(FwError):
+    """Training stopped on Ctrl-C after saving a checkpoint."""

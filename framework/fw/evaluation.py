@@ -49,5 +49,7 @@ def evaluate_embedding(
         x = data.x.flatten(1).double().numpy()
         out["trustworthiness"] = float(trustworthiness(x, emb, n_neighbors=5))
     if run_dir is not None and emb.shape[1] == 2:
-        scatter(emb, None if labels is None else labels.numpy(), Path(run_dir) / "embedding.png", title)
+        scatter(
+            emb, None if labels is None else labels.numpy(), Path(run_dir) / "embedding.png", title
+        )
     return {k: float(np.asarray(v)) for k, v in out.items()}

@@ -160,7 +160,9 @@ def _deep_merge(base: dict[str, Any], top: Mapping[str, Any]) -> dict[str, Any]:
     return out
 
 
-def _load_with_extends(path: Path, seen: tuple[Path, ...] = ()) -> tuple[dict[str, Any], dict[str, int]]:
+def _load_with_extends(
+    path: Path, seen: tuple[Path, ...] = ()
+) -> tuple[dict[str, Any], dict[str, int]]:
     path = path.resolve() if path.exists() else path
     if path in seen:
         chain = " -> ".join(str(p) for p in (*seen, path))
@@ -327,7 +329,8 @@ class _Checker:
     def _unknown(key: str, allowed: list[str], what: str) -> str:
         close = difflib.get_close_matches(key, allowed, n=1, cutoff=0.5)
         hint = f" Did you mean '{close[0]}'?" if close else ""
-        return f"unknown parameter '{key}' of {what}.{hint} Allowed: {', '.join(allowed) or 'none'}."
+        names = ", ".join(allowed) or "none"
+        return f"unknown parameter '{key}' of {what}.{hint} Allowed: {names}."
 
     def component(self, path: str, spec: Any, kind: str) -> dict[str, Any]:
         if isinstance(spec, str):
@@ -358,7 +361,8 @@ class _Checker:
             if param.default is inspect.Parameter.empty:
                 raise self.fail(
                     f"{path}.{pname}",
-                    f"{what} needs a value for '{pname}' ({_type_name(hints.get(pname, param.annotation))})",
+                    f"{what} needs a value for '{pname}' "
+                    f"({_type_name(hints.get(pname, param.annotation))})",
                 )
             out[pname] = _plain(param.default)
         return out
@@ -442,7 +446,7 @@ def _coerce(value: Any, annotation: Any) -> tuple[bool, Any]:
         if origin is tuple and args[-1] is not Ellipsis:  # fixed-length tuple
             if len(args) != len(value):
                 return False, value
-            pairs = zip(value, args)
+            pairs = zip(value, args, strict=True)
         else:
             pairs = ((v, args[0]) for v in value)
         out = []
@@ -460,7 +464,9 @@ def _coerce(value: Any, annotation: Any) -> tuple[bool, Any]:
 # ----------------------------------------------------------------------------- building
 
 
-def build(kind: str, spec: Mapping[str, Any], registry: Registry | None = None, **injected: Any) -> Any:
+def build(
+    kind: str, spec: Mapping[str, Any], registry: Registry | None = None, **injected: Any
+) -> Any:
     """Build a validated component spec (nested components first); ``injected`` adds kwargs."""
     registry = registry or get_registry()
     entry = registry.get(kind, spec["name"])

@@ -98,7 +98,8 @@ class Registry:
 
     def _check_kind(self, kind: str) -> str:
         if kind not in self._entries:
-            raise RegistryError(f"unknown component kind '{kind}'; kinds: {', '.join(self._entries)}")
+            kinds = ", ".join(self._entries)
+            raise RegistryError(f"unknown component kind '{kind}'; kinds: {kinds}")
         return kind
 
 

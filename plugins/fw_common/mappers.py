@@ -5,10 +5,9 @@ from __future__ import annotations
 from typing import Any, Literal
 
 import torch
-from torch import Tensor, nn
-
 from fw.api import Featurizer
 from fw.errors import ShapeError
+from torch import Tensor, nn
 
 
 class Embedding(Featurizer):
@@ -63,7 +62,9 @@ class Linear(Featurizer):
     def __init__(self, dim: int, in_dim: int | None = None, bias: bool = True) -> None:
         super().__init__()
         self.dim = dim
-        self.layer = nn.LazyLinear(dim, bias=bias) if in_dim is None else nn.Linear(in_dim, dim, bias)
+        self.layer = (
+            nn.LazyLinear(dim, bias=bias) if in_dim is None else nn.Linear(in_dim, dim, bias)
+        )
 
     def setup(self, data: Any) -> None:
         if isinstance(self.layer, nn.LazyLinear):

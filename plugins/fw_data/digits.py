@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import torch
-
 from fw.data import ArrayDataset
 
 
@@ -19,6 +18,8 @@ def digits(scale: bool = True, limit: int | None = None) -> ArrayDataset:
     if limit is not None:
         x, y = x[:limit], y[:limit]
     return ArrayDataset(
-        {"x": x, "label": y}, name="digits", classes=[str(c) for c in range(10)],
+        {"x": x, "label": y},
+        name="digits",
+        classes=[str(c) for c in range(10)],
         meta={"image_shape": (1, 8, 8)},
     )

@@ -1,0 +1,164 @@
+"""The ``fw`` command: run recipes, list plugins, show resolved recipes, print the table."""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import json
+import sys
+import textwrap
+from collections.abc import Sequence
+
+from fw import __version__
+from fw.errors import FwError, Interrupted
+
+EXIT_USAGE = 2
+EXIT_INTERRUPTED = 130
+
+
+def _common(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--plugin",
+        "-p",
+        action="append",
+        default=[],
+        metavar="NAME",
+        help="load this entry-point plugin (repeatable); with FW_DISABLE_PLUGIN_AUTOLOAD=1 "
+        "only the named plugins are loaded",
+    )
+    parser.add_argument("--debug", action="store_true", help="show tracebacks of errors")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser of ``fw`` and its sub-commands."""
+    common = argparse.ArgumentParser(add_help=False)
+    _common(common)
+    parser = argparse.ArgumentParser(
+        prog="fw",
+        description="I-Con representation learning from plugins and YAML recipes.",
+        parents=[common],
+    )
+    parser.add_argument("--version", action="version", version=f"fw {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    run = sub.add_parser(
+        "run",
+        parents=[common],
+        help="train and evaluate a recipe",
+        description="Train the recipe's learner, then evaluate it. Overrides are dotted "
+        "key=value pairs, e.g. `learner.q.dof=2 trainer.max_steps=200`.",
+    )
+    run.add_argument("recipe", help="path of a YAML recipe")
+    run.add_argument("overrides", nargs="*", help="dotted key=value overrides")
+    run.add_argument("--out", help="run directory (default runs/<recipe>-<time>)")
+    run.add_argument(
+        "--resume", action="store_true", help="continue from OUT/checkpoints/last.ckpt"
+    )
+
+    show = sub.add_parser(
+        "show",
+        parents=[common],
+        help="print the fully resolved recipe",
+        description="Print the recipe after `extends`, overrides and defaults.",
+    )
+    show.add_argument("recipe")
+    show.add_argument("overrides", nargs="*")
+
+    sub.add_parser(
+        "plugins",
+        parents=[common],
+        help="list every registered component by kind",
+        description="List registered components with the plugin and distribution of each.",
+    )
+
+    table = sub.add_parser(
+        "table",
+        parents=[common],
+        help="print the periodic table of I-Con methods",
+        description="Rows are learned q families, columns supervisory p families.",
+    )
+    table.add_argument("--png", help="also draw the table into this PNG file")
+    table.add_argument(
+        "--recipe",
+        metavar="CELL",
+        help="write a runnable recipe for a cell, given as a method name or 'p_name,q_name'",
+    )
+    table.add_argument("--out", help="where --recipe writes (default: stdout)")
+    return parser
+
+
+def _registry(args: argparse.Namespace):
+    from fw.registry import get_registry, set_registry
+
+    registry = get_registry(plugins=args.plugin) if args.plugin else get_registry()
+    set_registry(registry)
+    return registry
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from fw.recipe import load_recipe
+    from fw.train import train
+
+    registry = _registry(args)
+    recipe = load_recipe(args.recipe, args.overrides, registry)
+    final = train(recipe, args.out, resume=args.resume, registry=registry)
+    if final:
+        print(json.dumps(final, indent=2))
+    return 0
+
+
+def cmd_show(args: argparse.Namespace) -> int:
+    from fw.recipe import load_recipe
+
+    recipe = load_recipe(args.recipe, args.overrides, _registry(args))
+    print(recipe.to_yaml(), end="")
+    return 0
+
+
+def cmd_plugins(args: argparse.Namespace) -> int:
+    registry = _registry(args)
+    for kind in registry.kinds():
+        entries = registry.entries(kind)
+        print(f"{kind} ({len(entries)})")
+        if not entries:
+            print("  (none registered)")
+        for e in entries:
+            doc = (e.factory.__doc__ or "").strip().splitlines()
+            summary = doc[0] if doc else ""
+            print(f"  {e.name:<22} {e.plugin:<10} [{e.distribution}]  {summary}")
+    return 0
+
+
+def cmd_table(args: argparse.Namespace) -> int:
+    try:
+        table = importlib.import_module("fw.table")
+    except ModuleNotFoundError:
+        raise FwError("the periodic table is not available in this version of fw") from None
+    return table.main(args, _registry(args))
+
+
+COMMANDS = {"run": cmd_run, "show": cmd_show, "plugins": cmd_plugins, "table": cmd_table}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``fw`` console script."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not args.command:
+        parser.print_help()
+        return EXIT_USAGE
+    try:
+        return COMMANDS[args.command](args)
+    except Interrupted as exc:
+        print(f"fw: {exc}", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    except FwError as exc:
+        if args.debug:
+            raise
+        message = textwrap.fill(str(exc), width=100, break_long_words=False, break_on_hyphens=False)
+        print(f"fw: error: {message}", file=sys.stderr)
+        return EXIT_USAGE
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())
