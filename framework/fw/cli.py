@@ -16,28 +16,35 @@ EXIT_USAGE = 2
 EXIT_INTERRUPTED = 130
 
 
-def _common(parser: argparse.ArgumentParser) -> None:
+def _common(parser: argparse.ArgumentParser, top: bool) -> None:
+    # Sub-commands repeat the options with SUPPRESS defaults so values given before the
+    # sub-command are not reset by the sub-parser.
     parser.add_argument(
         "--plugin",
         "-p",
         action="append",
-        default=[],
+        default=[] if top else argparse.SUPPRESS,
         metavar="NAME",
         help="load this entry-point plugin (repeatable); with FW_DISABLE_PLUGIN_AUTOLOAD=1 "
         "only the named plugins are loaded",
     )
-    parser.add_argument("--debug", action="store_true", help="show tracebacks of errors")
+    parser.add_argument(
+        "--debug",
+        action="store_true",
+        default=False if top else argparse.SUPPRESS,
+        help="show tracebacks of errors",
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of ``fw`` and its sub-commands."""
     common = argparse.ArgumentParser(add_help=False)
-    _common(common)
+    _common(common, top=False)
     parser = argparse.ArgumentParser(
         prog="fw",
         description="I-Con representation learning from plugins and YAML recipes.",
-        parents=[common],
     )
+    _common(parser, top=True)
     parser.add_argument("--version", action="version", version=f"fw {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
 
@@ -143,7 +150,16 @@ COMMANDS = {"run": cmd_run, "show": cmd_show, "plugins": cmd_plugins, "table": c
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``fw`` console script."""
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args, extra = parser.parse_known_args(argv)
+    # Overrides may come after options (`fw run r.yaml --out d a.b=1`): argparse leaves them over.
+    if (
+        extra
+        and hasattr(args, "overrides")
+        and all("=" in e and not e.startswith("-") for e in extra)
+    ):
+        args.overrides += extra
+    elif extra:
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
     if not args.command:
         parser.print_help()
         return EXIT_USAGE

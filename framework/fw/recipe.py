@@ -14,7 +14,7 @@ import functools
 import inspect
 import types
 import typing
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, Literal, Union
 
@@ -375,6 +375,13 @@ class _Checker:
             if value is None and _allows_none(annotation):
                 return None
             return self.component(path, value, kind)
+        list_kind = _component_list_kind(annotation)
+        if list_kind is not None:
+            if value is None and _allows_none(annotation):
+                return None
+            if not isinstance(value, (list, tuple)):
+                raise self.fail(path, f"expected a list of {list_kind} components, got {value!r}")
+            return [self.component(f"{path}.{k}", v, list_kind) for k, v in enumerate(value)]
         ok, coerced = _coerce(value, annotation)
         if not ok:
             raise self.fail(
@@ -405,6 +412,19 @@ def _component_kind(annotation: Any) -> str | None:
         for base, kind in _KIND_OF_ANNOTATION.items():
             if issubclass(annotation, base):
                 return kind
+    return None
+
+
+def _component_list_kind(annotation: Any) -> str | None:
+    """The component kind of ``list[<component>]`` (also inside ``| None``), else None."""
+    candidates = [annotation]
+    if typing.get_origin(annotation) in (Union, types.UnionType):
+        candidates = list(typing.get_args(annotation))
+    for ann in candidates:
+        if typing.get_origin(ann) in (list, tuple, Sequence, Iterable):
+            args = [a for a in typing.get_args(ann) if a is not Ellipsis]
+            if len(args) == 1 and _component_kind(args[0]) is not None:
+                return _component_kind(args[0])
     return None
 
 
@@ -477,9 +497,13 @@ def build(
     for key, value in spec.items():
         if key == "name":
             continue
-        sub_kind = _component_kind(hints.get(key, params[key].annotation))
+        annotation = hints.get(key, params[key].annotation)
+        sub_kind = _component_kind(annotation)
         if sub_kind is not None and isinstance(value, Mapping):
             value = build(sub_kind, value, registry)
+        list_kind = _component_list_kind(annotation)
+        if list_kind is not None and isinstance(value, (list, tuple)):
+            value = [build(list_kind, v, registry) if isinstance(v, Mapping) else v for v in value]
         kwargs[key] = value
     kwargs.update(injected)
     if kind == "optimizer":

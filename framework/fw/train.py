@@ -67,7 +67,8 @@ class BatchStream:
             if batch_size > per_rank:
                 raise FwError(
                     f"batch_size {batch_size} is larger than the {per_rank} items each of the "
-                    f"{world_size} process(es) sees; lower trainer.batch_size"
+                    f"{world_size} process(es) sees; lower trainer.batch_size or "
+                    "learner.batch_size"
                 )
             self.batches_per_epoch = per_rank // batch_size
         else:
@@ -158,10 +159,10 @@ class MetricLogger:
                 id=_wandb_id(run_dir),
             )
 
-    def log(self, step: int, values: dict[str, float]) -> None:
+    def log(self, step: int, values: dict[str, float], split: str = "train") -> None:
         if not self.enabled:
             return
-        record = {"step": step, **values}
+        record = {"step": step, "split": split, **values}
         with self.path.open("a") as fh:
             fh.write(json.dumps(record) + "\n")
         if self.wandb_run is not None:
@@ -336,7 +337,7 @@ def train(
         final["steps"] = float(cfg.max_steps)
         final["train_seconds"] = elapsed
         (run_dir / "metrics.json").write_text(json.dumps(final, indent=2) + "\n")
-        logger.log(cfg.max_steps, final)
+        logger.log(cfg.max_steps, final, split="eval")
     logger.finish(final)
     fabric.barrier()
     return final

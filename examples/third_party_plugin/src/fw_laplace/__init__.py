@@ -1,0 +1,1 @@
+"""A Laplace-kernel neighbourhood distribution, packaged as its own fw plugin."""

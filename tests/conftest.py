@@ -1,0 +1,46 @@
+"""Shared fixtures: a registry with the installed plugins plus an in-process toy plugin."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+from fw.registry import Registry, get_registry
+
+from tests.support import toy_plugin
+
+ROOT = Path(__file__).resolve().parents[1]
+RECIPES = ROOT / "recipes"
+
+
+@pytest.fixture(scope="session")
+def registry() -> Registry:
+    """Installed plugins + the toy test plugin."""
+    return get_registry(modules=[toy_plugin])
+
+
+@pytest.fixture(autouse=True)
+def _seed() -> None:
+    torch.manual_seed(0)
+
+
+@pytest.fixture
+def toy_recipe(tmp_path: Path) -> Path:
+    """A small, fast recipe using the generic I-Con learner on 300 digits."""
+    path = tmp_path / "toy.yaml"
+    path.write_text(
+        """\
+seed: 0
+data: {name: digits, limit: 300}
+learner:
+  name: icon
+  p: {name: toy_gaussian, sigma: 1.0}
+  q: {name: toy_gaussian}
+  mapper: {name: mlp, dim: 2, hidden: [32]}
+  batch_size: 100
+  optimizer: {name: adam, lr: 0.01}
+trainer: {max_steps: 20, log_every: 5, progress: false}
+"""
+    )
+    return path

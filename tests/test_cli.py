@@ -1,0 +1,78 @@
+"""The fw command: exit codes and messages for users."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from fw import __version__
+from fw.cli import main
+from fw.registry import set_registry
+
+
+@pytest.fixture
+def cli(registry):
+    """Run ``fw`` in-process against the test registry."""
+    set_registry(registry)
+    yield main
+    set_registry(None)
+
+
+def test_version(capsys):
+    with pytest.raises(SystemExit) as info:
+        main(["--version"])
+    assert info.value.code == 0
+    assert __version__ in capsys.readouterr().out
+
+
+def test_plugins_lists_every_kind(cli, capsys):
+    assert cli(["plugins"]) == 0
+    out = capsys.readouterr().out
+    for kind in (
+        "distribution",
+        "featurizer",
+        "upsampler",
+        "aggregator",
+        "explainer",
+        "learner",
+        "dataset",
+    ):
+        assert f"{kind} (" in out
+    assert "toy_gaussian" in out and "<in-process>" in out
+
+
+def test_show_prints_resolved_recipe(cli, capsys, toy_recipe):
+    assert cli(["show", str(toy_recipe), "trainer.max_steps=3"]) == 0
+    out = capsys.readouterr().out
+    assert "max_steps: 3" in out.replace("{", " ").replace(",", "\n") or "max_steps: 3" in out
+
+
+def test_user_errors_exit_2_without_traceback(cli, capsys, toy_recipe, tmp_path):
+    assert cli(["run", str(toy_recipe), "learner.q.name=toy_gausian"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("fw: error:") and "toy_gaussian" in err and "Traceback" not in err
+    assert cli(["run", str(tmp_path / "missing.yaml")]) == 2
+    assert "not found" in capsys.readouterr().err
+
+
+def test_debug_shows_the_exception(cli, toy_recipe):
+    from fw.errors import RecipeError
+
+    with pytest.raises(RecipeError):
+        cli(["run", str(toy_recipe), "learner.q.name=nope", "--debug"])
+
+
+def test_run_prints_final_metrics(cli, capsys, toy_recipe, tmp_path):
+    assert cli(["run", str(toy_recipe), "--out", str(tmp_path / "r"), "trainer.max_steps=4"]) == 0
+    out = capsys.readouterr().out
+    assert json.loads(out[out.index("{") :])["steps"] == 4.0
+
+
+def test_console_script_is_installed():
+    proc = subprocess.run(
+        [sys.executable, "-m", "fw.cli", "--help"], capture_output=True, text=True, timeout=120
+    )
+    assert proc.returncode == 0 and "run" in proc.stdout and "plugins" in proc.stdout

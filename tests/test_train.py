@@ -1,0 +1,123 @@
+"""The training loop: outputs, Ctrl-C and resume, wandb offline, two-process DDP."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from fw.errors import FwError, Interrupted
+from fw.learner import IConLearner
+from fw.recipe import load_recipe
+from fw.train import BatchStream, train
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _run(recipe_path, registry, out, *overrides, resume=False):
+    recipe = load_recipe(recipe_path, overrides, registry)
+    return train(recipe, out, resume=resume, registry=registry)
+
+
+def test_run_writes_metrics_recipe_and_plot(toy_recipe, registry, tmp_path):
+    out = tmp_path / "run"
+    final = _run(toy_recipe, registry, out)
+    assert json.loads((out / "metrics.json").read_text()) == pytest.approx(final)
+    lines = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()]
+    assert [x["step"] for x in lines[:4]] == [5, 10, 15, 20]
+    assert 0.0 <= final["kmeans_hungarian_accuracy"] <= 1.0
+    assert (out / "recipe.yaml").exists() and (out / "embedding.png").exists()
+    assert (out / "checkpoints" / "last.ckpt").exists()
+
+
+@pytest.fixture
+def interrupt_at(monkeypatch):
+    """Send a real SIGINT to this process during a given training step."""
+
+    def arm(at_step: int) -> None:
+        original = IConLearner.training_step
+
+        def step(self, batch, step):
+            if step == at_step:
+                signal.raise_signal(signal.SIGINT)
+            return original(self, batch, step)
+
+        monkeypatch.setattr(IConLearner, "training_step", step)
+
+    return arm
+
+
+def test_interrupt_then_resume_equals_uninterrupted(
+    toy_recipe, registry, tmp_path, interrupt_at, monkeypatch
+):
+    full = _run(toy_recipe, registry, tmp_path / "full")
+    interrupt_at(8)
+    with pytest.raises(Interrupted, match="--resume"):
+        _run(toy_recipe, registry, tmp_path / "cut")
+    monkeypatch.undo()
+    resumed = _run(toy_recipe, registry, tmp_path / "cut", resume=True)
+    full.pop("train_seconds")
+    resumed.pop("train_seconds")
+    assert resumed == full
+    records = [json.loads(x) for x in (tmp_path / "cut/metrics.jsonl").read_text().splitlines()]
+    steps = [r["step"] for r in records if r["split"] == "train"]
+    assert steps == [5, 10, 15, 20]  # no duplicated log lines after resume
+
+
+def test_resume_without_checkpoint_is_a_clear_error(toy_recipe, registry, tmp_path):
+    with pytest.raises(FwError, match="no checkpoint"):
+        _run(toy_recipe, registry, tmp_path / "empty", resume=True)
+
+
+def test_batch_stream_is_a_function_of_the_step(registry):
+    from fw.recipe import build
+
+    data = build("dataset", {"name": "digits", "limit": 50}, registry)
+    a = BatchStream(data, 8, seed=1)
+    b = BatchStream(data, 8, seed=1)
+    assert a.batches_per_epoch == 6
+    for step in (0, 5, 6, 13):
+        assert a.batch(step)["index"].tolist() == b.batch(step)["index"].tolist()
+    ranks = [BatchStream(data, 8, seed=1, rank=r, world_size=2).batch(0)["index"] for r in (0, 1)]
+    assert not set(ranks[0].tolist()) & set(ranks[1].tolist())
+
+
+def test_wandb_offline_logger(toy_recipe, registry, tmp_path, monkeypatch):
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    monkeypatch.setenv("WANDB_SILENT", "true")
+    out = tmp_path / "wb"
+    _run(toy_recipe, registry, out, "logger.name=wandb", "trainer.max_steps=5")
+    runs = list((out / "wandb").glob("offline-run-*"))
+    assert runs, "wandb wrote no offline run"
+    assert any(p.suffix == ".wandb" for p in runs[0].iterdir())
+
+
+def test_ddp_two_cpu_processes(toy_recipe, tmp_path):
+    script = tmp_path / "ddp.py"
+    script.write_text(
+        textwrap.dedent(f"""
+        from fw.recipe import load_recipe
+        from fw.registry import get_registry
+        from fw.train import train
+        from tests.support import toy_plugin
+        reg = get_registry(modules=[toy_plugin])
+        recipe = load_recipe({str(toy_recipe)!r},
+                             ["trainer.strategy=ddp", "trainer.devices=2"], reg)
+        train(recipe, {str(tmp_path / "ddp")!r}, registry=reg)
+    """)
+    )
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    env.pop("FW_RUN_DIR", None)
+    proc = subprocess.run(
+        [sys.executable, str(script)], env=env, capture_output=True, text=True, timeout=300
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "Starting with 2 processes" in proc.stdout + proc.stderr
+    final = json.loads((tmp_path / "ddp" / "metrics.json").read_text())
+    assert final["steps"] == 20 and 0.0 <= final["kmeans_hungarian_accuracy"] <= 1.0
