@@ -103,7 +103,12 @@ class Neighborhood:
         total = weights.sum(dim=1, keepdim=True)
         if bool((total <= 0).any()):
             raise ValueError("a row of neighbourhood weights sums to zero: no neighbour has mass")
-        return cls(torch.log(weights / total).masked_fill(~mask, float("-inf")), mask)
+        ratio = weights / total
+        # log only where there is mass: log(0) would send 0·inf = NaN back through the gradient
+        has_mass = ratio > 0
+        log_prob = torch.log(torch.where(has_mass, ratio, torch.ones_like(ratio)))
+        log_prob = log_prob.masked_fill(~has_mass, float("-inf"))
+        return cls(log_prob.masked_fill(~mask, float("-inf")), mask)
 
 
 class Component(abc.ABC):

@@ -1,0 +1,28 @@
+"""Entry point of the ``icon`` plugin: the catalog distributions and wrappers."""
+
+from __future__ import annotations
+
+from fw import hookimpl
+from fw_icon.discrete import CrossModal, DataLabel, Identity, SameClass
+from fw_icon.kernels import CohesionVariance, CrossModalGaussian, PrototypeSoftmax, Triplet
+from fw_icon.neighbors import GraphKernel, UniformKNN
+from fw_icon.wrappers import Debiased, Propagated, Union
+
+
+@hookimpl
+def fw_distributions():
+    return {
+        "identity": Identity,
+        "knn": UniformKNN,
+        "graph": GraphKernel,
+        "cross_modal": CrossModal,
+        "cross_modal_gaussian": CrossModalGaussian,
+        "same_class": SameClass,
+        "data_label": DataLabel,
+        "prototype_softmax": PrototypeSoftmax,
+        "cohesion_variance": CohesionVariance,
+        "triplet": Triplet,
+        "debiased": Debiased,
+        "propagated": Propagated,
+        "union": Union,
+    }
