@@ -1,0 +1,133 @@
+"""What every pretrained backbone shares: weights resolution, preprocessing, freezing, outputs."""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+from typing import Any, Literal
+
+from torch import Tensor, nn
+
+from fw.api import Featurizer
+from fw.errors import DataError
+from fw_backbones.weights import (
+    BACKBONES,
+    BackboneSpec,
+    Preprocess,
+    read_checkpoint,
+    resolve_weights,
+)
+
+Output = Literal["global", "dense"]
+
+
+class Backbone(Featurizer):
+    """A pretrained image backbone as a `Featurizer` (subclasses build the network).
+
+    Inputs are images ``[B, 1|3, H, W]`` in [0, 1] (or uint8); unless ``preprocess_inputs`` is
+    False they go through :meth:`preprocess` (the weights' own resize / crop / normalise, see
+    ``preprocessing``; grey images are repeated to RGB). ``output="global"`` gives ``[B, dim]``,
+    ``"dense"`` the last feature map ``[B, dim, h, w]`` with ``patch_size`` input pixels per cell
+    (of the preprocessed image). ``image_size`` overrides the crop size (e.g. larger for finer
+    dense maps, tiny for tests). A frozen backbone has no trainable parameters and stays in
+    eval mode (BatchNorm statistics, dropout) even when its owner calls ``.train()``.
+    """
+
+    def __init__(
+        self,
+        name: str,
+        weights: str | None,
+        weights_path: str | None = None,
+        output: Output = "global",
+        frozen: bool = True,
+        image_size: int | None = None,
+        preprocess_inputs: bool = True,
+    ) -> None:
+        super().__init__()
+        if output not in ("global", "dense"):
+            raise ValueError(f"output must be 'global' or 'dense', got {output!r}")
+        self.spec: BackboneSpec = BACKBONES[name]
+        self.output = output
+        self.dense = output == "dense"
+        self.dim = self.spec.dim
+        self.patch_size = self.spec.stride if self.dense else 1
+        self.frozen = frozen
+        self.preprocess_inputs = preprocess_inputs
+        prep = self.spec.preprocess
+        self.preprocessing: Preprocess = prep if image_size is None else prep.at_size(image_size)
+        path, self.weights_id = resolve_weights(self.spec, weights, weights_path)
+        self.weights_name = weights if weights_path is None else None
+        self.net = self.build(pretrained=path is not None)
+        if path is not None:
+            self.load_checkpoint(path)
+        if frozen:
+            self.requires_grad_(False)
+        self.train(not frozen)
+
+    # -- subclasses ------------------------------------------------------------------------
+
+    def build(self, pretrained: bool) -> nn.Module:
+        """The bare network (``pretrained``: its weights are about to be overwritten)."""
+        raise NotImplementedError
+
+    def encode(self, x: Tensor) -> Tensor:
+        """Prepared images -> the requested output (global ``[B, C]`` or dense ``[B, C, h, w]``)."""
+        raise NotImplementedError
+
+    # -- shared ----------------------------------------------------------------------------
+
+    def load_checkpoint(self, path: Path) -> None:
+        """Load a checkpoint in the official key layout into ``net``, strictly."""
+        state = read_checkpoint(path)
+        for key in self.spec.drop_keys:
+            state.pop(key, None)
+        try:
+            self.net.load_state_dict(state, strict=True)
+        except RuntimeError as err:  # missing / unexpected keys, or shape mismatches
+            raise DataError(
+                f"checkpoint {path} does not fit backbone '{self.spec.name}' "
+                f"(expected the official key layout of {self.spec.arch}): {err}"
+            ) from err
+
+    def preprocess(self, x: Tensor) -> Tensor:
+        """Images in [0, 1] -> the network's input (resize, centre crop, normalise, to RGB)."""
+        return self.preprocessing(x)
+
+    def forward(self, x: Tensor) -> Tensor:
+        if self.preprocess_inputs:
+            x = self.preprocess(x)
+        elif x.dim() == 4 and x.shape[1] == 1:
+            x = x.expand(-1, 3, -1, -1)
+        return self.encode(x)
+
+    def train(self, mode: bool = True) -> Backbone:
+        return super().train(mode and not self.frozen)
+
+    def fingerprint(self) -> dict[str, Any]:
+        """What determines this featurizer's outputs (JSON-able); feature caches key on it."""
+        params = self.weights_id
+        if params is None or not self.frozen:  # random or trainable weights: hash their values
+            digest = hashlib.sha256()
+            for key, value in self.net.state_dict().items():
+                digest.update(key.encode())
+                digest.update(value.detach().cpu().contiguous().numpy().tobytes())
+            params = f"values:{digest.hexdigest()[:32]}"
+        prep = self.preprocessing
+        return {
+            "backbone": self.spec.name,
+            "weights": params,
+            "output": self.output,
+            "preprocess": [
+                prep.resize_size,
+                prep.crop_size,
+                list(prep.mean),
+                list(prep.std),
+                prep.interpolation,
+            ]
+            if self.preprocess_inputs
+            else None,
+        }
+
+    def extra_repr(self) -> str:
+        weights = (self.weights_id or "random")[:60]
+        return f"output={self.output}, dim={self.dim}, weights={weights}, frozen={self.frozen}"
