@@ -1,0 +1,275 @@
+"""Spatial neighbourhood kernels: Gaussian (SNE's p and q) and Student-t (t-SNE's q).
+
+Conventions (spec icon.md §7.7), fixed here once for every kernel of this module:
+
+- distances are *squared* Euclidean, ``d_ij = ||x_i - x_j||²``, computed once and never squared
+  again (the reference code squares twice; spec §7.7, §8);
+- the Gaussian kernel is ``exp(-d_ij / (2σ²))`` (spec §2.2 p1, §2.3 q1); SNE's q
+  ``exp(-||φ_i - φ_j||²)`` is ``sigma = 1/√2``; with ``perplexity`` the precision
+  ``β_i = 1/(2σ_i²)`` of each row is found by binary search so that ``2^H(P_i) = perplexity``
+  (spec §2.2 p1b), as scikit-learn's ``_binary_search_perplexity`` does;
+- ``metric="cosine"`` uses logits ``cos(x_i, x_j) / τ`` (spec §2.3 q2, SimCLR / InfoNCE);
+- the Student-t kernel is ``(1 + d_ij/ν)^(-(ν+1)/2)`` (spec §2.3 q3), evaluated in log space
+  with ``log1p`` (spec §7.3);
+- ``normalization="conditional"`` normalises each row over ``j != i`` (spec §7.2), or over the
+  columns of ``features_col`` when the context has them (rectangular, nothing masked);
+  ``"joint"`` is t-SNE's symmetric form (van der Maaten & Hinton 2008, spec §3.3 item 2 note):
+  a kernel with per-row widths (``perplexity``) is symmetrised, ``P = (P_cond + P_condᵀ) / (2N)``
+  (t-SNE's p); a kernel that is already symmetric (fixed ``sigma``, cosine, Student-t) is
+  normalised over all ordered pairs ``i != j`` (t-SNE's q, symmetric SNE). The rule depends on
+  the kernel, not on the role, so p and q computed with or without gradient agree. A joint
+  neighbourhood is returned as one row ``[1, N·N]``: the joint KL is I-Con with a single anchor
+  whose neighbours are all ordered pairs, so `fw.icon.icon_loss` on it is exactly t-SNE's cost
+  ``Σ_ij p_ij log(p_ij / q_ij)``.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Literal
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from fw import api
+from fw.api import Neighborhood, NeighborhoodDistribution
+
+Normalization = Literal["conditional", "joint"]
+
+#: scikit-learn's perplexity search settings (sklearn/manifold/_utils.pyx).
+PERPLEXITY_TOLERANCE = 1e-5
+PERPLEXITY_STEPS = 100
+LOG_TINY_64 = math.log(torch.finfo(torch.float64).tiny)
+
+# Below this feature width the [n, m, d] difference tensor is cheap and exact; above it the
+# Gram-matrix expansion is used (it loses precision when points are far from the origin).
+_EXACT_DIFF_MAX_DIM = 16
+
+
+def squared_distances(a: Tensor, b: Tensor) -> Tensor:
+    """Pairwise squared Euclidean distances ``[n, m]`` between rows of ``a`` and ``b``."""
+    if a.shape[1] <= _EXACT_DIFF_MAX_DIM:
+        return (a.unsqueeze(1) - b.unsqueeze(0)).pow(2).sum(dim=2)
+    gram = a @ b.T
+    return (a.pow(2).sum(1, keepdim=True) + b.pow(2).sum(1).unsqueeze(0) - 2 * gram).clamp_min(0)
+
+
+@torch.no_grad()
+def perplexity_precisions(
+    sq_dist: Tensor,
+    mask: Tensor,
+    perplexity: float,
+    tol: float = PERPLEXITY_TOLERANCE,
+    max_steps: int = PERPLEXITY_STEPS,
+) -> Tensor:
+    """Per-row precisions ``β_i = 1/(2σ_i²)`` with ``exp(H(P_i)) = perplexity`` (spec §2.2 p1b).
+
+    The bisection of scikit-learn's ``_binary_search_perplexity`` (start at β = 1, double or
+    halve until bracketed, then bisect; stop when the entropy in nats is within ``tol`` of
+    ``log(perplexity)``, at most ``max_steps`` steps), run on all rows at once in float64.
+    Distances are shifted by their row minimum first, which leaves P unchanged but keeps the
+    row sums away from underflow.
+    """
+    excluded = ~mask
+    d = sq_dist.double()
+    big = torch.finfo(torch.float64).max
+    d = d - d.masked_fill(excluded, big).min(dim=1, keepdim=True).values
+    d = d.masked_fill_(excluded, 0.0)
+    n = d.shape[0]
+    target = math.log(perplexity)
+    beta = torch.ones(n, dtype=torch.float64, device=d.device)
+    lo = torch.full_like(beta, -math.inf)
+    hi = torch.full_like(beta, math.inf)
+    active = torch.arange(n, device=d.device)
+    for _ in range(max_steps):
+        if active.numel() == 0:
+            break
+        every = active.numel() == n  # gathering the active rows costs a copy of them
+        da, ex = (d, excluded) if every else (d[active], excluded[active])
+        b = beta[active]
+        # floored at the smallest normal float: subnormal exp results are very slow on CPUs
+        w = torch.mul(da, -b.unsqueeze(1)).clamp_(min=LOG_TINY_64).exp_().masked_fill_(ex, 0.0)
+        total = w.sum(dim=1)
+        weighted = torch.bmm(w.unsqueeze(1), da.unsqueeze(2)).reshape(-1)  # Σ_j w_ij d_ij
+        entropy = torch.log(total) + b * weighted / total
+        diff = entropy - target
+        keep = diff.abs() > tol
+        active, b, diff = active[keep], b[keep], diff[keep]
+        too_flat = diff > 0  # entropy too high: raise the precision
+        lo_a = torch.where(too_flat, b, lo[active])
+        hi_a = torch.where(too_flat, hi[active], b)
+        up = torch.where(torch.isinf(hi_a), b * 2.0, (b + hi_a) / 2.0)
+        down = torch.where(torch.isinf(lo_a), b / 2.0, (b + lo_a) / 2.0)
+        beta[active] = torch.where(too_flat, up, down)
+        lo[active], hi[active] = lo_a, hi_a
+    return beta
+
+
+def _support(ctx: api.Context, features: Tensor) -> tuple[Tensor, Tensor]:
+    """Column points and the candidate mask (``j != i`` unless columns are a separate set)."""
+    cols = ctx.get(api.FEATURES_COL)
+    n = features.shape[0]
+    if cols is None:
+        mask = ~torch.eye(n, dtype=torch.bool, device=features.device)
+        return features, mask
+    cols = cols.flatten(1) if cols.dim() > 2 else cols
+    mask = torch.ones(n, cols.shape[0], dtype=torch.bool, device=features.device)
+    return cols.to(features.dtype), mask
+
+
+def _features(ctx: api.Context) -> Tensor:
+    x = ctx[api.FEATURES]
+    return x.flatten(1) if x.dim() > 2 else x
+
+
+def _check_normalization(normalization: str) -> None:
+    if normalization not in ("conditional", "joint"):
+        raise ValueError(
+            f"normalization must be 'conditional' or 'joint', got {normalization!r}"
+        )
+
+
+def _joint_over_pairs(logits: Tensor, mask: Tensor) -> Neighborhood:
+    """Log-weights ``[N, N]`` normalised over all allowed ordered pairs, as one row."""
+    return Neighborhood.from_logits(logits.reshape(1, -1), mask.reshape(1, -1))
+
+
+def _finish(
+    logits: Tensor, mask: Tensor, normalization: str, rectangular: bool, symmetrize: bool
+) -> Neighborhood:
+    """Normalise kernel logits as a conditional or joint neighbourhood."""
+    if normalization == "conditional":
+        return Neighborhood.from_logits(logits, mask)
+    if rectangular:
+        raise ValueError(
+            "normalization='joint' needs rows and columns to be the same points; "
+            "drop 'features_col' from the context or use normalization='conditional'"
+        )
+    if not symmetrize:
+        return _joint_over_pairs(logits, mask)
+    # t-SNE's symmetrised p: p_ij = (p_j|i + p_i|j) / 2N (van der Maaten & Hinton 2008, §3.1).
+    cond = Neighborhood.from_logits(logits, mask).prob
+    n = cond.shape[0]
+    joint = (cond + cond.T) / (2.0 * n)
+    log_joint = torch.log(joint).masked_fill(~mask, -math.inf)
+    return Neighborhood(log_joint.reshape(1, -1), mask.reshape(1, -1))
+
+
+class Gaussian(NeighborhoodDistribution):
+    """Gaussian kernel ``exp(-||x_i - x_j||² / 2σ²)`` or cosine softmax (spec §2.2 p1, §2.3 q1-q2).
+
+    Exactly one of ``sigma`` (one global width) and ``perplexity`` (per-row widths, spec §2.2
+    p1b) is given for ``metric="euclidean"``; ``metric="cosine"`` takes neither and uses
+    ``cos(x_i, x_j) / temperature``. See the module docstring for the normalisations.
+    As p it runs under ``no_grad`` (the learner's doing); as q gradients reach the features
+    (the perplexity-calibrated widths are constants).
+    """
+
+    role = "either"
+    family = "Gaussian"
+
+    def __init__(
+        self,
+        sigma: float | None = None,
+        perplexity: float | None = None,
+        metric: Literal["euclidean", "cosine"] = "euclidean",
+        temperature: float = 1.0,
+        normalization: Normalization = "conditional",
+    ) -> None:
+        _check_normalization(normalization)
+        if metric == "euclidean":
+            if (sigma is None) == (perplexity is None):
+                raise ValueError(
+                    "Gaussian(metric='euclidean') needs exactly one of 'sigma' (a fixed width) "
+                    f"and 'perplexity' (per-point widths); got sigma={sigma}, "
+                    f"perplexity={perplexity}"
+                )
+            if sigma is not None and not sigma > 0:
+                raise ValueError(f"Gaussian sigma must be > 0, got {sigma}")
+            if perplexity is not None and not perplexity > 1:
+                raise ValueError(
+                    f"Gaussian perplexity must be > 1 (an effective number of neighbours), "
+                    f"got {perplexity}"
+                )
+            if temperature != 1.0:
+                raise ValueError(
+                    "Gaussian 'temperature' applies to metric='cosine'; for the euclidean "
+                    "metric set 'sigma' instead"
+                )
+        elif metric == "cosine":
+            if sigma is not None or perplexity is not None:
+                raise ValueError(
+                    "Gaussian(metric='cosine') is a softmax of cos / temperature; "
+                    "'sigma' and 'perplexity' are for metric='euclidean'"
+                )
+            if not temperature > 0:
+                raise ValueError(f"Gaussian temperature must be > 0, got {temperature}")
+        else:
+            raise ValueError(f"Gaussian metric must be 'euclidean' or 'cosine', got {metric!r}")
+        self.sigma = sigma
+        self.perplexity = perplexity
+        self.metric = metric
+        self.temperature = temperature
+        self.normalization = normalization
+
+    def logits(self, ctx: api.Context) -> tuple[Tensor, Tensor, bool]:
+        """Unnormalised log-kernel ``[n, m]``, candidate mask, and whether it is rectangular."""
+        x = _features(ctx)
+        cols, mask = _support(ctx, x)
+        rectangular = api.FEATURES_COL in ctx and ctx[api.FEATURES_COL] is not None
+        if self.metric == "cosine":
+            sim = F.normalize(x, dim=1) @ F.normalize(cols, dim=1).T
+            return sim / self.temperature, mask, rectangular
+        candidates = cols.shape[0] - (0 if rectangular else 1)
+        if self.perplexity is not None and self.perplexity >= candidates:
+            raise ValueError(
+                f"perplexity ({self.perplexity}) must be less than the number of neighbour "
+                f"candidates of each point ({candidates})"
+            )
+        if self.sigma is not None:
+            return -squared_distances(x, cols) / (2.0 * self.sigma**2), mask, rectangular
+        # Calibrated kernels are built in float64 (once per p) and cast back in `log_prob`.
+        d = squared_distances(x.double(), cols.double())
+        beta = perplexity_precisions(d, mask, self.perplexity)
+        return -d * beta.unsqueeze(1), mask, rectangular
+
+    def log_prob(self, ctx: api.Context) -> Neighborhood:
+        logits, mask, rectangular = self.logits(ctx)
+        per_row_widths = self.perplexity is not None
+        nb = _finish(logits, mask, self.normalization, rectangular, per_row_widths)
+        dtype = _features(ctx).dtype
+        if nb.log_prob.dtype == dtype or not dtype.is_floating_point:
+            return nb
+        log_norm = None if nb.log_norm is None else nb.log_norm.to(dtype)
+        return Neighborhood(nb.log_prob.to(dtype), nb.mask, log_norm)
+
+
+class StudentT(NeighborhoodDistribution):
+    """Student-t kernel ``(1 + ||z_i - z_j||²/ν)^(-(ν+1)/2)`` (spec §2.3 q3; ν = 1: t-SNE).
+
+    Works on squared distances, in log space: logits ``-(ν+1)/2 · log1p(d_ij/ν)`` (spec §7.3,
+    §7.7). Normalisations as in the module docstring.
+    """
+
+    role = "either"
+    family = "Student-T"
+
+    def __init__(self, dof: float = 1.0, normalization: Normalization = "conditional") -> None:
+        _check_normalization(normalization)
+        if not dof > 0:
+            raise ValueError(f"StudentT dof must be > 0, got {dof}")
+        self.dof = dof
+        self.normalization = normalization
+
+    def logits(self, ctx: api.Context) -> tuple[Tensor, Tensor, bool]:
+        """Unnormalised log-kernel ``[n, m]``, candidate mask, and whether it is rectangular."""
+        x = _features(ctx)
+        cols, mask = _support(ctx, x)
+        rectangular = api.FEATURES_COL in ctx and ctx[api.FEATURES_COL] is not None
+        d = squared_distances(x, cols)
+        return -(self.dof + 1.0) / 2.0 * torch.log1p(d / self.dof), mask, rectangular
+
+    def log_prob(self, ctx: api.Context) -> Neighborhood:
+        logits, mask, rectangular = self.logits(ctx)
+        return _finish(logits, mask, self.normalization, rectangular, False)
