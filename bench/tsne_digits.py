@@ -11,6 +11,7 @@ Timings are reported, never asserted.
 from __future__ import annotations
 
 import argparse
+import os
 import time
 from pathlib import Path
 
@@ -35,7 +36,7 @@ def run_fw(recipe_path: Path, steps: int | None) -> dict[str, float]:
     torch.manual_seed(recipe.seed)
     data = build("dataset", recipe.raw["data"])
     learner = build("learner", recipe.raw["learner"])
-    start = time.perf_counter()
+    start, cpu = time.perf_counter(), time.process_time()
     learner.setup(data)
     optimizer = learner.configure_optimizers()
     batch = data.full_batch()
@@ -45,11 +46,11 @@ def run_fw(recipe_path: Path, steps: int | None) -> dict[str, float]:
         optimizer.zero_grad(set_to_none=True)
         out["loss"].backward()
         optimizer.step()
-    wall = time.perf_counter() - start
+    wall, cpu = time.perf_counter() - start, time.process_time() - cpu
     learner.plot = False
     scores = learner.evaluate(data)
     return {**{k: scores[k] for k in SCORES}, "kl": float(out["loss"].detach()), "seconds": wall,
-            "setup_seconds": setup, "steps": float(recipe.trainer.max_steps)}
+            "cpu_seconds": cpu, "setup_seconds": setup, "steps": float(recipe.trainer.max_steps)}
 
 
 def run_sklearn(x: np.ndarray, data, method: str, steps: int, seed: int) -> dict[str, float]:
@@ -57,12 +58,12 @@ def run_sklearn(x: np.ndarray, data, method: str, steps: int, seed: int) -> dict
     from sklearn.manifold import TSNE
 
     model = TSNE(n_components=2, method=method, max_iter=steps, random_state=seed)
-    start = time.perf_counter()
+    start, cpu = time.perf_counter(), time.process_time()
     emb = model.fit_transform(x)
-    wall = time.perf_counter() - start
+    wall, cpu = time.perf_counter() - start, time.process_time() - cpu
     scores = evaluate_embedding(torch.from_numpy(emb), data, seed=0)
     return {**{k: scores[k] for k in SCORES}, "kl": float(model.kl_divergence_), "seconds": wall,
-            "steps": float(model.n_iter_ + 1)}
+            "cpu_seconds": cpu, "steps": float(model.n_iter_ + 1)}
 
 
 def main() -> None:
@@ -87,12 +88,13 @@ def main() -> None:
         rows["sklearn exact"] = run_sklearn(x, data, "exact", sk_steps, recipe.seed)
         rows["sklearn barnes_hut"] = run_sklearn(x, data, "barnes_hut", sk_steps, recipe.seed)
 
+    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
     print(f"digits: {x.shape[0]} points, {x.shape[1]} dims; torch threads "
-          f"{torch.get_num_threads()}")
-    header = f"{'method':<20}{'steps':>7}{'seconds':>9}{'acc':>8}{'nmi':>8}{'ari':>8}"
+          f"{torch.get_num_threads()}, {os.cpu_count()} CPUs, load average {load:.1f}")
+    header = f"{'method':<20}{'steps':>7}{'seconds':>9}{'cpu s':>8}{'acc':>8}{'nmi':>8}{'ari':>8}"
     print(header + f"{'trust':>8}{'KL':>8}")
     for name, r in rows.items():
-        print(f"{name:<20}{r['steps']:>7.0f}{r['seconds']:>9.2f}"
+        print(f"{name:<20}{r['steps']:>7.0f}{r['seconds']:>9.2f}{r['cpu_seconds']:>8.1f}"
               f"{r['kmeans_hungarian_accuracy']:>8.4f}{r['kmeans_nmi']:>8.4f}"
               f"{r['kmeans_ari']:>8.4f}{r['trustworthiness']:>8.4f}{r['kl']:>8.4f}")
     ours = rows["fw t-SNE (exact)"]

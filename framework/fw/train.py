@@ -257,13 +257,16 @@ def train(
     eval_spec = recipe.raw.get("eval_data")
     eval_data = build("dataset", eval_spec, registry) if eval_spec else data
     learner: Learner = build("learner", recipe.raw["learner"], registry)
+    cfg = recipe.trainer
+    if cfg.batch_size is not None:  # before setup: full-batch learners cache p in dataset order
+        learner.batch_size = cfg.batch_size
     learner.setup(data)
     optimizer = learner.configure_optimizers()
     model, optimizer = fabric.setup(learner, optimizer)
 
-    cfg = recipe.trainer
-    batch_size = cfg.batch_size if cfg.batch_size is not None else learner.batch_size
-    stream = BatchStream(data, batch_size, recipe.seed, fabric.global_rank, fabric.world_size)
+    stream = BatchStream(
+        data, learner.batch_size, recipe.seed, fabric.global_rank, fabric.world_size
+    )
 
     start = 0
     if resume:
