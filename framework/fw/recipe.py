@@ -3,7 +3,8 @@
 A recipe is a mapping with the top-level keys of :class:`Recipe`. Every component is written
 ``{name: <registered name>, <param>: <value>, ...}``; its params are checked against the
 factory's signature (names, type hints, required values). A parameter whose type is a component
-kind (e.g. ``p: NeighborhoodDistribution``) takes a nested component mapping.
+kind (e.g. ``p: NeighborhoodDistribution``, or ``of: Dataset`` for a dataset wrapping another)
+takes a nested component mapping.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from typing import Any, Literal, Union
 
 import attrs
 import yaml
+from torch.utils.data import Dataset
 
 from fw import api
 from fw.errors import RecipeError, RegistryError
@@ -41,6 +43,7 @@ _KIND_OF_ANNOTATION: dict[Any, str] = {
     api.Aggregator: "aggregator",
     api.Explainer: "explainer",
     api.Learner: "learner",
+    Dataset: "dataset",
     OptimizerFactory: "optimizer",
 }
 
@@ -58,6 +61,7 @@ class TrainerConfig:
     num_nodes: int = 1
     num_workers: int = 0
     checkpoint_every: int = 0  # 0: checkpoint only on interrupt and at the end
+    threads: int | None = None  # torch CPU threads (None: torch's default)
     log_every: int = 10
     progress: bool = True
 

@@ -244,6 +244,8 @@ def train(
         )
     os.environ[RUN_DIR_ENV] = str(run_dir)
 
+    if recipe.trainer.threads:
+        torch.set_num_threads(recipe.trainer.threads)
     fabric = _fabric(recipe)
     fabric.launch()
     fabric.seed_everything(recipe.seed, verbose=False)

@@ -10,6 +10,11 @@ from fw.errors import ShapeError
 from torch import Tensor, nn
 
 
+def _as_float(x: Tensor) -> Tensor:
+    """Integer inputs (pixels) become float32; float inputs keep their precision."""
+    return x if x.is_floating_point() else x.float()
+
+
 class Embedding(Featurizer):
     """Non-parametric mapper: one learned vector per data point, looked up by ``index``.
 
@@ -72,7 +77,7 @@ class Linear(Featurizer):
                 self.layer(data.x[:1].flatten(1).float())
 
     def forward(self, x: Tensor) -> Tensor:
-        return self.layer(x.flatten(1).float())
+        return self.layer(_as_float(x.flatten(1)))
 
 
 class MLP(Featurizer):
@@ -108,4 +113,4 @@ class MLP(Featurizer):
     def forward(self, x: Tensor) -> Tensor:
         if x.dim() < 2:
             raise ShapeError(f"MLP mapper expects [B, ...] inputs, got shape {tuple(x.shape)}")
-        return self.net(x.flatten(1).float())
+        return self.net(_as_float(x.flatten(1)))
