@@ -1,1 +1,6 @@
-"""fw_simclr plugin: SimCLR / InfoNCE (seed 004 Thm 4; spec icon.md §3.3 #5-6)."""
+"""fw_simclr plugin: SimCLR / InfoNCE and its family (spec icon.md §1.3, §3.3 #5-11, #15).
+
+The ``positive_pairs`` distribution, the view-based ``contrastive`` learner (SimCLR, SupCon,
+MoCo v3, t-SimCLR, VICReg and cross-entropy are recipes of it), batched augmentations
+(`fw_simclr.augment`) and small-image backbones (``cifar_resnet18``, ``convnet``).
+"""
