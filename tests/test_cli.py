@@ -11,6 +11,7 @@ import pytest
 from fw import __version__
 from fw.cli import main
 from fw.registry import set_registry
+from tests.conftest import RECIPES
 
 
 @pytest.fixture
@@ -76,3 +77,28 @@ def test_console_script_is_installed():
         [sys.executable, "-m", "fw.cli", "--help"], capture_output=True, text=True, timeout=120
     )
     assert proc.returncode == 0 and "run" in proc.stdout and "plugins" in proc.stdout
+
+
+TSNE = str(RECIPES / "tsne_digits.yaml")
+
+
+@pytest.mark.parametrize(
+    ("args", "expected"),
+    [
+        (["learner.q.name=studnet_t"], ["learner.q.name", "Did you mean 'student_t'"]),
+        (["learner.p.perplexity=thirty"], ["learner.p.perplexity", "expected", "'thirty'"]),
+        (["trainr.max_steps=5"], ["unknown top-level key", "Did you mean 'trainer'"]),
+    ],
+)
+def test_tsne_recipe_user_errors(cli, capsys, args, expected):
+    assert cli(["run", TSNE, *args]) == 2
+    err = capsys.readouterr().err
+    assert "Traceback" not in err
+    for text in expected:
+        assert text in err.replace("\n", " ")
+
+
+def test_missing_recipe_file_names_the_path(cli, capsys, tmp_path):
+    missing = tmp_path / "nowhere.yaml"
+    assert cli(["run", str(missing)]) == 2
+    assert str(missing) in capsys.readouterr().err.replace("\n", "")
