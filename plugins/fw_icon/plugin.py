@@ -26,3 +26,10 @@ def fw_distributions():
         "propagated": Propagated,
         "union": Union,
     }
+
+
+@hookimpl
+def fw_table_cells():
+    from fw_icon.cells import CELLS
+
+    return CELLS

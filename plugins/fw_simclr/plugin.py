@@ -21,3 +21,10 @@ def fw_featurizers():
 @hookimpl
 def fw_learners():
     return {"contrastive": ContrastiveLearner}
+
+
+@hookimpl
+def fw_table_cells():
+    from fw_simclr.cells import CELLS
+
+    return CELLS
