@@ -25,6 +25,7 @@ N = N_IDS * VIEWS
 #: minimal parameters of registered distributions that have required ones (others: defaults)
 PARAMS: dict[str, dict] = {
     "gaussian": {"sigma": 1.0},
+    "knn": {"k": 3},
     "data_label": {"num_classes": 3},
     "prototype_softmax": {"num_classes": 3, "dim": DIM},
     "debiased": {"of": {"name": "cluster"}, "alpha": 0.3},
@@ -36,7 +37,7 @@ FAMILIES = set(api.P_FAMILIES) | set(api.Q_FAMILIES)
 
 
 def smoke_context() -> dict:
-    """Two views of 8 samples, 3 classes, two modalities (view 1 / view 2), a random graph."""
+    """Two views of 8 samples, 3 classes, two modalities, a random graph, a kNN table."""
     index = torch.arange(N_IDS).repeat(VIEWS)
     graph = torch.rand(N, N, dtype=DT)
     return {
@@ -45,6 +46,8 @@ def smoke_context() -> dict:
         api.LABELS: index % 3,
         api.GRAPH: graph + graph.T,
         MODALITY: torch.arange(VIEWS).repeat_interleave(N_IDS),
+        # a global kNN table in dataset-id space: each id's next three ids, cyclically
+        api.NEIGHBORS: (torch.arange(N_IDS)[:, None] + torch.arange(1, 4)[None, :]) % N_IDS,
     }
 
 
