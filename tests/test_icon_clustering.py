@@ -1,0 +1,340 @@
+"""The debiased InfoNCE clusterer: walks on a kNN table, sparse loss, recipes, chaining."""
+
+from __future__ import annotations
+
+import itertools
+import math
+from pathlib import Path
+
+import pytest
+import torch
+
+from fw import api
+from fw.icon import debias
+from fw.recipe import build, load_recipe, recipe_from_dict
+from fw_icon_clustering.walks import (
+    KNNWalks,
+    knn_table,
+    sample_walk_neighbors,
+    walk_targets,
+)
+
+ROOT = Path(__file__).resolve().parents[1]
+RECIPES = ROOT / "recipes"
+ABLATIONS = sorted(RECIPES.glob("icon_clustering_digits*.yaml"))
+
+
+def _digits(registry, limit=None):
+    return build("dataset", {"name": "digits", "limit": limit}, registry)
+
+
+def _learner(registry, data, **params):
+    spec = {"name": "icon_clustering", **params}
+    recipe = recipe_from_dict({"data": {"name": "digits"}, "learner": spec}, registry)
+    learner = build("learner", recipe.raw["learner"], registry)
+    learner.setup(data)
+    return learner
+
+
+def _p_spec(alpha=0.0, steps=1, mode="sum", symmetric=False, weights=None):
+    union = {
+        "name": "union",
+        "of": [
+            {"name": "positive_pairs", "on_missing": "skip"},
+            {"name": "knn_walks", "steps": steps, "mode": mode, "symmetric": symmetric},
+        ],
+    }
+    if weights is not None:
+        union["weights"] = weights
+    return {"name": "debiased", "of": union, "alpha": alpha} if alpha else union
+
+
+def _q_spec(alpha=0.0, eps=0.0):
+    q = {"name": "cluster", "eps": eps}
+    return {"name": "debiased", "of": q, "alpha": alpha} if alpha else q
+
+
+# ----------------------------------------------------------------------------- kNN and walks
+
+
+def test_knn_table_matches_brute_force_and_never_lists_self():
+    x = torch.randn(60, 5)
+    x[7] = x[3]  # a duplicate: neither may list itself
+    table = knn_table(x, 4, "euclidean")
+    assert table.shape == (60, 4)
+    assert not bool((table == torch.arange(60).unsqueeze(1)).any())
+    d = torch.cdist(x, x).fill_diagonal_(float("inf"))
+    for i in (0, 11, 42):
+        assert set(table[i].tolist()) == set(d[i].topk(4, largest=False).indices.tolist())
+    assert 7 in table[3].tolist() and 3 in table[7].tolist()
+
+
+def test_walk_weights_are_the_rows_of_the_propagated_matrix():
+    table = torch.tensor([[1, 2], [2, 3], [0, 3], [0, 1]])
+    ids = torch.arange(4)
+    ends, weights = walk_targets(table, ids, steps=2)
+    dense = torch.zeros(4, 4).index_put_(
+        (ids.repeat_interleave(ends.shape[1]), ends.flatten()), weights.flatten(), accumulate=True
+    )
+    adjacency = torch.zeros(4, 4).scatter_(1, table, 0.5)
+    expected = (adjacency + adjacency @ adjacency).fill_diagonal_(0.0)
+    torch.testing.assert_close(dense, expected)
+
+
+def test_sampled_neighbours_are_reachable_and_never_the_anchor():
+    table = knn_table(torch.randn(80, 3), 3, "cosine")
+    ids = torch.arange(80)
+    for steps in (1, 2, 3):
+        nbr = sample_walk_neighbors(table, ids, 5, steps)
+        ends, weights = walk_targets(table, ids, steps)
+        reach = [set(e[w > 0].tolist()) for e, w in zip(ends, weights, strict=True)]
+        assert not bool((nbr == ids.unsqueeze(1)).any())
+        assert all(set(row.tolist()) <= reach[i] for i, row in enumerate(nbr))
+
+
+def test_knn_walks_one_step_equals_knn_from_the_table(registry):
+    table = knn_table(torch.randn(40, 4), 3, "cosine")
+    ids = torch.randint(0, 40, (50,))
+    ids[:40] = torch.randperm(40)
+    ctx = {api.INDEX: ids, api.NEIGHBORS: table}
+    ours = KNNWalks(steps=1, mode="uniform")(ctx)
+    theirs = build(
+        "distribution", {"name": "knn", "k": 3, "source": "table", "on_missing": "skip"}, registry
+    )(ctx)
+    torch.testing.assert_close(ours.prob[ours.prob.sum(1) > 0], theirs.prob[ours.prob.sum(1) > 0])
+
+
+# ----------------------------------------------------------------------------- p and q
+
+
+def test_debiasing_with_alpha_zero_changes_nothing(registry):
+    data = _digits(registry, 200)
+    batch = {k: v[:48] for k, v in data.full_batch().items()}
+    losses = []
+    for p_alpha_wrapped, fused in itertools.product((False, True), (False, True)):
+        p = _p_spec(steps=2)
+        q = _q_spec()
+        if p_alpha_wrapped:
+            p = {"name": "debiased", "of": p, "alpha": 0.0}
+            q = {"name": "debiased", "of": q, "alpha": 0.0}
+        learner = _learner(registry, data, p=p, q=q, batch_size=48, fused=fused)
+        torch.manual_seed(0)
+        learner.heads.load_state_dict(_fixed_heads(learner))
+        torch.manual_seed(1)
+        losses.append(float(learner.training_step(batch, 0)["loss"].detach()))
+    assert losses == pytest.approx([losses[0]] * 4, rel=1e-5)
+    nb = api.Neighborhood.from_logits(torch.randn(5, 6), torch.rand(5, 6) > 0.2)
+    assert debias(nb, 0.0) is nb
+
+
+def _fixed_heads(learner):
+    gen = torch.Generator().manual_seed(123)
+    return {k: torch.randn(v.shape, generator=gen) for k, v in learner.heads.state_dict().items()}
+
+
+@pytest.mark.parametrize(
+    ("views", "neighbors", "walk_steps", "p_steps", "mode", "symmetric", "alpha"),
+    [
+        (2, 0, 1, 1, "sum", False, 0.0),
+        (1, 2, 1, 1, "sum", False, 0.0),
+        (2, 2, 1, 1, "uniform", True, 0.0),
+        (2, 2, 2, 2, "sum", False, 0.6),
+        (3, 1, 3, 3, "sum", True, 0.8),
+        (1, 3, 2, 2, "uniform", False, 1.0),
+    ],
+)
+def test_p_rows_stay_normalised(
+    registry, views, neighbors, walk_steps, p_steps, mode, symmetric, alpha
+):
+    data = _digits(registry, 300)
+    learner = _learner(
+        registry,
+        data,
+        p=_p_spec(alpha, p_steps, mode, symmetric),
+        views=views,
+        neighbors=neighbors,
+        walk_steps=walk_steps,
+        batch_size=32,
+    )
+    batch = {k: v[:32] for k, v in data.full_batch().items()}
+    ids, _, feats = learner._points(batch)
+    assert ids.shape == (32 * (views + neighbors),)
+    ctx = {api.FEATURES: feats, api.INDEX: ids, api.NEIGHBORS: learner.neighbor_table}
+    p = learner.p(ctx)
+    sums = p.prob.sum(dim=1)
+    inner = learner.p.of(ctx).prob.sum(dim=1) if alpha else sums
+    has_mass = inner > 0
+    torch.testing.assert_close(sums[has_mass], torch.ones(int(has_mass.sum())))
+    assert bool(has_mass[: 32 * views].all()) or views == 1  # every view has a partner
+    assert not bool(torch.diagonal(p.prob).any())
+    if symmetric or neighbors == 0:
+        assert bool(has_mass.all())
+
+
+def test_loss_of_a_fixed_batch_equals_kl_built_by_hand(registry):
+    data = _digits(registry, 300)
+    alpha_p, alpha_q = 0.6, 0.7
+    for fused in (True, False):
+        learner = _learner(
+            registry,
+            data,
+            p=_p_spec(alpha_p, steps=2, symmetric=True, weights=[1.0, 2.0]),
+            q=_q_spec(alpha_q),
+            views=2,
+            neighbors=2,
+            walk_steps=2,
+            batch_size=16,
+            fused=fused,
+            input_norm="standardize",
+        )
+        learner.heads.load_state_dict(_fixed_heads(learner))
+        batch = {k: v[:16] for k, v in data.full_batch().items()}
+        torch.manual_seed(5)
+        ids, head_in, _ = learner._points(batch)
+        torch.manual_seed(5)
+        loss = float(learner.training_step(batch, 0)["loss"].detach())
+
+        n, table = len(ids), learner.neighbor_table
+        # p by hand: uniform over the other views, walk weights of P + P² (made symmetric)
+        # on the 3-NN table, mixed 1:2 over the parts a row has, then uniform mixing
+        walk = torch.zeros(len(data), len(data))
+        walk.scatter_(1, table, 1.0 / 3)
+        walk = walk + walk @ walk
+        pos = torch.zeros(n, n)
+        nbr = torch.zeros(n, n)
+        for i, j in itertools.product(range(n), range(n)):
+            if i != j:
+                pos[i, j] = float(ids[i] == ids[j])
+                a, b = int(ids[i]), int(ids[j])
+                nbr[i, j] = 0.0 if a == b else float(walk[a, b] + walk[b, a])
+        parts = [(pos, 1.0), (nbr, 2.0)]
+        num = sum(w * m / m.sum(1, keepdim=True).clamp_min(1e-30) for m, w in parts)
+        den = sum(w * (m.sum(1, keepdim=True) > 0).float() for m, w in parts)
+        p = num / den
+        p_tilde = (1 - alpha_p) * p + alpha_p / (n - 1)
+        p_tilde.fill_diagonal_(0.0)
+        # q by hand: φ = softmax(head(standardised x)), q(j|i) = Σ_c φ_ic φ_jc / Σ_k φ_kc
+        x = (head_in - learner.feat_mean) / learner.feat_std
+        phi = learner.heads[0](x).softmax(dim=1).detach().double()
+        q = torch.zeros(n, n, dtype=torch.float64)
+        for i, j in itertools.product(range(n), range(n)):
+            q[i, j] = sum(phi[i, c] * phi[j, c] / phi[:, c].sum() for c in range(phi.shape[1]))
+        q_tilde = (1 - alpha_q) * q + alpha_q / n
+        p_tilde = p_tilde.double()
+        kl = (
+            sum(
+                float(p_tilde[i, j] * math.log(p_tilde[i, j] / q_tilde[i, j]))
+                for i, j in itertools.product(range(n), range(n))
+                if p_tilde[i, j] > 0
+            )
+            / n
+        )
+        assert loss == pytest.approx(kl, rel=1e-4), f"fused={fused}"
+
+
+@pytest.mark.parametrize(
+    ("alpha_p", "alpha_q", "steps", "mode", "ema", "eps"),
+    [
+        (0.0, 0.0, 1, "kl", None, 0.0),
+        (0.6, 0.0, 2, "kl", None, 0.0),
+        (0.0, 0.7, 2, "ce", 0.9, 0.1),
+        (0.6, 0.6, 3, "kl", 0.9, 0.0),
+        (1.0, 0.5, 1, "kl", None, 0.0),
+    ],
+)
+def test_fused_loss_and_gradient_equal_the_generic_path(
+    registry, alpha_p, alpha_q, steps, mode, ema, eps
+):
+    data = _digits(registry, 300)
+    batch = {k: v[:64] for k, v in data.full_batch().items()}
+    results = []
+    for fused in (True, False):
+        learner = _learner(
+            registry,
+            data,
+            p=_p_spec(alpha_p, steps, symmetric=steps > 1, weights=[2.0, 1.0]),
+            q=_q_spec(alpha_q, eps),
+            batch_size=64,
+            mode=mode,
+            ema=ema,
+            heads=2,
+            overcluster=[7],
+            fused=fused,
+            noise=0.1,
+        )
+        assert (learner._p_spec is not None) is fused
+        learner.heads.load_state_dict(_fixed_heads(learner))
+        if learner.teacher is not None:
+            learner.teacher.load_state_dict(learner.heads.state_dict())
+        torch.manual_seed(2)
+        loss = learner.training_step(batch, 1)["loss"]
+        loss.backward()
+        grad = torch.cat([p.grad.flatten() for p in learner.heads.parameters()])
+        results.append((float(loss.detach()), grad))
+    assert results[0][0] == pytest.approx(results[1][0], rel=1e-5, abs=1e-5)
+    torch.testing.assert_close(results[0][1], results[1][1], rtol=1e-4, atol=1e-7)
+
+
+def test_unrecognised_compositions_take_the_generic_path(registry):
+    data = _digits(registry, 100)
+    knn = {"name": "knn", "k": 3, "source": "table", "on_missing": "skip"}
+    learner = _learner(registry, data, p=knn, q=_q_spec(), batch_size=32)
+    assert learner._p_spec is None
+    batch = {k: v[:32] for k, v in data.full_batch().items()}
+    assert torch.isfinite(learner.training_step(batch, 0)["loss"])
+
+
+# ----------------------------------------------------------------------------- recipes
+
+
+@pytest.mark.parametrize("path", ABLATIONS, ids=lambda p: p.stem)
+def test_every_digits_recipe_trains_20_steps_without_nan(path, registry, tmp_path):
+    from fw.train import train
+
+    overrides = ["trainer.max_steps=20", "trainer.progress=false", "trainer.log_every=5"]
+    raw = load_recipe(path, registry=registry).raw
+    if raw["data"]["name"] == "chained":  # a short t-SNE is enough to exercise the chain
+        overrides += [
+            f"data.cache_dir={tmp_path / 'chain'}",
+            "data.overrides=[trainer.max_steps=30, trainer.progress=false]",
+        ]
+    recipe = load_recipe(path, overrides, registry)
+    final = train(recipe, tmp_path / path.stem, registry=registry)
+    lines = (tmp_path / path.stem / "metrics.jsonl").read_text().splitlines()
+    assert len(lines) >= 4
+    assert all(math.isfinite(v) for k, v in final.items() if k.startswith("final_loss"))
+    assert 0.0 <= final["cluster_hungarian_accuracy"] <= 1.0
+
+
+def test_chained_dataset_is_cached_and_leaves_the_rng_alone(registry, tmp_path):
+    spec = {
+        "name": "chained",
+        "recipe": str(RECIPES / "tsne_digits.yaml"),
+        "key": "z",
+        "overrides": ["trainer.max_steps=5", "trainer.progress=false", "data.limit=150"],
+        "cache_dir": str(tmp_path),
+    }
+    torch.manual_seed(0)
+    first = build("dataset", spec, registry)
+    after_first = torch.rand(3)
+    torch.manual_seed(0)
+    second = build("dataset", spec, registry)  # from the cache
+    after_second = torch.rand(3)
+    torch.testing.assert_close(first.tensors["z"], second.tensors["z"])
+    torch.testing.assert_close(after_first, after_second)
+    assert first.tensors["z"].shape == (150, 2)
+    assert torch.equal(first.x, _digits(registry, 150).x)
+    assert len(list(tmp_path.glob("tsne_digits-*/output-z.pt"))) == 1
+
+
+@pytest.mark.parametrize("size", ["s", "b", "l"])
+def test_imagenet_recipes_name_the_missing_folder(size, registry, tmp_path):
+    from fw.errors import DataError
+    from fw.train import train
+
+    path = RECIPES / f"icon_clustering_imagenet_dinov2_{size}14.yaml"
+    recipe = load_recipe(path, [], registry)
+    assert recipe.raw["data"]["of"]["name"] == "image_folder"
+    assert recipe.raw["data"]["featurizer"]["name"] == f"dinov2_vit{size}14"
+    with pytest.raises(DataError, match="does not exist"):
+        train(recipe, tmp_path / "run", registry=registry)
