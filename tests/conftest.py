@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 import torch
-from fw.registry import Registry, get_registry
 
+from fw.registry import Registry, get_registry
 from tests.support import toy_plugin
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+
 from fw.data import ArrayDataset
 from fw.errors import DataError
 from fw_data.cifar10 import cifar10

@@ -6,6 +6,7 @@ import math
 
 import pytest
 import torch
+
 from fw.api import Neighborhood
 from fw.errors import ShapeError
 from fw.icon import debias, icon_loss, propagate

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+
 from fw.errors import RecipeError
 from fw.recipe import apply_overrides, build, load_recipe
 

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import pluggy
 import pytest
+
 from fw import hookimpl
 from fw.errors import RegistryError
 from fw.registry import get_registry, plugin_manager
-
 from tests.support import toy_plugin
 
 

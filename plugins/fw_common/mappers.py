@@ -5,9 +5,10 @@ from __future__ import annotations
 from typing import Any, Literal
 
 import torch
+from torch import Tensor, nn
+
 from fw.api import Featurizer
 from fw.errors import ShapeError
-from torch import Tensor, nn
 
 
 def _as_float(x: Tensor) -> Tensor:

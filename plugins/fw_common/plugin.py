@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from fw import hookimpl
 from fw.learner import IConLearner
-
 from fw_common import mappers, optimizers
 
 

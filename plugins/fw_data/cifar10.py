@@ -6,6 +6,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+
 from fw.data import ArrayDataset
 from fw.errors import DataError
 

@@ -7,9 +7,9 @@ from typing import Literal
 
 import numpy as np
 import torch
+
 from fw.data import ArrayDataset
 from fw.errors import DataError
-
 from fw_data.idx import read_idx
 
 FASHION_MNIST_CLASSES = [

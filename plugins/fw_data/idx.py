@@ -6,6 +6,7 @@ import gzip
 from pathlib import Path
 
 import numpy as np
+
 from fw.errors import DataError
 
 # Type codes of the IDX header (third magic byte) and their big-endian numpy dtypes.

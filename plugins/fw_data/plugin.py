@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from fw import hookimpl
-
 from fw_data.cifar10 import cifar10
 from fw_data.digits import digits
 from fw_data.fashion_mnist import fashion_mnist

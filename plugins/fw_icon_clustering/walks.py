@@ -14,10 +14,10 @@ to the start are dropped.
 
 from __future__ import annotations
 
+import hashlib
 from typing import ClassVar, Literal
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor
 
 from fw import api
@@ -27,39 +27,31 @@ from fw_icon.base import OnMissing, candidates, ctx_dtype, geometry, present, ro
 Metric = Literal["cosine", "euclidean"]
 
 
+#: kNN tables already computed in this process, by (content digest, k, metric)
+_TABLES: dict[tuple[str, int, str], Tensor] = {}
+
+
 @torch.no_grad()
-def knn_table(features: Tensor, k: int, metric: Metric = "cosine", chunk: int = 8192) -> Tensor:
-    """``[N, k]`` ids of each point's k nearest neighbours (exact, faiss; the point excluded).
+def knn_table(features: Tensor, k: int, metric: Metric = "cosine") -> Tensor:
+    """``[N, k]`` ids of each point's k nearest neighbours, the point itself excluded.
 
-    ``cosine`` searches inner products of L2-normalised features (the paper's choice),
-    ``euclidean`` squared distances. A point is never its own neighbour, also when duplicates
-    of it tie with it: its own id is removed from the ``k + 1`` hits, else the last hit is.
+    `fw.features.knn` (faiss; exact below 100 000 points, IVF above): ``cosine`` compares
+    L2-normalised features (the paper's choice), ``euclidean`` squared distances. Tables are
+    memoised per process by the features' content, so runs that share features (a benchmark's
+    rows, seeds) search once.
     """
-    import faiss
+    from fw.features import knn
 
-    x = features.detach().flatten(1).float().cpu()
-    n = x.shape[0]
-    if not 1 <= k < n:
-        raise ValueError(f"knn table: k must lie in 1..{n - 1} for {n} points, got {k}")
-    if metric == "cosine":
-        x = F.normalize(x, dim=1)
-        index = faiss.IndexFlatIP(x.shape[1])
-    elif metric == "euclidean":
-        index = faiss.IndexFlatL2(x.shape[1])
-    else:
+    if metric not in ("cosine", "euclidean"):
         raise ValueError(f"knn table: metric must be 'cosine' or 'euclidean', got {metric!r}")
-    data = x.contiguous().numpy()
-    index.add(data)
-    found = []
-    for start in range(0, n, chunk):
-        _, hits = index.search(data[start : start + chunk], k + 1)
-        found.append(torch.from_numpy(hits).long())
-    hits = torch.cat(found)  # [N, k + 1]
-    own = hits == torch.arange(n).unsqueeze(1)
-    # own id (or, when duplicates pushed it out, the farthest hit) moves last and is cut
-    own[:, -1] |= ~own.any(dim=1)
-    order = torch.sort(own.long(), dim=1, stable=True).indices
-    return torch.gather(hits, 1, order)[:, :k].contiguous()
+    x = features.detach().flatten(1).float().cpu().contiguous()
+    digest = hashlib.sha256(x.numpy().tobytes()).hexdigest()
+    key = (f"{tuple(x.shape)}:{digest}", k, metric)
+    if key not in _TABLES:
+        found, _ = knn(x.numpy(), k, "cosine" if metric == "cosine" else "l2")
+        _TABLES.clear()  # keep one table: they can be large
+        _TABLES[key] = torch.from_numpy(found).long()
+    return _TABLES[key].clone()
 
 
 def walk_targets(table: Tensor, ids: Tensor, steps: int) -> tuple[Tensor, Tensor]:
