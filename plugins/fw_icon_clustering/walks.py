@@ -17,6 +17,7 @@ from __future__ import annotations
 import hashlib
 from typing import ClassVar, Literal
 
+import numpy as np
 import torch
 from torch import Tensor
 
@@ -49,6 +50,7 @@ def knn_table(features: Tensor, k: int, metric: Metric = "cosine") -> Tensor:
     key = (f"{tuple(x.shape)}:{digest}", k, metric)
     if key not in _TABLES:
         found, _ = knn(x.numpy(), k, "cosine" if metric == "cosine" else "l2")
+        found[found < 0] = np.broadcast_to(found[:, :1], found.shape)[found < 0]  # IVF misses
         _TABLES.clear()  # keep one table: they can be large
         _TABLES[key] = torch.from_numpy(found).long()
     return _TABLES[key].clone()

@@ -69,7 +69,7 @@ CELLS = [
         CLUSTERS,
         CATEGORY,
         "Alshammari et al. 2025 (I-Con)",
-        recipe="icon_clustering_digits.yaml",
+        recipe="icon_clustering_digits_baseline.yaml",
     ),
     Cell(
         "t K-Means",
