@@ -74,7 +74,8 @@ class IConClustering(api.Learner):
     - ``views``: augmented views per anchor; ``neighbors``: points per anchor sampled from
       ``(P + … + P^walk_steps)/walk_steps`` on the global table of ``knn_k`` nearest neighbours
       by ``knn_metric``, computed on the dataset key ``knn_key`` (default: the frozen head
-      features); ``augment_neighbors`` augments them too.
+      features) with faiss (``knn_index``: ``flat`` exact, ``ivf`` approximate, ``auto``
+      exact below 100 000 points); ``augment_neighbors`` augments them too.
     - ``ema``: momentum of an EMA teacher for the column side of q (``null`` = none);
       ``eval_teacher``: evaluate with the teacher.
     - ``optimizer`` (Adam 1e-3 by default), multiplied by ``lr_decay`` every
@@ -105,6 +106,7 @@ class IConClustering(api.Learner):
         knn_k: int = 3,
         knn_metric: Metric = "cosine",
         knn_key: str | None = None,
+        knn_index: Literal["auto", "flat", "ivf"] = "auto",
         walk_steps: int = 2,
         augment_neighbors: bool = True,
         ema: float | None = None,
@@ -157,6 +159,7 @@ class IConClustering(api.Learner):
         self.knn_k = knn_k
         self.knn_metric = knn_metric
         self.knn_key = knn_key
+        self.knn_index = knn_index
         self.walk_steps = walk_steps
         self.augment_neighbors = augment_neighbors
         self.ema = ema
@@ -251,7 +254,9 @@ class IConClustering(api.Learner):
         else:
             self._knn_space = feats
         if self.neighbor_table.shape[0] != self._n:  # a checkpoint may already hold it
-            self.neighbor_table = knn_table(self._knn_space, self.knn_k, self.knn_metric)
+            self.neighbor_table = knn_table(
+                self._knn_space, self.knn_k, self.knn_metric, self.knn_index
+            )
         self.feat_mean = feats.mean(dim=0)
         self.feat_std = feats.std(dim=0).clamp_min(1e-6)
         if not len(self.heads):

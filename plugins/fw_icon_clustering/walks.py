@@ -33,13 +33,18 @@ _TABLES: dict[tuple[str, int, str], Tensor] = {}
 
 
 @torch.no_grad()
-def knn_table(features: Tensor, k: int, metric: Metric = "cosine") -> Tensor:
+def knn_table(
+    features: Tensor,
+    k: int,
+    metric: Metric = "cosine",
+    index: Literal["auto", "flat", "ivf"] = "auto",
+) -> Tensor:
     """``[N, k]`` ids of each point's k nearest neighbours, the point itself excluded.
 
-    `fw.features.knn` (faiss; exact below 100 000 points, IVF above): ``cosine`` compares
-    L2-normalised features (the paper's choice), ``euclidean`` squared distances. Tables are
-    memoised per process by the features' content, so runs that share features (a benchmark's
-    rows, seeds) search once.
+    `fw.features.knn` (faiss; ``index``: ``flat`` exact, ``ivf`` approximate, ``auto`` exact
+    below 100 000 points): ``cosine`` compares L2-normalised features (the paper's choice),
+    ``euclidean`` squared distances. Tables are memoised per process by the features'
+    content, so runs that share features (a benchmark's rows, seeds) search once.
     """
     from fw.features import knn
 
@@ -47,9 +52,9 @@ def knn_table(features: Tensor, k: int, metric: Metric = "cosine") -> Tensor:
         raise ValueError(f"knn table: metric must be 'cosine' or 'euclidean', got {metric!r}")
     x = features.detach().flatten(1).float().cpu().contiguous()
     digest = hashlib.sha256(x.numpy().tobytes()).hexdigest()
-    key = (f"{tuple(x.shape)}:{digest}", k, metric)
+    key = (f"{tuple(x.shape)}:{digest}", k, f"{metric}/{index}")
     if key not in _TABLES:
-        found, _ = knn(x.numpy(), k, "cosine" if metric == "cosine" else "l2")
+        found, _ = knn(x.numpy(), k, "cosine" if metric == "cosine" else "l2", index=index)
         found[found < 0] = np.broadcast_to(found[:, :1], found.shape)[found < 0]  # IVF misses
         _TABLES.clear()  # keep one table: they can be large
         _TABLES[key] = torch.from_numpy(found).long()
