@@ -39,6 +39,19 @@ def test_digits_unchanged() -> None:
     assert ds.x.shape == (10, 64) and ds.labels.dtype == torch.long
 
 
+def test_digits_as_two_halves_with_a_side_embedding() -> None:
+    whole = digits(limit=10)
+    ds = digits(limit=10, halves=True, embedding="label")
+    top, bottom = ds.x, ds.tensors["x_bottom"]
+    assert top.shape == bottom.shape == (10, 1, 4, 8) and ds.meta["modalities"] == ("x", "x_bottom")
+    image = whole.x.reshape(10, 8, 8)
+    assert torch.equal(top[:, 0], image[:, :4]) and torch.equal(bottom[:, 0], image[:, 4:])
+    assert torch.equal(ds.labels, whole.labels)
+    onehot = ds.tensors["embedding"]
+    assert onehot.shape == (10, 10) and torch.equal(onehot.argmax(1), ds.labels)
+    assert onehot.sum() == 10
+
+
 # --- IDX / Fashion-MNIST ------------------------------------------------------------------------
 
 

@@ -30,6 +30,8 @@ LABELS = "labels"  # [n] long class labels of the rows
 LABELS_COL = "labels_col"  # [m] long class labels of the columns
 NEIGHBORS = "neighbors"  # [N, k] long, precomputed kNN table in dataset-id space
 GRAPH = "graph"  # [n, m] float, affinity / adjacency weights between rows and columns
+EMBEDDING = "embedding"  # [n, e] float, a fixed side embedding g(x_i) of each row (spec p11)
+EMBEDDING_COL = "embedding_col"  # [m, e] float, the side embedding of each column
 
 Context = Mapping[str, Any]
 

@@ -14,12 +14,14 @@ from fw.recipe import OptimizerFactory
 
 
 def context_from_batch(batch: dict[str, Tensor], features: Tensor) -> dict[str, Any]:
-    """A distribution context for ``features`` with the batch's ids and labels."""
+    """A distribution context for ``features`` with the batch's ids, labels and side keys."""
     ctx: dict[str, Any] = {api.FEATURES: features, api.INDEX: batch.get("index")}
     if "label" in batch:
         ctx[api.LABELS] = batch["label"]
     if "neighbors" in batch:
         ctx[api.NEIGHBORS] = batch["neighbors"]
+    if api.EMBEDDING in batch:  # a dataset's side embedding g (e.g. X-Sample's captions)
+        ctx[api.EMBEDDING] = batch[api.EMBEDDING]
     return ctx
 
 

@@ -68,7 +68,7 @@ DEFAULT_PARAMS: dict[tuple[str, str], dict[str, Any]] = {
 
 #: p families whose points are views of a sample: the generic recipe needs a view learner.
 VIEW_FAMILIES = ("Uniform over Positive Pairs",)
-#: p families that need data with two modalities, which no built-in dataset has.
+#: p families that need data with two modalities (their recipes are written by hand).
 MODAL_FAMILIES = ("Cross-Modal Pairs",)
 #: q families whose loss is unbounded below for an unconstrained mapper (the σ→∞ limit is
 #: cohesion − 2·Var): their generic recipe projects orthonormally instead, when available.
@@ -230,8 +230,9 @@ def generic_recipe(
     dim = 10 if clusters else 2
     if p_family in MODAL_FAMILIES:
         raise FwError(
-            f"p '{p_name}' ({p_family}) pairs points of two modalities; the generic recipe runs "
-            "on digits, which has one. Write a recipe with a two-modality dataset and learner."
+            f"p '{p_name}' ({p_family}) pairs points of two modalities, which the generic recipe "
+            "does not make; start from recipes/clip_digits.yaml (the digits' top and bottom "
+            "halves as two modalities) and set its learner.q"
         )
     if p_family in VIEW_FAMILIES:
         if "contrastive" not in registry.names("learner"):
@@ -348,11 +349,14 @@ def smoke_recipe(
     """A copy of a recipe that trains ``steps`` steps on (the first ``limit``) ``dataset``.
 
     ``steps=None`` keeps the recipe's own ``max_steps``; ``limit=None`` the whole dataset.
+    A recipe already on ``dataset`` keeps its dataset options (e.g. the digits' two modalities
+    or side embedding); any other dataset is replaced by a plain ``dataset``.
     Progress bars and plots are off, logging is sparse, and every ``batch_size`` of the learner
     that exceeds ``limit`` is lowered to it (tests and `bench/table_sweep.py` use this).
     """
     out = copy.deepcopy(dict(raw))
-    data: dict[str, Any] = {"name": dataset}
+    own = dict(out.get("data") or {})
+    data: dict[str, Any] = own if own.get("name") == dataset else {"name": dataset}
     if limit is not None:
         data["limit"] = limit
     out["data"] = data
