@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -9,12 +11,15 @@ from torch import nn
 
 from fw import api
 from fw.icon import icon_loss
+from fw.learner import context_from_batch
 from fw.recipe import build, recipe_from_dict
 from fw.registry import get_registry
 from fw_icon.discrete import MODALITY, CrossModal, DataLabel, Identity, SameClass
 from fw_icon.kernels import CrossModalGaussian, PrototypeSoftmax
 from fw_icon.neighbors import GraphKernel, UniformKNN
+from fw_icon.prototypes import Harmonic, PrototypeTriplet
 from fw_icon.wrappers import Debiased, Propagated, Union
+from fw_icon.xsample import CorrespondingGaussian
 from fw_kmeans.distributions import ClusterKernel
 from fw_simclr.distributions import PositivePairs
 
@@ -28,6 +33,8 @@ PARAMS: dict[str, dict] = {
     "knn": {"k": 3},
     "data_label": {"num_classes": 3},
     "prototype_softmax": {"num_classes": 3, "dim": DIM},
+    "harmonic": {"num_classes": 3, "dim": DIM},
+    "prototype_triplet": {"num_classes": 3, "dim": DIM},
     "debiased": {"of": {"name": "cluster"}, "alpha": 0.3},
     "propagated": {"of": {"name": "knn", "k": 3}},
     "union": {"of": [{"name": "positive_pairs"}, {"name": "knn", "k": 3}]},
@@ -37,7 +44,7 @@ FAMILIES = set(api.P_FAMILIES) | set(api.Q_FAMILIES)
 
 
 def smoke_context() -> dict:
-    """Two views of 8 samples, 3 classes, two modalities, a random graph, a kNN table."""
+    """Two views of 8 samples, 3 classes, two modalities, a graph, a kNN table, a side embedding."""
     index = torch.arange(N_IDS).repeat(VIEWS)
     graph = torch.rand(N, N, dtype=DT)
     return {
@@ -48,6 +55,8 @@ def smoke_context() -> dict:
         MODALITY: torch.arange(VIEWS).repeat_interleave(N_IDS),
         # a global kNN table in dataset-id space: each id's next three ids, cyclically
         api.NEIGHBORS: (torch.arange(N_IDS)[:, None] + torch.arange(1, 4)[None, :]) % N_IDS,
+        # a side embedding g per sample, shared by its views (X-Sample's captions)
+        api.EMBEDDING: torch.randn(N_IDS, 4, dtype=DT).repeat(VIEWS, 1),
     }
 
 
@@ -94,6 +103,9 @@ def test_registered_names_families_and_roles():
         "same_class": ("Uniform over Classes", "supervisory"),
         "data_label": ("Data-Label Pairs", "supervisory"),
         "prototype_softmax": ("Gaussian", "learned"),
+        "harmonic": ("Student-T", "learned"),
+        "prototype_triplet": ("Gaussian σ→0", "learned"),
+        "corresponding_gaussian": ("Gaussian", "supervisory"),
         "cohesion_variance": ("Gaussian σ→∞", "learned"),
         "triplet": ("Gaussian σ→0", "learned"),
     }
@@ -226,6 +238,70 @@ def test_cross_modal_candidates_are_the_other_modality():
     torch.testing.assert_close(q.prob, expected)
     with pytest.raises(KeyError, match="modality"):
         CrossModal()({api.FEATURES: z, api.INDEX: index})
+
+
+def test_corresponding_gaussian_square_rectangular_and_cosine():
+    g = torch.randn(5, 3, dtype=DT)
+    p = CorrespondingGaussian(temperature=0.5)({api.EMBEDDING: g, api.INDEX: torch.arange(5)})
+    for i in range(5):
+        weights = torch.tensor([0.0 if j == i else math.exp(g[i] @ g[j] / 0.5) for j in range(5)])
+        torch.testing.assert_close(p.prob[i], weights / weights.sum(), check_dtype=False)
+    assert not p.mask.diagonal().any()
+    g_col = torch.randn(4, 3, dtype=DT)
+    rect = CorrespondingGaussian(metric="cosine")(
+        {api.EMBEDDING: g, api.EMBEDDING_COL: g_col, api.INDEX_COL: torch.arange(4)}
+    )
+    cos = F.normalize(g, dim=1) @ F.normalize(g_col, dim=1).T
+    torch.testing.assert_close(rect.prob, cos.softmax(dim=1))
+    with pytest.raises(KeyError, match="embedding_col"):
+        CorrespondingGaussian()(
+            {api.EMBEDDING: g, api.INDEX: torch.arange(5), api.INDEX_COL: torch.arange(4)}
+        )
+
+
+def test_the_generic_learner_passes_the_side_embedding():
+    batch = {"index": torch.arange(3), "x": torch.randn(3, 2), "embedding": torch.eye(3)}
+    ctx = context_from_batch(batch, torch.randn(3, 2))
+    assert torch.equal(ctx[api.EMBEDDING], batch["embedding"])
+    assert api.EMBEDDING not in context_from_batch({"index": torch.arange(3)}, torch.randn(3, 2))
+
+
+# ----------------------------------------------------------------------------- prototype q
+
+
+def test_prototype_triplet_candidates_are_the_class_and_one_negative():
+    f = torch.randn(12, 3, dtype=DT)
+    protos = torch.randn(4, 3, dtype=DT)
+    y = torch.arange(12) % 4
+    ctx = {api.FEATURES: f, api.FEATURES_COL: protos, api.LABELS: y}
+    q = PrototypeTriplet(negative="hardest")(ctx)
+    d = torch.cdist(f, protos).pow(2)
+    for i in range(12):
+        wrong = [c for c in range(4) if c != y[i]]
+        nearest = min(wrong, key=lambda c: d[i, c].item())
+        assert set(q.mask[i].nonzero().flatten().tolist()) == {int(y[i]), nearest}
+    random = PrototypeTriplet(negative="random")(ctx)
+    assert bool((random.mask.sum(1) == 2).all()) and bool(random.mask[torch.arange(12), y].all())
+    # without labels (inference) every class is a candidate: argmax = nearest prototype
+    free = PrototypeTriplet()({api.FEATURES: f, api.FEATURES_COL: protos})
+    assert free.mask.all() and torch.equal(free.log_prob.argmax(1), d.argmin(1))
+    with pytest.raises(ValueError, match="negative"):
+        PrototypeTriplet(negative="soft")
+
+
+def test_harmonic_prototype_sources_and_errors():
+    scores = torch.rand(6, 3, dtype=DT) + 0.1
+    identity = Harmonic(n=1.0, num_classes=3)({api.FEATURES: scores})
+    d = (scores.unsqueeze(1) - torch.eye(3, dtype=DT).unsqueeze(0)).pow(2).sum(2)
+    torch.testing.assert_close(identity.prob, (1 / d) / (1 / d).sum(1, keepdim=True))
+    learned = Harmonic(num_classes=3, dim=5)
+    assert learned.prototypes.shape == (3, 5) and len(list(learned.parameters())) == 1
+    with pytest.raises(ValueError, match="n > 1/2"):
+        Harmonic(n=0.5, sigma=1.0)
+    with pytest.raises(ValueError, match="num_classes"):
+        Harmonic(dim=4)
+    with pytest.raises(KeyError, match="features_col"):
+        Harmonic()({api.FEATURES: scores})
 
 
 # ----------------------------------------------------------------------------- kNN

@@ -26,7 +26,9 @@ from fw_icon.kernels import (
     cohesion_variance_loss,
 )
 from fw_icon.neighbors import UniformKNN
+from fw_icon.prototypes import Harmonic, PrototypeTriplet
 from fw_icon.wrappers import Debiased, Propagated, Union
+from fw_icon.xsample import CorrespondingGaussian
 from fw_kmeans.distributions import ClusterKernel
 from fw_simclr.distributions import PositivePairs
 
@@ -146,6 +148,121 @@ def test_debiased_data_label_is_label_smoothing(alpha):
     q = PrototypeSoftmax(num_classes=c)(ctx)
     expected = F.cross_entropy(logits, y, label_smoothing=alpha)
     assert icon_loss(p, q, mode="ce").item() == pytest.approx(expected.item(), abs=1e-10)
+
+
+# ----------------------------------------------------------------------------- Harmonic loss
+
+
+def harmonic_reference(f: torch.Tensor, protos: torch.Tensor, y: torch.Tensor, power: float):
+    """Baek et al. 2025: mean_i −log(d_iy^(−n) / Σ_k d_ik^(−n)), d = plain Euclidean distance."""
+    losses = []
+    for i in range(f.shape[0]):
+        d = [torch.sqrt(((f[i] - protos[k]) ** 2).sum()) for k in range(protos.shape[0])]
+        weights = [dk ** (-power) for dk in d]
+        losses.append(-torch.log(weights[int(y[i])] / sum(weights)))
+    return torch.stack(losses).mean()
+
+
+@pytest.mark.parametrize("n", [0.5, 1.0, 2.5])
+def test_harmonic_loss_equals_baek_reference(n):
+    """q8 with the thesis's degree n on squared distances is Baek's loss with exponent 2n."""
+    f = torch.randn(10, 4, dtype=DT, requires_grad=True)
+    y = torch.randint(0, 3, (10,))
+    q_dist = Harmonic(n=n, num_classes=3, dim=4).double()
+    ctx = {api.FEATURES: f, api.LABELS: y}
+    loss = icon_loss(DataLabel(num_classes=3)(ctx), q_dist(ctx))
+    expected = harmonic_reference(f, q_dist.prototypes, y, power=2 * n)
+    assert loss.item() == pytest.approx(expected.item(), abs=1e-10)
+    grads = torch.autograd.grad(loss, [f, q_dist.prototypes])
+    ref = torch.autograd.grad(expected, [f, q_dist.prototypes])
+    for g, r in zip(grads, ref, strict=True):
+        torch.testing.assert_close(g, r)
+
+
+def test_harmonic_is_the_sigma_to_zero_limit_of_a_student_t():
+    """Thm F.3.8: at width σ, q8 is the Student-t with 2n − 1 dof; σ → 0 gives d^(−n)."""
+    n = 2.0
+    f, protos = torch.randn(7, 3, dtype=DT), torch.randn(4, 3, dtype=DT)
+    limit = Harmonic(n=n)({api.FEATURES: f, api.FEATURES_COL: protos})
+    errors = []
+    for sigma in (1.0, 0.1, 0.01):
+        at_sigma = Harmonic(n=n, sigma=sigma)({api.FEATURES: f, api.FEATURES_COL: protos})
+        # the same kernel through the sne plugin's Student-t on the points scaled by 1/σ
+        if "student_t" in get_registry().names("distribution"):
+            t = build("distribution", {"name": "student_t", "dof": 2 * n - 1})
+            scaled = t({api.FEATURES: f / sigma, api.FEATURES_COL: protos / sigma})
+            torch.testing.assert_close(at_sigma.prob, scaled.prob)
+        errors.append((at_sigma.prob - limit.prob).abs().max().item())
+    assert errors[0] > errors[1] > errors[2] and errors[2] < 1e-4
+
+
+def test_harmonic_on_a_prototype_is_finite():
+    """Log space (spec §7.8): a feature exactly on its prototype gets all the mass, no NaN."""
+    protos = torch.randn(3, 2, dtype=DT)
+    f = torch.cat([protos[1:2], torch.randn(2, 2, dtype=DT)]).requires_grad_()
+    y = torch.tensor([1, 0, 2])
+    ctx = {api.FEATURES: f, api.FEATURES_COL: protos, api.LABELS: y}
+    q = Harmonic(n=4.0)(ctx)
+    assert q.prob[0, 1].item() == pytest.approx(1.0) and torch.isfinite(q.log_prob).all()
+    loss = icon_loss(DataLabel(num_classes=3)(ctx), q)
+    (g,) = torch.autograd.grad(loss, f)
+    assert torch.isfinite(loss) and torch.isfinite(g).all()
+
+
+# ----------------------------------------------------------------------------- Error rate
+
+
+@pytest.mark.parametrize("negative", ["hardest", "random", "all"])
+def test_error_rate_bounds_and_sigma_to_zero_limit(negative):
+    """σ²·L − σ² log|K_i| ≤ mean_i (d_iy − min_{k∈K_i} d_ik) ≤ σ²·L, tight as σ → 0."""
+    n, c = 40, 5
+    f, protos = torch.randn(n, 3, dtype=DT), torch.randn(c, 3, dtype=DT)
+    y = torch.randint(0, c, (n,))
+    ctx = {api.FEATURES: f, api.FEATURES_COL: protos, api.LABELS: y}
+    p = DataLabel(num_classes=c)(ctx)
+    sq = torch.cdist(f, protos).pow(2)
+    for sigma in (1.0, 0.3, 0.05):
+        torch.manual_seed(1)
+        q = PrototypeTriplet(sigma=sigma, negative=negative)(ctx)
+        hinge = torch.stack(
+            [sq[i, y[i]] - min(sq[i, k] for k in range(c) if q.mask[i, k]) for i in range(n)]
+        ).mean()
+        scaled = sigma**2 * icon_loss(p, q)
+        log_k = torch.log(q.mask.sum(1).to(DT)).max().item()
+        assert scaled.item() - sigma**2 * log_k - 1e-12 <= hinge.item() <= scaled.item() + 1e-12
+    if negative != "random":  # the limit's support is the nearest-prototype classifier's errors
+        per_row = sq[torch.arange(n), y] - sq.min(dim=1).values
+        wrong = sq.argmin(dim=1) != y
+        assert torch.equal(per_row > 0, wrong)
+        rows = sigma**2 * icon_loss(p, q, reduction="none")
+        torch.testing.assert_close(rows[~wrong], torch.zeros_like(rows[~wrong]), atol=1e-6, rtol=0)
+
+
+# ----------------------------------------------------------------------------- X-Sample
+
+
+def test_xsample_equals_reference():
+    """X-Sample CL: −Σ_j p(j|i) log q(j|i), p the softmax of g_i·g_j over j ≠ i (Thm F.3.5)."""
+    n, tau = 8, 0.5
+    g = torch.randn(n, 3, dtype=DT)
+    z = torch.randn(n, 5, dtype=DT, requires_grad=True)
+    zn = F.normalize(z, dim=1)
+    expected = 0.0
+    for i in range(n):
+        others = [k for k in range(n) if k != i]
+        p_norm = sum(torch.exp(g[i] @ g[k]) for k in others)
+        q_norm = sum(torch.exp(zn[i] @ zn[k] / tau) for k in others)
+        for j in others:
+            expected = expected - torch.exp(g[i] @ g[j]) / p_norm * torch.log(
+                torch.exp(zn[i] @ zn[j] / tau) / q_norm
+            )
+    expected = expected / n
+    p = CorrespondingGaussian()({api.EMBEDDING: g, api.FEATURES: z})
+    loss = icon_loss(p, cosine_q(z, tau), mode="ce")
+    assert loss.item() == pytest.approx(expected.item(), abs=1e-10)
+    (g_icon,) = torch.autograd.grad(loss, z)
+    (g_ref,) = torch.autograd.grad(expected, z)
+    torch.testing.assert_close(g_icon, g_ref)
 
 
 # ----------------------------------------------------------------------------- SupCon
@@ -424,8 +541,10 @@ def test_debiased_q_rows_sum_to_one_and_keep_gradient():
         loss = icon_loss(PositivePairs()(ctx), q)
         (g,) = torch.autograd.grad(loss, logits)
         assert torch.isfinite(g).all() and g.abs().sum() > 0
-        assert torch.equal(Debiased(of=inner, alpha=0.0)({api.FEATURES: logits}).log_prob,
-                           inner({api.FEATURES: logits}).log_prob)
+        assert torch.equal(
+            Debiased(of=inner, alpha=0.0)({api.FEATURES: logits}).log_prob,
+            inner({api.FEATURES: logits}).log_prob,
+        )
 
 
 @pytest.mark.parametrize("mode", ["sum", "uniform"])
@@ -493,6 +612,12 @@ NAN_CASES = {
         lambda z: Union(of=[Triplet(), ClusterKernel(exclude_self=True)]),
     ),
     "cross_modal": (lambda: CrossModal(), lambda z: CrossModalGaussian(learn_temperature=True)),
+    "harmonic": (lambda: DataLabel(num_classes=3), lambda z: Harmonic(num_classes=3, dim=4)),
+    "error_rate": (
+        lambda: DataLabel(num_classes=3),
+        lambda z: PrototypeTriplet(num_classes=3, dim=4, sigma=0.1),
+    ),
+    "xsample": (lambda: CorrespondingGaussian(temperature=0.1), lambda z: cosine_q(z, 0.2)),
 }
 
 
@@ -507,6 +632,7 @@ def test_no_nan_with_masked_entries(case):
         api.INDEX: index,
         api.LABELS: index % 3,
         MODALITY: torch.arange(2).repeat_interleave(n // 2),
+        api.EMBEDDING: F.one_hot(index % 3).to(DT),
     }
     with torch.no_grad():
         p = make_p()(ctx)

@@ -148,3 +148,55 @@ def features(ctx: Mapping[str, Any], geo: Geometry, what: str) -> tuple[Tensor, 
         )
     return x, y
 
+
+def learned_prototypes(num_classes: int | None, dim: int | None, what: str) -> Tensor | None:
+    """Initial learned class prototypes ``[C, dim]`` (N(0, 1/dim)), or None when not learned."""
+    if num_classes is None and dim is not None:
+        raise ValueError(
+            f"{what}: learned prototypes need `num_classes`; without it the prototypes come from "
+            "the context's features_col"
+        )
+    if num_classes is not None and num_classes < 1:
+        raise ValueError(f"{what}: num_classes must be >= 1, got {num_classes}")
+    if num_classes is None or dim is None:
+        return None
+    return torch.randn(num_classes, dim) * dim**-0.5
+
+
+def prototype_points(
+    ctx: Mapping[str, Any], learned: Tensor | None, num_classes: int | None, what: str
+) -> Tensor:
+    """The class prototypes ``[C, d]`` that the features ``[n, d]`` are compared with.
+
+    ``learned`` when given; else with ``num_classes`` the identity ``[C, C]`` (the features
+    already are class scores, a mapper's last layer holds the prototypes); else the context's
+    ``FEATURES_COL`` (e.g. text embeddings of the class names).
+    """
+    f = ctx[api.FEATURES]
+    if learned is not None:
+        protos = learned
+    elif num_classes is not None:
+        if f.shape[1] != num_classes:
+            raise ShapeError(
+                f"{what} without `dim` reads features as class scores [n, {num_classes}], got "
+                f"{tuple(f.shape)}"
+            )
+        protos = torch.eye(num_classes, dtype=f.dtype, device=f.device)
+    elif present(ctx, api.FEATURES_COL):
+        protos = ctx[api.FEATURES_COL]
+    else:
+        raise KeyError(
+            f"{what} needs `num_classes` (learned or identity prototypes) or context key "
+            f"{api.FEATURES_COL!r} (given prototypes)"
+        )
+    if protos.dim() != 2 or protos.shape[1] != f.shape[1]:
+        raise ShapeError(
+            f"{what}: features {tuple(f.shape)} and prototypes {tuple(protos.shape)} must share "
+            "their last dimension"
+        )
+    return protos.to(f.dtype)
+
+
+def exact_sq_dists(a: Tensor, b: Tensor) -> Tensor:
+    """Squared distances ``[n, m]`` from differences (exact near 0, where logs need it)."""
+    return (a.unsqueeze(1) - b.unsqueeze(0)).pow(2).sum(dim=2)

@@ -17,7 +17,15 @@ from torch import Tensor, nn
 
 from fw import api
 from fw.errors import ShapeError
-from fw_icon.base import candidates, features, geometry, present, row_col, sq_dists
+from fw_icon.base import (
+    candidates,
+    features,
+    geometry,
+    learned_prototypes,
+    prototype_points,
+    row_col,
+    sq_dists,
+)
 from fw_icon.discrete import cross_modal_candidates
 
 
@@ -109,45 +117,21 @@ class PrototypeSoftmax(api.NeighborhoodDistribution, nn.Module):
         super().__init__()
         if temperature <= 0:
             raise ValueError(f"prototype_softmax: temperature must be > 0, got {temperature}")
-        if num_classes is None and (dim is not None or bias):
-            raise ValueError(
-                "prototype_softmax: learned prototypes or biases need `num_classes`; without it "
-                "the prototypes come from the context's features_col"
-            )
+        if num_classes is None and bias:
+            raise ValueError("prototype_softmax: learned biases need `num_classes`")
         self.num_classes = num_classes
         self.temperature = temperature
         self.normalize = normalize
-        self.prototypes = None
-        if num_classes is not None and dim is not None:
-            self.prototypes = nn.Parameter(torch.randn(num_classes, dim) * dim**-0.5)
+        init = learned_prototypes(num_classes, dim, "prototype_softmax")
+        self.prototypes = None if init is None else nn.Parameter(init)
         self.bias = nn.Parameter(torch.zeros(num_classes)) if bias else None
 
     def log_prob(self, ctx: api.Context) -> api.Neighborhood:
         f = ctx[api.FEATURES]
-        if self.prototypes is not None:
-            protos = self.prototypes
-        elif self.num_classes is not None:
-            if f.shape[1] != self.num_classes:
-                raise ShapeError(
-                    f"prototype_softmax without `dim` reads features as class scores "
-                    f"[n, {self.num_classes}], got {tuple(f.shape)}"
-                )
-            protos = torch.eye(self.num_classes, dtype=f.dtype, device=f.device)
-        elif present(ctx, api.FEATURES_COL):
-            protos = ctx[api.FEATURES_COL]
-        else:
-            raise KeyError(
-                "prototype_softmax needs `num_classes` (learned or identity prototypes) or "
-                f"context key {api.FEATURES_COL!r} (given prototypes)"
-            )
-        if protos.dim() != 2 or protos.shape[1] != f.shape[1]:
-            raise ShapeError(
-                f"prototype_softmax: features {tuple(f.shape)} and prototypes "
-                f"{tuple(protos.shape)} must share their last dimension"
-            )
+        protos = prototype_points(ctx, self.prototypes, self.num_classes, "prototype_softmax")
         if self.normalize:
             f, protos = F.normalize(f, dim=1), F.normalize(protos, dim=1)
-        logits = f @ protos.to(f.dtype).T / self.temperature
+        logits = f @ protos.T / self.temperature
         if self.bias is not None:
             logits = logits + self.bias.to(f.dtype)
         mask = torch.ones(logits.shape, dtype=torch.bool, device=logits.device)

@@ -6,7 +6,9 @@ from fw import hookimpl
 from fw_icon.discrete import CrossModal, DataLabel, Identity, SameClass
 from fw_icon.kernels import CohesionVariance, CrossModalGaussian, PrototypeSoftmax, Triplet
 from fw_icon.neighbors import GraphKernel, UniformKNN
+from fw_icon.prototypes import Harmonic, PrototypeTriplet
 from fw_icon.wrappers import Debiased, Propagated, Union
+from fw_icon.xsample import CorrespondingGaussian
 
 
 @hookimpl
@@ -20,6 +22,9 @@ def fw_distributions():
         "same_class": SameClass,
         "data_label": DataLabel,
         "prototype_softmax": PrototypeSoftmax,
+        "harmonic": Harmonic,
+        "prototype_triplet": PrototypeTriplet,
+        "corresponding_gaussian": CorrespondingGaussian,
         "cohesion_variance": CohesionVariance,
         "triplet": Triplet,
         "debiased": Debiased,
