@@ -5,8 +5,10 @@ scikit-learn's 1797 digits through `fw.train.train` and reports the Hungarian ac
 of the learned representation — the argmax cluster for cluster-kernel q, else k-means with ten
 clusters on it (the learner's own evaluation) — with the wall time. scikit-learn's KMeans,
 SpectralClustering (nearest-neighbour affinity) and TSNE + KMeans run on the same data in the
-same process for reference. The results go to a JSON file and a heatmap PNG of the table
-(accuracy per cell). Timings are reported, never asserted.
+same process for reference. Cells on the digits' two halves (CLIP and its column) also print
+their hold-out cross-modal retrieval top-1, and supervised cells their hold-out classifier
+accuracy. The results go to a JSON file and a heatmap PNG of the table (accuracy per cell).
+Timings are reported, never asserted.
 
     python bench/table_sweep.py                   # every cell with its recipe's own steps
     python bench/table_sweep.py --quick           # 100 steps per cell, no TSNE reference
@@ -102,6 +104,15 @@ def score(final: dict[str, float]) -> tuple[float, float, str]:
     return math.nan, math.nan, "-"
 
 
+#: Metrics printed after a cell's clustering scores when its learner reports them.
+EXTRA = {"holdout_retrieval_top1": "retrieval@1", "holdout_classifier_accuracy": "classifier"}
+
+
+def extras(final: dict[str, float]) -> dict[str, float]:
+    """The `EXTRA` metrics a run reported (retrieval, classifier accuracy), by short name."""
+    return {short: final[key] for key, short in EXTRA.items() if key in final}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--steps", type=int, help="steps per cell (default: each recipe's own)")
@@ -138,15 +149,19 @@ def main() -> None:
             with tempfile.TemporaryDirectory() as run_dir:
                 final = train(recipe_from_dict(raw, registry), run_dir, registry=registry)
             acc, nmi, how = score(final)
+            extra = extras(final)
             error = ""
         except Exception as exc:  # a broken cell is reported, the sweep goes on
             acc, nmi, how, error = math.nan, math.nan, "-", f"{type(exc).__name__}: {exc}"
+            extra = {}
             traceback.print_exc()
         seconds = time.perf_counter() - start
         n_steps = int(raw["trainer"]["max_steps"])
         print(
             f"{names[:44]:<44} {pq[:34]:<34} {acc:6.3f} {nmi:6.3f} {how:>7} {n_steps:6d} "
-            f"{seconds:7.1f}s" + (f"  ERROR {error.splitlines()[0][:60]}" if error else "")
+            f"{seconds:7.1f}s"
+            + "".join(f"  {name} {value:.3f}" for name, value in extra.items())
+            + (f"  ERROR {error.splitlines()[0][:60]}" if error else "")
         )
         results.append(
             {
@@ -160,6 +175,7 @@ def main() -> None:
                 "steps": n_steps,
                 "seconds": seconds,
                 "error": error,
+                **extra,
             }
         )
 

@@ -1,5 +1,5 @@
-"""The view-based learner (SimCLR family): loss oracles, EMA teacher, augmentations, featurizers,
-and every recipe of the family training on digits."""
+"""The view-based learner (SimCLR family): loss oracles, EMA teacher, two modalities (CLIP),
+augmentations, featurizers, and every recipe of the family training on digits."""
 
 from __future__ import annotations
 
@@ -17,6 +17,7 @@ from fw.errors import RecipeError
 from fw.recipe import build, load_recipe
 from fw.train import train
 from fw_simclr import augment
+from fw_simclr.learners import retrieval_top1
 from tests.conftest import RECIPES
 
 DIGITS_RECIPES = ["simclr", "supcon", "cross_entropy", "tsimclr", "tsupcon"]
@@ -43,9 +44,18 @@ def digits(registry):
     return build("dataset", {"name": "digits", "limit": 200}, registry)
 
 
+@pytest.fixture(scope="module")
+def halves(registry):
+    """Digits as two modalities (top / bottom half) with the one-hot class as side embedding."""
+    spec = {"name": "digits", "limit": 200, "halves": True, "embedding": "label"}
+    return build("dataset", spec, registry)
+
+
 def _batch(data, n: int = 32, dtype=torch.float64) -> dict[str, torch.Tensor]:
     batch = dict(data.__getitems__(list(range(n))))
-    batch["x"] = batch["x"].to(dtype)
+    for key in ("x", "x_bottom", "embedding"):
+        if key in batch:
+            batch[key] = batch[key].to(dtype)
     return batch
 
 
@@ -114,6 +124,115 @@ def test_cross_entropy_recipe_is_f_cross_entropy(registry, digits):
     h = learner.backbone(learner.images(batch["x"]))
     logits = h @ learner.q.prototypes.T + learner.q.bias
     assert loss.item() == pytest.approx(F.cross_entropy(logits, batch["label"]).item(), abs=1e-6)
+
+
+def test_harmonic_recipe_is_the_harmonic_loss(registry, digits):
+    """Baek et al.'s −log(‖h − φ_y‖^(−2n) / Σ_k ‖h − φ_k‖^(−2n)) on the backbone features."""
+    learner = _learner(registry, "harmonic_digits", "learner.augment=none")
+    learner.setup(digits)
+    learner.double()
+    batch = _batch(digits)
+    loss = learner.training_step(batch, 0)["loss"]
+    h = learner.backbone(learner.images(batch["x"]))
+    dist = torch.cdist(h, learner.q.prototypes)  # plain Euclidean
+    weights = dist.pow(-2 * learner.q.n)
+    expected = -torch.log(weights[torch.arange(32), batch["label"]] / weights.sum(1)).mean()
+    assert loss.item() == pytest.approx(expected.item(), abs=1e-6)
+
+
+def test_xsample_recipe_weights_views_by_the_side_embedding(registry, digits):
+    learner = _learner(registry, "xsample_digits", "learner.augment=none", "learner.head=null")
+    learner.setup(digits)
+    learner.double()
+    batch = _batch(digits)
+    batch["embedding"] = F.one_hot(batch["label"], 10).double()
+    loss = learner.training_step(batch, 0)["loss"]
+    z = F.normalize(learner.project(learner.make_views(learner.images(batch["x"]))), dim=1)
+    g = batch["embedding"].repeat(2, 1)  # both views of an image share its embedding
+    eye = torch.eye(64, dtype=torch.bool)
+    tau_p, tau_q = learner.p.temperature, learner.q.temperature
+    p = (g @ g.T / tau_p).masked_fill(eye, float("-inf")).softmax(1)
+    log_q = (z @ z.T / tau_q).masked_fill(eye, float("-inf")).log_softmax(1)
+    kl = (p * (torch.log(p.masked_fill(eye, 1.0)) - log_q.masked_fill(eye, 0.0))).sum(1).mean()
+    assert loss.item() == pytest.approx(kl.item(), abs=1e-6)
+
+
+# ----------------------------------------------------------------------------- two modalities
+
+
+def test_clip_recipe_is_clips_symmetric_cross_entropy(registry, halves):
+    learner = _learner(registry, "clip_digits")
+    learner.setup(halves)
+    learner.double()
+    batch = _batch(halves)
+    loss = learner.training_step(batch, 0)["loss"]
+    za = learner.project_modality(batch["x"], 0)  # no augmentation: the views are the inputs
+    zb = learner.project_modality(batch["x_bottom"], 1)
+    # CLIP (Radford et al. 2021, Fig. 3): logits = scale · cos, symmetric cross-entropy
+    scale = learner.q.log_scale.exp()
+    assert scale.item() == pytest.approx(1 / 0.2)
+    logits = scale * F.normalize(za, dim=1) @ F.normalize(zb, dim=1).T
+    target = torch.arange(32)
+    expected = (F.cross_entropy(logits, target) + F.cross_entropy(logits.T, target)) / 2
+    assert loss.item() == pytest.approx(expected.item(), abs=1e-6)
+    # each half has its own encoder, and the loss trains both and the logit scale
+    top, bottom = learner.backbone, learner.towers[0]["backbone"]
+    assert type(top) is type(bottom)
+    pairs = zip(top.parameters(), bottom.parameters(), strict=True)
+    assert not any(torch.equal(a, b) for a, b in pairs if a.dim() == 2)  # weight matrices
+    loss.backward()
+    for part in (top, bottom, learner.head, learner.towers[0]["head"], learner.q):
+        assert all(w.grad is not None and w.grad.abs().sum() > 0 for w in part.parameters())
+
+
+def test_cross_modal_gaps_normalise_over_the_other_modality(registry, halves):
+    """t-CLIP's q is a Student-t over the other half only (a rectangular kernel, §7.9)."""
+    learner = _learner(registry, "tclip_digits")
+    learner.setup(halves)
+    learner.double()
+    batch = _batch(halves)
+    loss = learner.training_step(batch, 0)["loss"]
+    za = learner.project_modality(batch["x"], 0)
+    zb = learner.project_modality(batch["x_bottom"], 1)
+    nu = learner.q.dof
+    logits = -(nu + 1) / 2 * torch.log1p(torch.cdist(za, zb).pow(2) / nu)
+    target = torch.arange(32)
+    expected = (F.cross_entropy(logits, target) + F.cross_entropy(logits.T, target)) / 2
+    assert loss.item() == pytest.approx(expected.item(), abs=1e-6)
+
+
+def test_clip_scores_retrieval_and_probes_on_the_holdout(registry, halves):
+    learner = _learner(registry, "clip_digits", holdout=True)
+    learner.setup(halves)
+    scores = learner.evaluate(halves)
+    test, _ = learner.holdout_split(200)
+    za, _ = learner.embed(halves, 0, project=True)
+    zb, _ = learner.embed(halves, 1, project=True)
+    za, zb = za[test], zb[test]
+
+    def top1(queries, keys):  # written out: is each query's most cosine-similar key its own?
+        hits = 0
+        for i in range(len(queries)):
+            sims = [F.cosine_similarity(queries[i], keys[j], dim=0) for j in range(len(keys))]
+            hits += int(max(range(len(keys)), key=lambda j: sims[j]) == i)
+        return hits / len(queries)
+
+    forward, backward = top1(za, zb), top1(zb, za)
+    assert scores["holdout_retrieval_top1_x_to_x_bottom"] == pytest.approx(forward)
+    assert scores["holdout_retrieval_top1_x_bottom_to_x"] == pytest.approx(backward)
+    assert scores["holdout_retrieval_top1"] == pytest.approx((forward + backward) / 2)
+    for key in ("holdout_knn_probe_accuracy", "holdout_knn_probe_accuracy_x_bottom"):
+        assert 0.0 <= scores[key] <= 1.0
+    assert retrieval_top1(za, za) == 1.0 and retrieval_top1(zb, zb, "euclidean") == 1.0
+
+
+def test_modalities_user_errors(registry):
+    with pytest.raises(ValueError, match="EMA teacher"):
+        _learner(registry, "clip_digits", "learner.ema_momentum=0.9", "learner.views=2")
+    with pytest.raises(ValueError, match="reads input features"):
+        _learner(registry, "clip_digits", "learner.p={name: gaussian, sigma: 1.0}")
+    with pytest.raises(ValueError, match="distinct"):
+        _learner(registry, "clip_digits", "learner.modalities=[x, x]")
 
 
 # ----------------------------------------------------------------------------- EMA teacher

@@ -94,14 +94,67 @@ def test_every_declared_family_is_a_registered_one():
                 REGISTRY.get("distribution", name)
 
 
+class _Unimplemented:
+    """Declares a method whose distribution nobody has written."""
+
+    @hookimpl
+    def fw_table_cells(self):
+        return [
+            Cell("Future Loss", "Data-Label Pairs", "Gaussian σ→0", "Gap", note="q99 is missing")
+        ]
+
+
 def test_unimplemented_methods_are_marked_not_runnable():
-    harmonic = find_cell(TABLE, "harmonic loss")
-    st = status(harmonic, REGISTRY)
-    assert not st.runnable and "q8" in st.detail
-    line = next(x for x in render_text(TABLE, REGISTRY).splitlines() if "Harmonic Loss" in x)
+    registry = get_registry(modules=[toy_plugin, _Unimplemented()])
+    table = build_table(registry)
+    future = find_cell(table, "future loss")
+    st = status(future, registry)
+    assert not st.runnable and "q99" in st.detail
+    line = next(x for x in render_text(table, registry).splitlines() if "Future Loss" in x)
     assert "not runnable yet" in line
     with pytest.raises(FwError, match="not runnable yet"):
-        cell_recipe("Harmonic Loss", REGISTRY)
+        cell_recipe("Future Loss", registry)
+
+
+@pytest.mark.parametrize(
+    "method",
+    [
+        "CLIP",
+        "CMC",
+        "Average Margin CLIP",
+        "Triplet CLIP",
+        "t-CLIP",
+        "Harmonic Loss",
+        "X-Sample CL",
+        "Error Rate",
+    ],
+)
+def test_the_filled_cells_run_their_own_recipes(method):
+    cell = find_cell(TABLE, method)
+    st = status(cell, REGISTRY)
+    assert st.runnable and st.how == "recipe", st.detail
+    learner = yaml.safe_load(cell_recipe(method, REGISTRY)).get("learner", {})
+    for role, name in (("p", cell.p_name), ("q", cell.q_name)):
+        if role in learner:  # a recipe that extends another may inherit p
+            assert learner[role]["name"] == name
+
+
+def test_every_cell_is_runnable_with_the_built_in_plugins():
+    missing = [c.method for c in TABLE.methods() if not status(c, REGISTRY).runnable]
+    assert missing == []
+    assert "not runnable yet:" not in render_text(TABLE, REGISTRY)
+
+
+def test_a_smoke_recipe_keeps_its_digits_options():
+    clip = smoke_recipe(cell_recipe_dict(find_cell(TABLE, "CLIP"), REGISTRY), limit=300)
+    assert clip["data"] == {"name": "digits", "halves": True, "limit": 300}
+    other = smoke_recipe({"data": {"name": "fashion_mnist", "split": "train"}, "learner": {}})
+    assert other["data"] == {"name": "digits", "limit": 512}
+
+
+def test_modal_pairs_have_no_generic_recipe():
+    with pytest.raises(FwError, match="clip_digits"):
+        cell_recipe("cross_modal,student_t", REGISTRY)
 
 
 class _ToyFamily(api.NeighborhoodDistribution):

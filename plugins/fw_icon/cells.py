@@ -1,10 +1,11 @@
 """Periodic-table cells of the ``icon`` plugin: methods built on its catalog distributions.
 
-Identity, kNN, graph, cross-modal, same-class, data-label, prototype, σ→∞ (cohesion-variance)
-and σ→0 (triplet) kernels live here (spec icon.md §2). Cells whose distribution nobody
-implements yet (X-Sample's p11, Harmonic's q8, the σ→0 prototype kernel of "Error rate") or that
-need two modalities (CLIP, CMC and their gaps) are declared without a way to run: `fw table`
-lists them as not runnable yet.
+Identity, kNN, graph, same-class and σ→∞ / σ→0 (cohesion-variance, triplet) kernels live
+here (spec icon.md §2); these cells run on the generic ``icon`` learner. The cells whose
+recipes need the view learner of ``simclr`` — CLIP, CMC and their gaps on two modalities,
+X-Sample CL, the Harmonic loss and the "Error rate" gap, which use this plugin's
+``cross_modal``, ``corresponding_gaussian``, ``harmonic`` and ``prototype_triplet`` — are
+declared by ``fw_simclr.cells``.
 """
 
 from __future__ import annotations
@@ -12,10 +13,7 @@ from __future__ import annotations
 from fw.table import Cell
 
 DR = "Dimensionality Reduction"
-MM = "Multimodal SSL"
 GAP = "Gap"
-XMODAL = "Cross-Modal Pairs"
-TWO_MODALITIES = "needs a two-modality dataset and a cross-modal learner (none installed)"
 
 CELLS = [
     # -- dimensionality reduction ------------------------------------------------------------
@@ -78,15 +76,7 @@ CELLS = [
         q_name="student_t",
         gap=True,
     ),
-    # -- contrastive / multimodal ------------------------------------------------------------
-    Cell(
-        "X-Sample CL",
-        "Gaussian",
-        "Gaussian",
-        "Unimodal SSL",
-        "Sobal et al. 2025",
-        note="p11 (a Gaussian on paired caption embeddings) is not implemented",
-    ),
+    # -- contrastive -------------------------------------------------------------------------
     Cell(
         "LGSimCLR",
         "Uniform over K-Neighbors",
@@ -99,11 +89,6 @@ CELLS = [
         q_params={"metric": "cosine", "temperature": 0.5},
         note="neighbours in pixel space: the digits have no captions",
     ),
-    Cell("CLIP", XMODAL, "Gaussian", MM, "Radford et al. 2021", note=TWO_MODALITIES),
-    Cell("CMC", XMODAL, "Gaussian", MM, "Tian, Krishnan & Isola 2020", note=TWO_MODALITIES),
-    Cell("Average Margin CLIP", XMODAL, "Gaussian σ→∞", GAP, gap=True, note=TWO_MODALITIES),
-    Cell("Triplet CLIP", XMODAL, "Gaussian σ→0", GAP, gap=True, note=TWO_MODALITIES),
-    Cell("t-CLIP", XMODAL, "Student-T", GAP, gap=True, note=TWO_MODALITIES),
     # -- supervised ----------------------------------------------------------------------------
     Cell(
         "Average Margin SupCon",
@@ -123,21 +108,5 @@ CELLS = [
         q_name="triplet",
         q_params={"positives": "labels"},
         gap=True,
-    ),
-    Cell(
-        "Harmonic Loss",
-        "Data-Label Pairs",
-        "Student-T",
-        "Supervised Learning",
-        "Baek et al. 2025",
-        note="q8 (Student-t between features and class prototypes) is not implemented",
-    ),
-    Cell(
-        "Error Rate",
-        "Data-Label Pairs",
-        "Gaussian σ→0",
-        GAP,
-        gap=True,
-        note="a σ→0 Gaussian to class prototypes is not implemented",
     ),
 ]

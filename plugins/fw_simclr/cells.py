@@ -1,6 +1,9 @@
 """Periodic-table cells of the ``simclr`` plugin: methods run by its view learner.
 
-The lead wires these with ``@hookimpl def fw_table_cells(): return CELLS`` in ``plugin.py``.
+Besides the positive-pair column, the cells whose recipes use this learner with distributions
+of the ``icon`` plugin: the cross-modal column (CLIP, CMC and their gaps, on the digits' top
+and bottom halves as two modalities), X-Sample CL (a Gaussian p on a side embedding), and the
+data-label column's Harmonic loss and "Error rate" gap (prototype kernels).
 """
 
 from __future__ import annotations
@@ -8,7 +11,11 @@ from __future__ import annotations
 from fw.table import Cell
 
 PAIRS = "Uniform over Positive Pairs"
+XMODAL = "Cross-Modal Pairs"
+DATA_LABEL = "Data-Label Pairs"
 SSL = "Unimodal SSL"
+MM = "Multimodal SSL"
+GAP = "Gap"
 
 CELLS = [
     Cell(
@@ -69,5 +76,88 @@ CELLS = [
         "Supervised Learning",
         "Good 1963",
         recipe="cross_entropy_digits.yaml",
+    ),
+    Cell(
+        "Harmonic Loss",
+        DATA_LABEL,
+        "Student-T",
+        "Supervised Learning",
+        "Baek et al. 2025",
+        recipe="harmonic_digits.yaml",
+        p_name="data_label",
+        q_name="harmonic",
+    ),
+    Cell(
+        "Error Rate",
+        DATA_LABEL,
+        "Gaussian σ→0",
+        GAP,
+        recipe="error_rate_digits.yaml",
+        p_name="data_label",
+        q_name="prototype_triplet",
+        gap=True,
+    ),
+    # -- X-Sample: p on a side embedding ------------------------------------------------------
+    Cell(
+        "X-Sample CL",
+        "Gaussian",
+        "Gaussian",
+        SSL,
+        "Sobal et al. 2025",
+        recipe="xsample_digits.yaml",
+        p_name="corresponding_gaussian",
+        q_name="gaussian",
+        note="the side embedding g is the one-hot class: the digits have no captions",
+    ),
+    # -- two modalities: the digits' top and bottom halves -------------------------------------
+    Cell(
+        "CLIP",
+        XMODAL,
+        "Gaussian",
+        MM,
+        "Radford et al. 2021",
+        recipe="clip_digits.yaml",
+        p_name="cross_modal",
+        q_name="cross_modal_gaussian",
+    ),
+    Cell(
+        "CMC",
+        XMODAL,
+        "Gaussian",
+        MM,
+        "Tian, Krishnan & Isola 2020",
+        recipe="cmc_digits.yaml",
+        p_name="cross_modal",
+        q_name="cross_modal_gaussian",
+    ),
+    Cell(
+        "Average Margin CLIP",
+        XMODAL,
+        "Gaussian σ→∞",
+        GAP,
+        recipe="average_margin_clip_digits.yaml",
+        p_name="cross_modal",
+        q_name="cohesion_variance",
+        gap=True,
+    ),
+    Cell(
+        "Triplet CLIP",
+        XMODAL,
+        "Gaussian σ→0",
+        GAP,
+        recipe="triplet_clip_digits.yaml",
+        p_name="cross_modal",
+        q_name="triplet",
+        gap=True,
+    ),
+    Cell(
+        "t-CLIP",
+        XMODAL,
+        "Student-T",
+        GAP,
+        recipe="tclip_digits.yaml",
+        p_name="cross_modal",
+        q_name="student_t",
+        gap=True,
     ),
 ]

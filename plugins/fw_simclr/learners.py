@@ -16,6 +16,14 @@ rectangular, ``FEATURES_COL``), and the loss is the mean over the views ``a`` �
 MoCo v3's symmetric ``ctr(q1, k2) + ctr(q2, k1)`` up to its constant factor ``τ``. The teacher
 ``θ_t ← m·θ_t + (1 − m)·θ_s`` is updated at the start of every step after the first (i.e. right
 after each optimiser step), its buffers (BatchNorm statistics) copied from the student.
+
+With ``modalities`` (CLIP, CMC and their gaps; spec §3.3 #14, §7.9) the batch holds one input
+per modality under the named keys (e.g. the digits' top half ``x`` and bottom half
+``x_bottom``), each modality has its own encoder, and the points are the ``V·B`` views of each
+modality. q is rectangular and normalised over the other modalities only: rows are modality
+``a``'s projections, columns those of every other modality (``FEATURES_COL``, ``INDEX_COL``),
+and the loss is the mean over ``a`` — with two modalities CLIP's symmetric
+``(L_A→B + L_B→A)/2``.
 """
 
 from __future__ import annotations
@@ -61,7 +69,13 @@ class ContrastiveLearner(api.Learner):
       puts the projections on the unit sphere before q (e.g. VICReg's ``cohesion_variance``
       q, whose variance term is unbounded otherwise);
     - ``p_input``: what p's ``FEATURES`` are when it reads features (``knn``, ``gaussian``):
-      the un-augmented ``input`` of each view's item, or the augmented ``view`` pixels.
+      the un-augmented ``input`` of each view's item, or the augmented ``view`` pixels;
+    - ``modalities``: the batch keys of two or more modalities (null: the one input ``x``).
+      ``backbone``/``head`` encode the first; every other modality gets an encoder of the same
+      architecture with its own, separately initialised weights. p is typically
+      ``cross_modal`` and q any kernel that takes a column set (``cross_modal_gaussian``,
+      ``student_t``, ``triplet``, ``cohesion_variance``); a side embedding (batch key
+      ``embedding``) reaches p as ``EMBEDDING`` / ``EMBEDDING_COL`` in either mode.
 
     Evaluation (``evaluate``) embeds un-augmented images with the backbone (eval mode) and
     reports the kNN probe (``knn_k`` neighbours, cosine, weighted vote) and linear probe
@@ -73,7 +87,12 @@ class ContrastiveLearner(api.Learner):
     labels were trained on). k-means with one cluster per
     class on the evaluated features gives ``kmeans_hungarian_accuracy``, ``kmeans_nmi``,
     ``kmeans_ari`` (spec §7.14). With a ``data_label`` p the classifier itself (argmax of q) is
-    scored as ``classifier_accuracy``.
+    scored as ``classifier_accuracy``. With ``modalities`` the probes and k-means read the first
+    modality's backbone features, a kNN probe runs on each other modality's
+    (``knn_probe_accuracy_<key>``), and cross-modal retrieval is scored on the test items:
+    ``retrieval_top1_<a>_to_<b>`` is the fraction of a's projections whose nearest projection
+    of modality b (``retrieval_metric``: cosine or euclidean) is the same item, and
+    ``retrieval_top1`` their mean over the ordered pairs.
     """
 
     def __init__(
@@ -100,6 +119,8 @@ class ContrastiveLearner(api.Learner):
         probe_max_iter: int = 1000,
         eval_batch_size: int = 512,
         eval_clusters: int | None = None,
+        modalities: list[str] | None = None,
+        retrieval_metric: Literal["cosine", "euclidean"] = "cosine",
     ) -> None:
         super().__init__()
         if views < 1:
@@ -111,6 +132,10 @@ class ContrastiveLearner(api.Learner):
                 raise ValueError("an EMA teacher compares views with other views: set views >= 2")
         if not 0.0 < eval_holdout < 1.0:
             raise ValueError(f"eval_holdout must lie in (0, 1), got {eval_holdout}")
+        if modalities is not None:
+            _check_modalities(modalities, p, ema_momentum, predictor)
+        if retrieval_metric not in ("cosine", "euclidean"):
+            raise ValueError(f"retrieval_metric: cosine or euclidean, got {retrieval_metric!r}")
         self.p = p
         self.q = q
         self.backbone = backbone
@@ -133,6 +158,18 @@ class ContrastiveLearner(api.Learner):
         self.probe_max_iter = probe_max_iter
         self.eval_batch_size = eval_batch_size
         self.eval_clusters = eval_clusters
+        self.modalities = None if modalities is None else [str(k) for k in modalities]
+        self.retrieval_metric = retrieval_metric
+        # one encoder per modality after the first: the architecture of backbone/head, fresh weights
+        self.towers = nn.ModuleList(
+            nn.ModuleDict(
+                {
+                    "backbone": _fresh_copy(backbone),
+                    "head": _fresh_copy(head) if head is not None else nn.Identity(),
+                }
+            )
+            for _ in (self.modalities or [])[1:]
+        )
         self.teacher: nn.ModuleDict | None = None
         self._train_data: Any = None
         # [max id + 1] bool, ids never trained on (exclude_holdout); not checkpointed
@@ -167,6 +204,10 @@ class ContrastiveLearner(api.Learner):
                 was = self.training
                 self.eval()
                 self.project(self.images(x[:2]), student=True)
+                if self.modalities is not None:
+                    tensors = _tensors(data)
+                    for m, key in enumerate(self.modalities[1:], start=1):
+                        self.project_modality(self.images(tensors[key][:2]), m)
                 self.train(was)
         if self.ema_momentum is not None and self.teacher is None:
             self.teacher = nn.ModuleDict(
@@ -221,6 +262,24 @@ class ContrastiveLearner(api.Learner):
             z = self.predictor(z)
         return F.normalize(z, dim=1) if self.normalize else z
 
+    @property
+    def input_keys(self) -> list[str]:
+        """The batch keys of the modalities (``["x"]`` for one)."""
+        return self.modalities or ["x"]
+
+    def encode_modality(self, images: Tensor, m: int) -> Tensor:
+        """Backbone features of modality ``m``'s images (its own encoder)."""
+        if m == 0:
+            return self.backbone(images)
+        return self.towers[m - 1]["backbone"](images)
+
+    def project_modality(self, views: Tensor, m: int) -> Tensor:
+        """Projections of modality ``m``'s views: its backbone, then its head."""
+        if m == 0:
+            return self.project(views, student=True)
+        z = self.towers[m - 1]["head"](self.encode_modality(views, m))
+        return F.normalize(z, dim=1) if self.normalize else z
+
     @torch.no_grad()
     def update_teacher(self) -> None:
         """``θ_t ← m·θ_t + (1 − m)·θ_s`` for backbone and head; buffers copied from the student."""
@@ -238,20 +297,22 @@ class ContrastiveLearner(api.Learner):
 
     # -- the loss ---------------------------------------------------------------------------
 
-    def _context(
-        self, batch: dict[str, Tensor], rows: list[int], cols: list[int] | None
-    ) -> dict[str, Any]:
-        """Ids, labels and neighbour table for the views ``rows`` (× views ``cols``)."""
+    def _context(self, batch: dict[str, Tensor], n_rows: int, n_cols: int | None) -> dict[str, Any]:
+        """Ids, labels, side embedding and kNN table of ``n_rows`` (× ``n_cols``) view blocks."""
         idx = batch["index"]
-        ctx: dict[str, Any] = {api.INDEX: idx.repeat(len(rows))}
+        ctx: dict[str, Any] = {api.INDEX: idx.repeat(n_rows)}
         if "label" in batch:
-            ctx[api.LABELS] = batch["label"].repeat(len(rows))
+            ctx[api.LABELS] = batch["label"].repeat(n_rows)
+        if api.EMBEDDING in batch:
+            ctx[api.EMBEDDING] = batch[api.EMBEDDING].repeat(n_rows, 1)
         if "neighbors" in batch:
             ctx[api.NEIGHBORS] = batch["neighbors"]
-        if cols is not None:
-            ctx[api.INDEX_COL] = idx.repeat(len(cols))
+        if n_cols is not None:
+            ctx[api.INDEX_COL] = idx.repeat(n_cols)
             if "label" in batch:
-                ctx[api.LABELS_COL] = batch["label"].repeat(len(cols))
+                ctx[api.LABELS_COL] = batch["label"].repeat(n_cols)
+            if api.EMBEDDING in batch:
+                ctx[api.EMBEDDING_COL] = batch[api.EMBEDDING].repeat(n_cols, 1)
         return ctx
 
     def _p_features(self, x: Tensor, views: Tensor, which: list[int]) -> Tensor:
@@ -273,7 +334,7 @@ class ContrastiveLearner(api.Learner):
         rows: list[int],
         cols: list[int] | None,
     ) -> tuple[Tensor, Tensor]:
-        base = self._context(batch, rows, cols)
+        base = self._context(batch, len(rows), None if cols is None else len(cols))
         q_ctx = dict(base, **{api.FEATURES: z_rows})
         if z_cols is not None:
             q_ctx[api.FEATURES_COL] = z_cols
@@ -299,6 +360,8 @@ class ContrastiveLearner(api.Learner):
             if batch["index"].shape[0] < 2:  # nothing to contrast: a zero step
                 zero = sum(w.sum() for w in self.parameters() if w.requires_grad) * 0.0
                 return {"loss": zero, "p_entropy": zero.detach()}
+        if self.modalities is not None:
+            return self._cross_modal_step(batch)
         x = batch["x"]
         views = self.make_views(self.images(x))
         z = self.project(views, student=True)
@@ -320,25 +383,55 @@ class ContrastiveLearner(api.Learner):
             entropies.append(h_a)
         return {"loss": torch.stack(losses).mean(), "p_entropy": torch.stack(entropies).mean()}
 
+    def _cross_modal_step(self, batch: dict[str, Tensor]) -> dict[str, Tensor]:
+        """Mean over modalities a of I-Con(a's views × every other modality's views)."""
+        keys = self.input_keys
+        zs = [
+            self.project_modality(self.make_views(self.images(batch[key])), m)
+            for m, key in enumerate(keys)
+        ]
+        losses, entropies = [], []
+        for a in range(len(keys)):
+            others = [zs[c] for c in range(len(keys)) if c != a]
+            base = self._context(batch, self.views, self.views * len(others))
+            q_ctx = dict(base, **{api.FEATURES: zs[a], api.FEATURES_COL: torch.cat(others)})
+            with torch.no_grad():
+                p = self.p(base)
+            q = self.q(q_ctx)
+            losses.append(icon_loss(p, q, direction="forward", mode=self.mode))
+            with torch.no_grad():
+                entropies.append(icon_loss(p, p, mode="ce"))
+        return {"loss": torch.stack(losses).mean(), "p_entropy": torch.stack(entropies).mean()}
+
     # -- inference and evaluation -----------------------------------------------------------
 
     @torch.no_grad()
     def infer(self, batch: dict[str, Tensor]) -> Tensor:
-        """Backbone (penultimate) features of un-augmented inputs."""
-        return self.backbone(self.images(batch["x"]))
+        """Backbone (penultimate) features of un-augmented inputs (the first modality's)."""
+        return self.backbone(self.images(batch[self.input_keys[0]]))
 
     @torch.no_grad()
-    def embed(self, data: Any) -> tuple[Tensor, Tensor | None]:
-        """Backbone features ``[N, dim]`` of a dataset (eval mode, batched) and its labels."""
+    def embed(
+        self, data: Any, modality: int = 0, project: bool = False
+    ) -> tuple[Tensor, Tensor | None]:
+        """Features ``[N, dim]`` of a dataset (eval mode, batched) and its labels.
+
+        Backbone features of modality ``modality``'s inputs, or with ``project`` its
+        projections (what q compares).
+        """
         tensors = _tensors(data)
-        x = tensors["x"]
+        x = tensors[self.input_keys[modality]]
         was = self.training
         self.eval()
         device = next(self.parameters(), torch.empty(0)).device
         feats = []
         for start in range(0, x.shape[0], self.eval_batch_size):
-            chunk = x[start : start + self.eval_batch_size].to(device)
-            feats.append(self.infer({"x": chunk}).float().cpu())
+            chunk = self.images(x[start : start + self.eval_batch_size].to(device))
+            if project:
+                out = self.project_modality(chunk, modality)
+            else:
+                out = self.encode_modality(chunk, modality)
+            feats.append(out.float().cpu())
         self.train(was)
         return torch.cat(feats), tensors.get("label")
 
@@ -371,6 +464,7 @@ class ContrastiveLearner(api.Learner):
             warnings.warn("evaluation data has no labels: nothing to score", stacklevel=2)
             return out
         train = self._train_data
+        test_idx = train_idx = None
         if train is None or train is data:
             test_idx, train_idx = self.holdout_split(feats.shape[0])
             xtr, ytr = feats[train_idx], labels[train_idx]
@@ -395,6 +489,45 @@ class ContrastiveLearner(api.Learner):
             pred = self.classify(xte)
             out[f"{prefix}classifier_accuracy"] = float((pred == yte).float().mean())
         out.update(_kmeans_scores(feats, labels, self.eval_clusters, self.eval_seed))
+        if self.modalities is not None:
+            out.update(self._cross_modal_scores(data, train, test_idx, train_idx, prefix))
+        return out
+
+    def _cross_modal_scores(
+        self,
+        data: Any,
+        train: Any,
+        test_idx: Tensor | None,
+        train_idx: Tensor | None,
+        prefix: str,
+    ) -> dict[str, float]:
+        """kNN probes of the other modalities and top-1 retrieval between all modalities."""
+        from fw import metrics
+
+        keys = self.input_keys
+        out: dict[str, float] = {}
+        for m in range(1, len(keys)):
+            feats, labels = self.embed(data, m)
+            if test_idx is not None:
+                xtr, ytr = feats[train_idx], labels[train_idx]
+                xte, yte = feats[test_idx], labels[test_idx]
+            else:
+                (xtr, ytr), (xte, yte) = self.embed(train, m), (feats, labels)
+            out[f"{prefix}knn_probe_accuracy_{keys[m]}"] = metrics.knn_probe_accuracy(
+                xtr, ytr, xte, yte, k=self.knn_k
+            )
+        projections = []
+        for m in range(len(keys)):
+            z, _ = self.embed(data, m, project=True)
+            projections.append(z if test_idx is None else z[test_idx])
+        scores = []
+        for a in range(len(keys)):
+            for b in range(len(keys)):
+                if a != b:
+                    top1 = retrieval_top1(projections[a], projections[b], self.retrieval_metric)
+                    out[f"{prefix}retrieval_top1_{keys[a]}_to_{keys[b]}"] = top1
+                    scores.append(top1)
+        out[f"{prefix}retrieval_top1"] = sum(scores) / len(scores)
         return out
 
 
@@ -420,3 +553,43 @@ def _kmeans_scores(
         "kmeans_nmi": metrics.nmi(y, pred),
         "kmeans_ari": metrics.ari(y, pred),
     }
+
+
+def retrieval_top1(
+    queries: Tensor, keys: Tensor, metric: Literal["cosine", "euclidean"] = "cosine"
+) -> float:
+    """Fraction of rows i whose most similar key is key i (paired items share a position)."""
+    if metric == "cosine":
+        score = F.normalize(queries, dim=1) @ F.normalize(keys, dim=1).T
+    else:
+        score = -torch.cdist(queries, keys)
+    hits = score.argmax(dim=1) == torch.arange(queries.shape[0])
+    return float(hits.float().mean())
+
+
+def _fresh_copy(module: nn.Module) -> nn.Module:
+    """A copy of ``module`` with its layers re-initialised (lazy layers stay lazy)."""
+    twin = copy.deepcopy(module)
+    for sub in twin.modules():
+        reset = getattr(sub, "reset_parameters", None)
+        if callable(reset):
+            reset()
+    return twin
+
+
+def _check_modalities(
+    modalities: list[str],
+    p: api.NeighborhoodDistribution,
+    ema_momentum: float | None,
+    predictor: api.Featurizer | None,
+) -> None:
+    """User errors of the cross-modal mode, before anything is built."""
+    if len(modalities) < 2 or len(set(modalities)) != len(modalities):
+        raise ValueError(f"modalities must name two or more distinct batch keys, got {modalities}")
+    if ema_momentum is not None or predictor is not None:
+        raise ValueError("modalities: an EMA teacher or a predictor is not supported across them")
+    if api.FEATURES in p.requires:
+        raise ValueError(
+            f"modalities: p ({type(p).__name__}) reads input features, which differ per "
+            "modality; use a p of ids, labels or side embeddings (e.g. cross_modal)"
+        )
