@@ -327,6 +327,24 @@ def test_chained_dataset_is_cached_and_leaves_the_rng_alone(registry, tmp_path):
     assert len(list(tmp_path.glob("tsne_digits-*/output-z.pt"))) == 1
 
 
+def test_chained_run_takes_the_outer_seed_unless_pinned(registry, tmp_path):
+    spec = {
+        "name": "chained",
+        "recipe": str(RECIPES / "tsne_digits.yaml"),
+        "overrides": ["trainer.max_steps=3", "trainer.progress=false", "data.limit=60"],
+        "cache_dir": str(tmp_path),
+    }
+    for outer in (3, 4):
+        torch.manual_seed(outer)
+        build("dataset", spec, registry)
+    build("dataset", {**spec, "seed": "recipe"}, registry)
+    seeds = sorted(
+        load_recipe(run / "recipe.yaml", registry=registry).seed
+        for run in tmp_path.glob("tsne_digits-*")
+    )
+    assert seeds == [0, 3, 4]  # tsne_digits.yaml's own seed is 0
+
+
 @pytest.mark.parametrize("size", ["s", "b", "l"])
 def test_imagenet_recipes_name_the_missing_folder(size, registry, tmp_path):
     from fw.errors import DataError

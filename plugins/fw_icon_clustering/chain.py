@@ -15,7 +15,7 @@ import hashlib
 import os
 import random
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import torch
@@ -96,6 +96,7 @@ def chained(
     overrides: list[str] | None = None,
     cache_dir: str = f"{DEFAULT_CACHE}/chained",
     batch_size: int = 4096,
+    seed: int | Literal["outer", "recipe"] = "outer",
 ) -> ArrayDataset:
     """The data of ``recipe`` with its trained learner's output ``[N, d]`` under ``key``.
 
@@ -105,6 +106,11 @@ def chained(
     applied to the whole training data, ``batch_size`` items at a time. The global RNG states
     are restored afterwards, so a cached and a fresh chain leave the outer run identical.
     ``key: x`` replaces the inputs by the embedding.
+
+    ``seed``: ``outer`` (default) trains the chained recipe with the outer run's seed (the
+    global torch seed that `fw.train` sets from the recipe before building data), so the
+    outer recipe's seed varies the whole pipeline; ``recipe`` keeps the chained recipe's own
+    seed; an int pins it.
     """
     from fw.recipe import build, load_recipe
     from fw.registry import get_registry
@@ -112,7 +118,12 @@ def chained(
 
     path = _resolve(recipe)
     registry = get_registry()
-    inner = load_recipe(path, overrides or [], registry)
+    overrides = list(overrides or [])
+    if seed == "outer":
+        overrides.append(f"seed={torch.initial_seed()}")
+    elif seed != "recipe":
+        overrides.append(f"seed={int(seed)}")
+    inner = load_recipe(path, overrides, registry)
     text = inner.to_yaml()
     digest = hashlib.sha256(text.encode()).hexdigest()[:12]
     run_dir = Path(cache_dir).expanduser() / f"{inner.name}-{digest}"
