@@ -9,7 +9,7 @@ import numpy as np
 from torch import Tensor
 
 from fw import metrics
-from fw.plots import scatter
+from fw.plots import cluster_confusion, scatter
 
 
 def evaluate_embedding(
@@ -24,8 +24,8 @@ def evaluate_embedding(
     """Cluster ``z`` (argmax, or k-means with one cluster per class) and score it.
 
     Reports Hungarian accuracy, NMI and ARI against ``data.labels``, trustworthiness
-    (scikit-learn, 5 neighbours) for low-dimensional embeddings, and writes ``embedding.png``
-    under ``run_dir`` when ``z`` is 2-D.
+    (scikit-learn, 5 neighbours) for low-dimensional embeddings, and writes under ``run_dir``
+    ``embedding.png`` when ``z`` is 2-D and ``clusters.png`` (class × cluster counts).
     """
     from sklearn.cluster import KMeans
     from sklearn.manifold import trustworthiness
@@ -45,6 +45,9 @@ def evaluate_embedding(
         out[f"{prefix}_hungarian_accuracy"] = metrics.hungarian_accuracy(y, pred)
         out[f"{prefix}_nmi"] = metrics.nmi(y, pred)
         out[f"{prefix}_ari"] = metrics.ari(y, pred)
+        if run_dir is not None and y.min() >= 0 and pred.min() >= 0:
+            names = getattr(data, "classes", None)
+            cluster_confusion(y, pred, Path(run_dir) / "clusters.png", names, title)
     if not clusters_from_argmax and emb.shape[1] <= 3 and emb.shape[0] <= 20000:
         x = data.x.flatten(1).double().numpy()
         out["trustworthiness"] = float(trustworthiness(x, emb, n_neighbors=5))

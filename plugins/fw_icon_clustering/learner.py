@@ -407,7 +407,7 @@ class IConClustering(api.Learner):
         x = data.full_batch()[self.input_key]
         logits = self._chunks(x, lambda chunk: self.infer({self.input_key: chunk})).cpu()
         self.train(was_training)
-        out = evaluate_embedding(logits, data, clusters_from_argmax=True)
+        out = evaluate_embedding(logits, data, clusters_from_argmax=True, run_dir=run_dir)
         out["selected_head"] = float(self.selected_head)
         out["clusters_used"] = float(logits.argmax(dim=1).unique().numel())
         return out
