@@ -49,8 +49,14 @@ def run_fw(recipe_path: Path, steps: int | None) -> dict[str, float]:
     wall, cpu = time.perf_counter() - start, time.process_time() - cpu
     learner.plot = False
     scores = learner.evaluate(data)
-    return {**{k: scores[k] for k in SCORES}, "kl": float(out["loss"].detach()), "seconds": wall,
-            "cpu_seconds": cpu, "setup_seconds": setup, "steps": float(recipe.trainer.max_steps)}
+    return {
+        **{k: scores[k] for k in SCORES},
+        "kl": float(out["loss"].detach()),
+        "seconds": wall,
+        "cpu_seconds": cpu,
+        "setup_seconds": setup,
+        "steps": float(recipe.trainer.max_steps),
+    }
 
 
 def run_sklearn(x: np.ndarray, data, method: str, steps: int, seed: int) -> dict[str, float]:
@@ -62,15 +68,24 @@ def run_sklearn(x: np.ndarray, data, method: str, steps: int, seed: int) -> dict
     emb = model.fit_transform(x)
     wall, cpu = time.perf_counter() - start, time.process_time() - cpu
     scores = evaluate_embedding(torch.from_numpy(emb), data, seed=0)
-    return {**{k: scores[k] for k in SCORES}, "kl": float(model.kl_divergence_), "seconds": wall,
-            "cpu_seconds": cpu, "steps": float(model.n_iter_ + 1)}
+    return {
+        **{k: scores[k] for k in SCORES},
+        "kl": float(model.kl_divergence_),
+        "seconds": wall,
+        "cpu_seconds": cpu,
+        "steps": float(model.n_iter_ + 1),
+    }
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--recipe", type=Path, default=ROOT / "recipes" / "tsne_digits.yaml")
-    parser.add_argument("--steps", type=int, default=None,
-                        help="override the recipe's trainer.max_steps (sklearn: at least 250)")
+    parser.add_argument(
+        "--steps",
+        type=int,
+        default=None,
+        help="override the recipe's trainer.max_steps (sklearn: at least 250)",
+    )
     parser.add_argument("--threads", type=int, default=None, help="torch.set_num_threads")
     parser.add_argument("--skip-sklearn", action="store_true")
     args = parser.parse_args()
@@ -89,23 +104,29 @@ def main() -> None:
         rows["sklearn barnes_hut"] = run_sklearn(x, data, "barnes_hut", sk_steps, recipe.seed)
 
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
-    print(f"digits: {x.shape[0]} points, {x.shape[1]} dims; torch threads "
-          f"{torch.get_num_threads()}, {os.cpu_count()} CPUs, load average {load:.1f}")
+    print(
+        f"digits: {x.shape[0]} points, {x.shape[1]} dims; torch threads "
+        f"{torch.get_num_threads()}, {os.cpu_count()} CPUs, load average {load:.1f}"
+    )
     header = f"{'method':<20}{'steps':>7}{'seconds':>9}{'cpu s':>8}{'acc':>8}{'nmi':>8}{'ari':>8}"
     print(header + f"{'trust':>8}{'KL':>8}")
     for name, r in rows.items():
-        print(f"{name:<20}{r['steps']:>7.0f}{r['seconds']:>9.2f}{r['cpu_seconds']:>8.1f}"
-              f"{r['kmeans_hungarian_accuracy']:>8.4f}{r['kmeans_nmi']:>8.4f}"
-              f"{r['kmeans_ari']:>8.4f}{r['trustworthiness']:>8.4f}{r['kl']:>8.4f}")
+        print(
+            f"{name:<20}{r['steps']:>7.0f}{r['seconds']:>9.2f}{r['cpu_seconds']:>8.1f}"
+            f"{r['kmeans_hungarian_accuracy']:>8.4f}{r['kmeans_nmi']:>8.4f}"
+            f"{r['kmeans_ari']:>8.4f}{r['trustworthiness']:>8.4f}{r['kl']:>8.4f}"
+        )
     ours = rows["fw t-SNE (exact)"]
     print(f"(fw: {ours['setup_seconds']:.2f} s of setup: perplexity calibration, PCA, p cache)")
     for name, r in rows.items():
         if r is ours:
             continue
         diff = {k: ours[k] - r[k] for k in SCORES}
-        print(f"fw / {name}: time x{ours['seconds'] / r['seconds']:.2f}, "
-              f"accuracy {diff['kmeans_hungarian_accuracy']:+.4f}, "
-              f"NMI {diff['kmeans_nmi']:+.4f}, trustworthiness {diff['trustworthiness']:+.4f}")
+        print(
+            f"fw / {name}: time x{ours['seconds'] / r['seconds']:.2f}, "
+            f"accuracy {diff['kmeans_hungarian_accuracy']:+.4f}, "
+            f"NMI {diff['kmeans_nmi']:+.4f}, trustworthiness {diff['trustworthiness']:+.4f}"
+        )
 
 
 if __name__ == "__main__":

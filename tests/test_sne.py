@@ -76,8 +76,9 @@ def test_conditional_rows_sum_to_one_at_target_perplexity(digits, perplexity):
     assert not nb.mask.diagonal().any() and torch.isneginf(nb.log_prob.diagonal()).all()
     torch.testing.assert_close(nb.prob.sum(dim=1), torch.ones(n, dtype=DT))
     entropy_bits = -(nb.prob * nb.log_prob.masked_fill(~nb.mask, 0.0)).sum(dim=1) / math.log(2)
-    torch.testing.assert_close(2**entropy_bits, torch.full((n,), perplexity, dtype=DT), rtol=1e-4,
-                               atol=0)
+    torch.testing.assert_close(
+        2**entropy_bits, torch.full((n,), perplexity, dtype=DT), rtol=1e-4, atol=0
+    )
 
 
 def test_perplexity_over_rectangular_columns(digits):
@@ -225,8 +226,14 @@ def _run_ours(y0: np.ndarray, p: np.ndarray, steps: int, **opt) -> np.ndarray:
 def test_tsne_gd_matches_sklearn_gradient_descent():
     p, y0 = _objective(20, 5)
     ref, _, _ = _gradient_descent(
-        _kl_divergence, y0.ravel().copy(), 0, 7, momentum=0.5, learning_rate=80.0,
-        min_gain=0.01, args=[p, 1, 20, 2],
+        _kl_divergence,
+        y0.ravel().copy(),
+        0,
+        7,
+        momentum=0.5,
+        learning_rate=80.0,
+        min_gain=0.01,
+        args=[p, 1, 20, 2],
     )
     ours = _run_ours(y0, p, 7, lr=80.0, momentum=0.5, momentum_switch_step=100)
     np.testing.assert_allclose(ours.ravel(), ref, rtol=1e-12, atol=1e-15)
@@ -236,12 +243,13 @@ def test_tsne_gd_momentum_switch_restarts_like_sklearn():
     """sklearn runs two `_gradient_descent` calls: gains and update restart at the switch."""
     p, y0 = _objective(15, 6)
     args = [p, 1, 15, 2]
-    mid, _, it = _gradient_descent(_kl_divergence, y0.ravel().copy(), 0, 4, momentum=0.5,
-                                   learning_rate=50.0, args=args)
-    ref, _, _ = _gradient_descent(_kl_divergence, mid, it + 1, 9, momentum=0.8,
-                                  learning_rate=50.0, args=args)
-    ours = _run_ours(y0, p, 9, lr="auto", momentum=0.5, final_momentum=0.8,
-                     momentum_switch_step=4)
+    mid, _, it = _gradient_descent(
+        _kl_divergence, y0.ravel().copy(), 0, 4, momentum=0.5, learning_rate=50.0, args=args
+    )
+    ref, _, _ = _gradient_descent(
+        _kl_divergence, mid, it + 1, 9, momentum=0.8, learning_rate=50.0, args=args
+    )
+    ours = _run_ours(y0, p, 9, lr="auto", momentum=0.5, final_momentum=0.8, momentum_switch_step=4)
     np.testing.assert_allclose(ours.ravel(), ref, rtol=1e-12, atol=1e-15)
 
 
@@ -266,8 +274,7 @@ def test_tsne_gd_auto_learning_rate():
         (Gaussian, {"sigma": 1.0, "normalization": "rows"}, "normalization"),
         (StudentT, {"dof": 0.0}, "dof must be > 0"),
         (tsne_gd, {"params": [torch.nn.Parameter(torch.zeros(3, 2))], "lr": -1.0}, "lr"),
-        (tsne_gd, {"params": [torch.nn.Parameter(torch.zeros(3, 2))], "momentum": 1.5},
-         "momentum"),
+        (tsne_gd, {"params": [torch.nn.Parameter(torch.zeros(3, 2))], "momentum": 1.5}, "momentum"),
     ],
 )
 def test_bad_parameters_raise_clear_errors(factory, kwargs, match):
@@ -322,8 +329,10 @@ def test_recipes_validate_and_build(name):
 
 
 def test_recipe_rejects_both_sigma_and_perplexity():
-    raw = {"data": {"name": "digits"},
-           "learner": {"name": "tsne", "p": {"name": "gaussian", "sigma": 1.0, "perplexity": 5}}}
+    raw = {
+        "data": {"name": "digits"},
+        "learner": {"name": "tsne", "p": {"name": "gaussian", "sigma": 1.0, "perplexity": 5}},
+    }
     recipe = recipe_from_dict(raw)
     with pytest.raises(ValueError, match="exactly one"):
         build("learner", recipe.raw["learner"])

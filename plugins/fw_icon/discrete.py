@@ -71,9 +71,7 @@ class SameClass(api.NeighborhoodDistribution):
         geo = geometry(ctx)
         y, y_col = row_col(ctx, api.LABELS, api.LABELS_COL, geo, "same_class")
         support = y.unsqueeze(1) == y_col.unsqueeze(0)
-        return uniform_over(
-            support, candidates(geo), self.on_missing, "same_class", ctx_dtype(ctx)
-        )
+        return uniform_over(support, candidates(geo), self.on_missing, "same_class", ctx_dtype(ctx))
 
 
 class DataLabel(api.NeighborhoodDistribution):

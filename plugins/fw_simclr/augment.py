@@ -109,8 +109,7 @@ class RandomResizedCrop(Op):
         attempts = 10
         area = float(height * width)
         target = area * (
-            torch.rand(n, attempts, device=device) * (self.scale[1] - self.scale[0])
-            + self.scale[0]
+            torch.rand(n, attempts, device=device) * (self.scale[1] - self.scale[0]) + self.scale[0]
         )
         log_lo, log_hi = math.log(self.ratio[0]), math.log(self.ratio[1])
         aspect = torch.exp(torch.rand(n, attempts, device=device) * (log_hi - log_lo) + log_lo)

@@ -125,9 +125,7 @@ def _features(ctx: api.Context) -> Tensor:
 
 def _check_normalization(normalization: str) -> None:
     if normalization not in ("conditional", "joint"):
-        raise ValueError(
-            f"normalization must be 'conditional' or 'joint', got {normalization!r}"
-        )
+        raise ValueError(f"normalization must be 'conditional' or 'joint', got {normalization!r}")
 
 
 def _joint_over_pairs(logits: Tensor, mask: Tensor) -> Neighborhood:
