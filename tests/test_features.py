@@ -157,9 +157,9 @@ def test_flat_knn_equals_brute_force_on_a_memmap(tmp_path, metric):
     assert not (idx == np.arange(400)[:, None]).any()
 
 
-def _clustered(n: int, d: int, centres: int, seed: int = 0) -> np.ndarray:
+def _clustered(n: int, d: int, centres: int, seed: int = 0, spread: float = 2.0) -> np.ndarray:
     rng = np.random.default_rng(seed)
-    means = rng.normal(size=(centres, d)) * 2
+    means = rng.normal(size=(centres, d)) * spread
     return (means[rng.integers(centres, size=n)] + rng.normal(size=(n, d))).astype(np.float32)
 
 
@@ -181,5 +181,121 @@ def test_knn_checks_its_arguments():
     x = np.zeros((5, 3), dtype=np.float32)
     with pytest.raises(ValueError, match="k must be"):
         knn(x, 5)
-    with pytest.raises(ValueError, match="index"):
-        knn(x, 2, index="hnsw")  # type: ignore[arg-type]
+    for name in ["hnsw", "sq8", "IVF_SQ8", "ivf_pq", ""]:
+        with pytest.raises(ValueError, match="index must be"):
+            knn(x, 2, index=name)  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="rerank"):
+        knn(x, 2, index="ivf_sq8", rerank=0)
+
+
+# ----------------------------------------------------------------------------- compressed IVF
+
+
+def _exact_knn(x: np.ndarray, k: int, metric: str) -> tuple[np.ndarray, np.ndarray]:
+    """Exact k-NN in float64 numpy (self excluded), 1000 query rows at a time."""
+    x = x.astype(np.float64)
+    if metric == "cosine":
+        x = x / np.linalg.norm(x, axis=1, keepdims=True)
+    sq = (x**2).sum(1)
+    idx = np.empty((len(x), k), dtype=np.int64)
+    for s in range(0, len(x), 1000):
+        e = min(len(x), s + 1000)
+        score = x[s:e] @ x.T  # higher is better; l2: the negated squared distance
+        if metric == "l2":
+            score = 2 * score - sq[s:e, None] - sq[None, :]
+        score[np.arange(e - s), np.arange(s, e)] = -np.inf
+        top = np.argpartition(-score, k, axis=1)[:, :k]
+        order = np.argsort(-np.take_along_axis(score, top, 1), axis=1, kind="stable")
+        idx[s:e] = np.take_along_axis(top, order, 1)
+    return idx, _pair_scores(x, idx, metric)
+
+
+def _pair_scores(x: np.ndarray, ids: np.ndarray, metric: str) -> np.ndarray:
+    """Exact float64 score of row i against each of ``ids[i]``, as knn() reports it."""
+    x = x.astype(np.float64)
+    if metric == "cosine":
+        x = x / np.linalg.norm(x, axis=1, keepdims=True)
+    if metric == "l2":
+        return ((x[:, None, :] - x[ids]) ** 2).sum(-1)
+    return np.einsum("id,ijd->ij", x, x[ids])
+
+
+def _open_memmap(path, x: np.ndarray) -> np.memmap:
+    """``x`` written to ``path`` as a .npy memmap, opened again read-only."""
+    out = np.lib.format.open_memmap(path, mode="w+", dtype=np.float32, shape=x.shape)
+    out[:] = x
+    out.flush()
+    del out
+    return np.load(path, mmap_mode="r")
+
+
+@pytest.fixture(scope="module")
+def clustered_mm(tmp_path_factory) -> np.memmap:
+    """5000 x 32 clustered rows (100 centres), memory-mapped read-only."""
+    return _open_memmap(tmp_path_factory.mktemp("knn") / "x.npy", _clustered(5000, 32, 100))
+
+
+@pytest.fixture(scope="module")
+def exact_of(clustered_mm):
+    """Exact 10-NN (ids, scores) of ``clustered_mm`` per metric, computed once each."""
+    cache: dict[str, tuple[np.ndarray, np.ndarray]] = {}
+
+    def get(metric: str) -> tuple[np.ndarray, np.ndarray]:
+        if metric not in cache:
+            cache[metric] = _exact_knn(np.asarray(clustered_mm), 10, metric)
+        return cache[metric]
+
+    return get
+
+
+@pytest.mark.parametrize("metric", ["cosine", "l2", "ip"])
+def test_ivf_sq8_recall_and_exact_scores_on_a_memmap(clustered_mm, exact_of, metric):
+    x = np.asarray(clustered_mm)
+    idx, scores = knn(clustered_mm, 10, metric=metric, index="ivf_sq8")
+    assert idx.shape == scores.shape == (5000, 10)
+    assert idx.dtype == np.int64 and scores.dtype == np.float32
+    assert (idx >= 0).all() and not (idx == np.arange(5000)[:, None]).any()
+    ref_idx, ref_scores = exact_of(metric)
+    assert _recall(idx, ref_idx) >= 0.95
+    # the scores are re-computed from the rows, not the 8-bit codes' approximations
+    np.testing.assert_allclose(scores, _pair_scores(x, idx, metric), rtol=1e-5, atol=1e-5)
+    step = np.diff(scores, axis=1)
+    assert (step >= 0).all() if metric == "l2" else (step <= 0).all()  # best first
+    np.testing.assert_allclose(scores[:, 0], ref_scores[:, 0], rtol=1e-5, atol=1e-5)
+
+
+def test_ivf_sq8_reranking_recovers_the_exact_neighbours(tmp_path):
+    # overlapping clusters, every list probed: only the 8-bit codes stand between the index and
+    # the exact answer, and re-ranking 4k candidates (not k) by exact scores closes that gap
+    mm = _open_memmap(tmp_path / "x.npy", _clustered(5000, 32, 50, spread=0.7))
+    ref, _ = _exact_knn(np.asarray(mm), 10, "l2")
+    recall = {
+        rerank: _recall(knn(mm, 10, "l2", "ivf_sq8", nlist=64, nprobe=64, rerank=rerank)[0], ref)
+        for rerank in (1, 4)
+    }
+    assert recall[4] >= 0.999 and recall[4] > recall[1]
+
+
+def test_ivf_sq8_marks_what_the_probed_lists_lack():
+    x = _clustered(2000, 16, 20)
+    # 50 lists of ~40 rows, one probed: fewer rows than the 4 * 10 + 1 candidates
+    idx, scores = knn(x, 10, index="ivf_sq8", nlist=50, nprobe=1)
+    missing = idx == -1
+    assert missing.any() and (~missing).any(axis=1).all()
+    assert (scores[missing] == -np.finfo(np.float32).max).all()
+    assert (np.diff(missing.astype(int), axis=1) >= 0).all()  # missing ones come last
+    found = np.where(missing, 0, idx)
+    np.testing.assert_allclose(
+        scores[~missing], _pair_scores(x, found, "cosine")[~missing], rtol=1e-5, atol=1e-5
+    )
+
+
+def test_auto_is_flat_below_the_threshold_and_ivf_sq8_from_it(clustered_mm):
+    flat = knn(clustered_mm, 5, index="flat")
+    sq8 = knn(clustered_mm, 5, index="ivf_sq8")
+    for got, want in [
+        (knn(clustered_mm, 5, index="auto", ivf_threshold=5001), flat),
+        (knn(clustered_mm, 5, index="auto", ivf_threshold=5000), sq8),
+    ]:
+        np.testing.assert_array_equal(got[0], want[0])
+        np.testing.assert_array_equal(got[1], want[1])

@@ -319,18 +319,21 @@ def cached_features(
 
 # ----------------------------------------------------------------------------- neighbours
 
+_INDEXES = ("flat", "ivf", "ivf_sq8")
+
 
 def knn(
     features: Any,
     k: int,
     metric: Literal["cosine", "ip", "l2"] = "cosine",
-    index: Literal["auto", "flat", "ivf"] = "auto",
+    index: Literal["auto", "flat", "ivf", "ivf_sq8"] = "auto",
     nlist: int | None = None,
     nprobe: int | None = None,
     batch: int = 16384,
     ivf_threshold: int = 100_000,
     train_size: int | None = None,
     seed: int = 0,
+    rerank: int = 4,
 ) -> tuple[np.ndarray, np.ndarray]:
     """The ``k`` nearest neighbours of every row of ``features`` ``[N, D]``, excluding itself.
 
@@ -340,27 +343,60 @@ def knn(
     read, normalised and added to the index ``batch`` at a time, and queried in batches, so the
     working memory beyond the index is ``O(batch * D)``.
 
-    ``index``: ``"flat"`` is exact (brute force with ``faiss.knn`` over blocks of rows, merged in
-    a ``faiss.ResultHeap``: no index, no copy of the data); ``"ivf"`` (IndexIVFFlat,
-    ``nlist`` coarse clusters trained on ``train_size`` sampled rows, ``nprobe`` of them searched)
-    is approximate and much faster for large N; ``"auto"`` picks flat below ``ivf_threshold``
-    rows. Defaults: ``nlist = 4 sqrt(N)`` (at most N/39, faiss's minimum of training points per
-    centroid), ``nprobe = max(8, nlist / 32)``, ``train_size = max(40 nlist, 20000)``. Self is
-    dropped by id; where a row's own id is not among its ``k + 1`` results (exact duplicates, or
-    an IVF miss) the last result is dropped instead. IVF may return id ``-1`` (score -FLT_MAX,
-    or FLT_MAX for l2) when the probed lists hold fewer than ``k + 1`` points.
+    ``index``:
 
-    Memory: exact search holds two ``[batch, D]`` blocks and faiss's tiles, independent of N,
-    besides the outputs (``N k`` ids and scores), but costs ``O(N^2 D)`` time: at ImageNet scale
-    use IVF. IndexIVFFlat (like faiss's IndexFlat) keeps its own float32 copy of all N rows in
-    growable per-list arrays, plus the transient training sample (``train_size * D`` floats):
-    measured at N = 100k, D = 768, about twice the cache file's size in anonymous memory (for
-    ImageNet-1K at ViT-B, 1.28M x 768, the file alone is ~3.9 GB). The memmap's own pages are
-    file-backed and reclaimable. Where that copy does not fit, the path is a
-    compressed index (faiss IndexIVFPQ or IVF-SQ8, e.g. 96 or 768 bytes per row, with lower
-    recall and approximate scores: re-rank candidates against the memmap) or faiss's on-disk
-    inverted lists; neither is implemented here. bench/feature_cache.py measures time and memory
-    (at sizes far below 1.28M rows on this project's machines).
+    - ``"flat"``: exact (brute force with ``faiss.knn`` over blocks of rows, merged in a
+      ``faiss.ResultHeap``): no index, no copy of the data, but ``O(N^2 D)`` time.
+    - ``"ivf"``: IndexIVFFlat, ``nlist`` coarse clusters trained on ``train_size`` sampled rows,
+      ``nprobe`` of them searched per row; approximate, its scores are exact float32 ones.
+    - ``"ivf_sq8"``: the same lists holding 8-bit codes (IndexIVFScalarQuantizer, QT_8bit: D
+      bytes per row, of the row's residual to its list's centroid, instead of 4 D). The codes
+      give approximate scores, so it fetches ``rerank * k + 1`` candidates per row, recomputes
+      their scores exactly from the rows of ``features`` (read at most ``batch`` candidate rows
+      at a time, in ascending id order) and keeps the best ``k``: the scores returned are exact,
+      only the neighbour set is approximate, and its recall is that of ``"ivf"`` with the same
+      lists (``nprobe`` limits both) unless the codes push a true neighbour below the
+      ``rerank * k`` candidates.
+    - ``"auto"``: ``"flat"`` below ``ivf_threshold`` rows, ``"ivf_sq8"`` from it. Exact search
+      costs ``O(N^2 D)``; of the two IVF indices, ``"ivf_sq8"`` measured the same recall as
+      ``"ivf"`` (1.0 on clustered data, see below) in less time and far less memory; ``"ivf"``
+      remains for data whose 8-bit codes rank true neighbours below the ``rerank * k``
+      candidates (raise ``rerank`` first).
+
+    Defaults: ``nlist = 4 sqrt(N)`` (at most N/39, faiss's minimum of training points per
+    centroid), ``nprobe = max(8, nlist / 32)`` (each row scans ~1/32 of the rows: IVF search is
+    still ``O(N^2 D)``, with 1/32 of the work), ``train_size = max(40 nlist, 20000)``,
+    ``rerank = 4``.
+    Self is dropped by id; where a row's own id is not among its results (exact duplicates, or
+    an IVF miss) the last result is dropped instead. IVF may return id ``-1`` (score -FLT_MAX,
+    or FLT_MAX for l2), last in its row, when the probed lists hold fewer than ``k + 1``
+    (``"ivf"``) or ``rerank * k + 1`` (``"ivf_sq8"``) rows.
+
+    Memory (anonymous memory; the memmap's own pages are file-backed and reclaimable): exact
+    search holds two ``[batch, D]`` blocks and faiss's tiles, independent of N, besides the
+    outputs (``N k`` ids and scores). IndexIVFFlat (like faiss's IndexFlat) keeps its own float32
+    copy of all N rows (``4 D + 8`` bytes per row, with the id) in growable per-list arrays;
+    IVF-SQ8 keeps ``D + 8`` bytes per row. Both also hold the transient training sample
+    (``train_size * D`` floats; faiss copies up to 100k rows of it to train SQ8 on residuals)
+    and a few ``[batch, D]`` blocks (query rows; the re-ranked candidates' rows). Peak growth
+    measured by ``bench/feature_cache.py knn`` (clustered data, D = 768, k = 10, cosine, default
+    parameters, one thread; MiB):
+
+    ========  ==========  =================  ===================  ===========  ============
+    N         file        ``"ivf"``          ``"ivf_sq8"``        time ratio   recall@10
+    ========  ==========  =================  ===================  ===========  ============
+    100k      293         +528 (1.80 file)   +356 (1.22 file)     0.95         1.0 / 1.0
+    300k      879         +1478 (1.68 file)  +641 (0.73 file)     0.75         1.0 / 1.0
+    ========  ==========  =================  ===================  ===========  ============
+
+    (time ratio: ivf_sq8 / ivf, 584 s / 779 s at 300k; recall of ivf / ivf_sq8 against an exact
+    kNN of 1000 and 2000 sampled rows; the scores of both matched exact ones within 3.2e-7.) At
+    100k the N-independent terms (the ``[batch, D]`` blocks: lower ``batch`` to shrink them) and
+    the training sample still exceed the file; at 300k IVF-SQ8 needed 0.73 of it, IVFFlat 1.68.
+    Those terms shrink relative to the file as N grows, but ImageNet-1K at ViT-B (1.28M x 768, a
+    3.7 GiB file, whose SQ8 codes and ids take 0.93 GiB) was not measured on this project's
+    machines. Fewer bytes per row (IVF-PQ) or faiss's on-disk inverted lists are not
+    implemented.
     """
     import faiss
 
@@ -371,20 +407,27 @@ def knn(
         raise ValueError(f"metric must be 'cosine', 'ip' or 'l2', got {metric!r}")
     kind = index
     if kind == "auto":
-        kind = "ivf" if n >= ivf_threshold else "flat"
-    if kind not in ("flat", "ivf"):
-        raise ValueError(f"index must be 'auto', 'flat' or 'ivf', got {index!r}")
+        kind = "ivf_sq8" if n >= ivf_threshold else "flat"
+    if kind not in _INDEXES:
+        raise ValueError(f"index must be 'auto', 'flat', 'ivf' or 'ivf_sq8', got {index!r}")
+    if rerank < 1:
+        raise ValueError(f"rerank must be >= 1, got {rerank}")
     faiss_metric = faiss.METRIC_L2 if metric == "l2" else faiss.METRIC_INNER_PRODUCT
+    worst = np.finfo(np.float32).max if metric == "l2" else -np.finfo(np.float32).max
 
     def rows(sel: Any) -> np.ndarray:
-        x = np.array(features[sel], dtype=np.float32, order="C")  # a copy, never a view
+        """Rows ``sel`` of ``features`` as a new float32 array, L2-normalised for cosine."""
+        if isinstance(sel, slice):  # a view of ``features``: copy it, never write through it
+            x = np.array(features[sel], dtype=np.float32, order="C")
+        else:  # fancy indexing already returns a new array
+            x = np.asarray(features[sel], dtype=np.float32, order="C")
         if metric == "cosine":
             norms = np.sqrt(np.einsum("ij,ij->i", x, x))  # no [rows, D] temporary
             x /= np.maximum(norms, 1e-12)[:, None]
         return x
 
     def exact(qs: int, qe: int, query: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        # database read block by block from ``features``: no copy of it is ever held whole
+        """The exact ``k + 1`` best rows for ``query``, reading the database block by block."""
         heap = faiss.ResultHeap(qe - qs, k + 1, keep_max=metric != "l2")
         for ds in range(0, n, batch):
             base = rows(slice(ds, min(n, ds + batch)))
@@ -393,11 +436,36 @@ def knn(
         heap.finalize()
         return heap.D, heap.I
 
+    def rescore(query: np.ndarray, ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Exact scores of each query row against its candidate ``ids``, re-sorted best first."""
+        b, c = ids.shape
+        dist = np.empty((b, c), dtype=np.float32)
+        step = max(1, batch // c)  # queries whose candidates make at most ``batch`` rows
+        for s in range(0, b, step):
+            e = min(b, s + step)
+            # ids -1 (nothing found) read row 0 and are overwritten below
+            uniq, inv = np.unique(np.maximum(ids[s:e].ravel(), 0), return_inverse=True)
+            base = rows(uniq)  # ascending ids: the memmap is read in file order
+            cand = base[inv].reshape(e - s, c, d)
+            del base
+            if metric == "l2":
+                cand -= query[s:e, None, :]
+                dist[s:e] = np.einsum("bcd,bcd->bc", cand, cand)
+            else:
+                dist[s:e] = np.matmul(cand, query[s:e, :, None])[:, :, 0]
+        dist[ids < 0] = worst
+        order = np.argsort(dist if metric == "l2" else -dist, axis=1, kind="stable")
+        return np.take_along_axis(dist, order, 1), np.take_along_axis(ids, order, 1)
+
     ivf = None
-    if kind == "ivf":
+    if kind != "flat":
         nlist = nlist or max(1, min(int(4 * math.sqrt(n)), n // 39))
         quantizer = faiss.IndexFlatL2(d) if metric == "l2" else faiss.IndexFlatIP(d)
-        ivf = faiss.IndexIVFFlat(quantizer, d, nlist, faiss_metric)
+        if kind == "ivf":
+            ivf = faiss.IndexIVFFlat(quantizer, d, nlist, faiss_metric)
+        else:  # 8-bit scalar quantizer: D bytes per row, on residuals to the list's centroid
+            sq8 = faiss.ScalarQuantizer.QT_8bit
+            ivf = faiss.IndexIVFScalarQuantizer(quantizer, d, nlist, sq8, faiss_metric)
         n_train = min(n, train_size or max(40 * nlist, 20_000))
         rng = np.random.default_rng(seed)
         ivf.train(rows(np.sort(rng.choice(n, size=n_train, replace=False))))
@@ -405,15 +473,22 @@ def knn(
         for s in range(0, n, batch):
             ivf.add(rows(slice(s, min(n, s + batch))))
 
+    # candidates per row, self included; compressed codes give approximate scores: take more
+    wanted = k + 1 if kind != "ivf_sq8" else min(n, rerank * k + 1)
     indices = np.empty((n, k), dtype=np.int64)
     scores = np.empty((n, k), dtype=np.float32)
     for s in range(0, n, batch):
         e = min(n, s + batch)
         query = rows(slice(s, e))
-        dist, ids = ivf.search(query, k + 1) if ivf is not None else exact(s, e, query)
+        if ivf is None:
+            dist, ids = exact(s, e, query)
+        else:
+            dist, ids = ivf.search(query, wanted)
+            if kind == "ivf_sq8":
+                dist, ids = rescore(query, ids)
         drop = ids == np.arange(s, e)[:, None]
         drop[~drop.any(axis=1), -1] = True  # self not found: drop the worst instead
         keep = ~drop
-        indices[s:e] = ids[keep].reshape(e - s, k)
-        scores[s:e] = dist[keep].reshape(e - s, k)
+        indices[s:e] = ids[keep].reshape(e - s, -1)[:, :k]
+        scores[s:e] = dist[keep].reshape(e - s, -1)[:, :k]
     return indices, scores
