@@ -74,8 +74,10 @@ class IConClustering(api.Learner):
     - ``views``: augmented views per anchor; ``neighbors``: points per anchor sampled from
       ``(P + … + P^walk_steps)/walk_steps`` on the global table of ``knn_k`` nearest neighbours
       by ``knn_metric``, computed on the dataset key ``knn_key`` (default: the frozen head
-      features) with faiss (``knn_index``: ``flat`` exact, ``ivf`` approximate, ``auto``
-      exact below 100 000 points); ``augment_neighbors`` augments them too.
+      features) with faiss (``knn_index``: ``flat`` exact, ``ivf`` approximate, ``ivf_sq8``
+      approximate with 8-bit codes re-ranked exactly, 1/4 of ``ivf``'s index memory, ``auto``
+      exact below 100 000 points and ``ivf_sq8`` from there); ``augment_neighbors`` augments
+      them too.
     - ``ema``: momentum of an EMA teacher for the column side of q (``null`` = none);
       ``eval_teacher``: evaluate with the teacher.
     - ``optimizer`` (Adam 1e-3 by default), multiplied by ``lr_decay`` every
@@ -106,7 +108,7 @@ class IConClustering(api.Learner):
         knn_k: int = 3,
         knn_metric: Metric = "cosine",
         knn_key: str | None = None,
-        knn_index: Literal["auto", "flat", "ivf"] = "auto",
+        knn_index: Literal["auto", "flat", "ivf", "ivf_sq8"] = "auto",
         walk_steps: int = 2,
         augment_neighbors: bool = True,
         ema: float | None = None,

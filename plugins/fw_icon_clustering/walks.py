@@ -37,14 +37,16 @@ def knn_table(
     features: Tensor,
     k: int,
     metric: Metric = "cosine",
-    index: Literal["auto", "flat", "ivf"] = "auto",
+    index: Literal["auto", "flat", "ivf", "ivf_sq8"] = "auto",
 ) -> Tensor:
     """``[N, k]`` ids of each point's k nearest neighbours, the point itself excluded.
 
-    `fw.features.knn` (faiss; ``index``: ``flat`` exact, ``ivf`` approximate, ``auto`` exact
-    below 100 000 points): ``cosine`` compares L2-normalised features (the paper's choice),
-    ``euclidean`` squared distances. Tables are memoised per process by the features'
-    content, so runs that share features (a benchmark's rows, seeds) search once.
+    `fw.features.knn` (faiss; ``index``: ``flat`` exact, ``ivf`` approximate, ``ivf_sq8``
+    approximate with 8-bit codes re-ranked exactly, 1/4 of ``ivf``'s index memory, ``auto``
+    exact below 100 000 points and ``ivf_sq8`` from there): ``cosine`` compares L2-normalised
+    features (the paper's choice), ``euclidean`` squared distances. Tables are memoised per
+    process by the features' content, so runs that share features (a benchmark's rows, seeds)
+    search once.
     """
     from fw.features import knn
 
