@@ -18,9 +18,21 @@ def installed(tmp_path_factory) -> dict[str, str]:
     """Install the example distribution into a private directory; return a subprocess env."""
     target = tmp_path_factory.mktemp("site")
     subprocess.run(
-        [sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--no-build-isolation",
-         "--target", str(target), str(EXAMPLE)],
-        check=True, capture_output=True, timeout=300,
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "install",
+            "--quiet",
+            "--no-deps",
+            "--no-build-isolation",
+            "--target",
+            str(target),
+            str(EXAMPLE),
+        ],
+        check=True,
+        capture_output=True,
+        timeout=300,
     )
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(target), str(ROOT)])}
     env.pop("FW_DISABLE_PLUGIN_AUTOLOAD", None)
@@ -28,8 +40,13 @@ def installed(tmp_path_factory) -> dict[str, str]:
 
 
 def _fw(env: dict[str, str], *args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "fw.cli", *args], env=env, capture_output=True,
-                          text=True, timeout=300)
+    return subprocess.run(
+        [sys.executable, "-m", "fw.cli", *args],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
 
 
 def test_fw_plugins_lists_the_third_party_distribution(installed):
@@ -41,8 +58,16 @@ def test_fw_plugins_lists_the_third_party_distribution(installed):
 
 def test_recipe_using_it_runs(installed, tmp_path):
     recipe = EXAMPLE / "recipes" / "laplace_digits.yaml"
-    proc = _fw(installed, "run", str(recipe), "trainer.max_steps=5", "trainer.progress=false",
-               "data.limit=400", "--out", str(tmp_path / "run"))
+    proc = _fw(
+        installed,
+        "run",
+        str(recipe),
+        "trainer.max_steps=5",
+        "trainer.progress=false",
+        "data.limit=400",
+        "--out",
+        str(tmp_path / "run"),
+    )
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert (tmp_path / "run" / "metrics.json").exists()
 
