@@ -3,18 +3,35 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
 
-def scatter(points: np.ndarray, labels: np.ndarray | None, path: Path, title: str = "") -> Path:
-    """Save a 2-D scatter plot coloured by label."""
+def pyplot() -> Any:
+    """matplotlib's pyplot on the headless Agg backend."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    return plt
+
+
+def save_figure(fig: Any, path: Path) -> Path:
+    """Lay out, write and close ``fig`` at ``path`` (parent folders created)."""
+    import matplotlib.pyplot as plt
+
     path.parent.mkdir(parents=True, exist_ok=True)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+    return path
+
+
+def scatter(points: np.ndarray, labels: np.ndarray | None, path: Path, title: str = "") -> Path:
+    """Save a 2-D scatter plot coloured by label."""
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(6, 6), dpi=120)
     sc = ax.scatter(points[:, 0], points[:, 1], c=labels, cmap="tab10", s=4, linewidths=0)
     if labels is not None:
@@ -22,10 +39,7 @@ def scatter(points: np.ndarray, labels: np.ndarray | None, path: Path, title: st
     ax.set_title(title, fontsize=9)
     ax.set_xticks([])
     ax.set_yticks([])
-    fig.tight_layout()
-    fig.savefig(path)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path)
 
 
 def matched_order(counts: np.ndarray) -> list[int]:
@@ -45,19 +59,14 @@ def cluster_confusion(
     title: str = "",
 ) -> Path:
     """Save the class × cluster count matrix, clusters ordered by their Hungarian match."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     from fw.metrics import confusion_matrix
 
+    plt = pyplot()
     counts = confusion_matrix(y_true, y_pred, n_true=len(class_names) if class_names else None)
     order = matched_order(counts)
     counts = counts[:, order]
     share = counts / np.maximum(counts.sum(axis=1, keepdims=True), 1)
 
-    path.parent.mkdir(parents=True, exist_ok=True)
     size = 2.5 + 0.45 * max(counts.shape)
     fig, ax = plt.subplots(figsize=(size, size * 0.85), dpi=120)
     im = ax.imshow(share, cmap="Blues", vmin=0.0, vmax=1.0)
@@ -73,7 +82,4 @@ def cluster_confusion(
     ax.set_xlabel("cluster (ordered by Hungarian match)")
     ax.set_title(title, fontsize=9)
     fig.colorbar(im, ax=ax, fraction=0.046, label="share of class")
-    fig.tight_layout()
-    fig.savefig(path)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path)

@@ -456,14 +456,14 @@ def render_png(
     -> number, e.g. accuracy per cell) each method shows its number and the cell is coloured by
     the best value in it (a heatmap; cells without a value stay white).
     """
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
     from matplotlib import colormaps
+    from matplotlib.cm import ScalarMappable
     from matplotlib.colors import Normalize
     from matplotlib.patches import Patch, Rectangle
 
+    from fw.plots import pyplot, save_figure
+
+    plt = pyplot()
     n_rows, n_cols = len(table.rows), len(table.columns)
     cell_w, cell_h = 1.75, 1.25
     fig_w, fig_h = cell_w * n_cols + 2.3, cell_h * n_rows + 2.6
@@ -556,7 +556,7 @@ def render_png(
             fig.text(0.99, 0.01, "† not runnable yet", ha="right", fontsize=7)
     else:
         bar = fig.colorbar(
-            matplotlib.cm.ScalarMappable(norm=norm, cmap=cmap),
+            ScalarMappable(norm=norm, cmap=cmap),
             ax=ax,
             orientation="horizontal",
             fraction=0.04,
@@ -565,12 +565,7 @@ def render_png(
         bar.set_label(value_label or "value", fontsize=8)
     default = "The I-Con periodic table (registered methods and named gaps)"
     ax.set_title(title or default, fontsize=11, pad=34)
-    fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path)
-    plt.close(fig)
-    return path
+    return save_figure(fig, Path(path))
 
 
 def main(args: argparse.Namespace, registry: Registry) -> int:
