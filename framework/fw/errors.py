@@ -32,3 +32,11 @@ class ContextError(FwError, KeyError):
 
 class Interrupted(FwError):
     """Training stopped on Ctrl-C after saving a checkpoint."""
+
+
+def check_choice(value: object, choices: tuple[str, ...], what: str) -> None:
+    """Raise ``ValueError("<what> must be 'a', 'b' or 'c', got <value>")`` unless value is one."""
+    if value not in choices:
+        quoted = [repr(c) for c in choices]
+        listed = ", ".join(quoted[:-1]) + " or " + quoted[-1] if len(quoted) > 1 else quoted[0]
+        raise ValueError(f"{what} must be {listed}, got {value!r}")

@@ -37,7 +37,7 @@ from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset, Subset
 
 from fw.data import collate_batched
-from fw.errors import ShapeError
+from fw.errors import ShapeError, check_choice
 
 CACHE_VERSION = 1
 _SAMPLE_ITEMS = 8  # items hashed at each end of the dataset
@@ -403,8 +403,7 @@ def knn(
     n, d = int(features.shape[0]), int(features.shape[1])
     if not 0 < k < n:
         raise ValueError(f"k must be in [1, N-1] = [1, {n - 1}], got {k}")
-    if metric not in ("cosine", "ip", "l2"):
-        raise ValueError(f"metric must be 'cosine', 'ip' or 'l2', got {metric!r}")
+    check_choice(metric, ("cosine", "ip", "l2"), "metric")
     kind = index
     if kind == "auto":
         kind = "ivf_sq8" if n >= ivf_threshold else "flat"

@@ -9,7 +9,7 @@ from typing import Any, Literal
 from torch import Tensor, nn
 
 from fw.api import Featurizer
-from fw.errors import DataError
+from fw.errors import DataError, check_choice
 from fw_backbones.weights import (
     BACKBONES,
     BackboneSpec,
@@ -44,8 +44,7 @@ class Backbone(Featurizer):
         preprocess_inputs: bool = True,
     ) -> None:
         super().__init__()
-        if output not in ("global", "dense"):
-            raise ValueError(f"output must be 'global' or 'dense', got {output!r}")
+        check_choice(output, ("global", "dense"), "output")
         self.spec: BackboneSpec = BACKBONES[name]
         self.output = output
         self.dense = output == "dense"

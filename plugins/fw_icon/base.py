@@ -23,7 +23,7 @@ import torch
 from torch import Tensor
 
 from fw import api
-from fw.errors import ShapeError
+from fw.errors import ShapeError, check_choice
 
 OnMissing = Literal["error", "skip"]
 
@@ -109,8 +109,7 @@ def uniform_over(
             f"the batch's candidates (first: row {first}). Put every anchor's partners in the "
             "batch, or set `on_missing: skip` to leave such rows out of the loss."
         )
-    if on_missing not in ("error", "skip"):
-        raise ValueError(f"on_missing must be 'error' or 'skip', got {on_missing!r}")
+    check_choice(on_missing, ("error", "skip"), "on_missing")
     dtype = dtype or torch.get_default_dtype()
     log_count = torch.log(counts.clamp_min(1).to(dtype)).unsqueeze(1)
     neg_inf = torch.tensor(float("-inf"), dtype=dtype, device=mask.device)

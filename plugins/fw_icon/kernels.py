@@ -16,7 +16,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from fw import api
-from fw.errors import ShapeError
+from fw.errors import ShapeError, check_choice
 from fw_icon.base import (
     candidates,
     features,
@@ -228,10 +228,8 @@ class Triplet(api.NeighborhoodDistribution):
     ) -> None:
         if sigma <= 0:
             raise ValueError(f"triplet: sigma must be > 0, got {sigma}")
-        if negative not in ("random", "hardest"):
-            raise ValueError(f"triplet: negative must be 'random' or 'hardest', got {negative!r}")
-        if positives not in ("index", "labels"):
-            raise ValueError(f"triplet: positives must be 'index' or 'labels', got {positives!r}")
+        check_choice(negative, ("random", "hardest"), "triplet: negative")
+        check_choice(positives, ("index", "labels"), "triplet: positives")
         self.sigma = sigma
         self.negative = negative
         self.positives = positives

@@ -9,7 +9,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from fw import api
-from fw.errors import ShapeError
+from fw.errors import ShapeError, check_choice
 from fw_icon.base import (
     Geometry,
     OnMissing,
@@ -56,10 +56,8 @@ class UniformKNN(api.NeighborhoodDistribution):
     ) -> None:
         if k < 1:
             raise ValueError(f"knn: k must be >= 1, got {k}")
-        if metric not in ("cosine", "euclidean"):
-            raise ValueError(f"knn: metric must be 'cosine' or 'euclidean', got {metric!r}")
-        if source not in ("auto", "batch", "table"):
-            raise ValueError(f"knn: source must be 'auto', 'batch' or 'table', got {source!r}")
+        check_choice(metric, ("cosine", "euclidean"), "knn: metric")
+        check_choice(source, ("auto", "batch", "table"), "knn: source")
         self.k = k
         self.metric = metric
         self.symmetric = symmetric
@@ -168,8 +166,7 @@ class GraphKernel(api.NeighborhoodDistribution):
         k: int | None = None,
         exclude_self: bool = True,
     ) -> None:
-        if kernel not in ("weights", "exp"):
-            raise ValueError(f"graph: kernel must be 'weights' or 'exp', got {kernel!r}")
+        check_choice(kernel, ("weights", "exp"), "graph: kernel")
         if sigma <= 0:
             raise ValueError(f"graph: sigma must be > 0, got {sigma}")
         if k is not None and k < 1:

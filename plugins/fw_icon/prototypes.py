@@ -17,6 +17,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from fw import api
+from fw.errors import check_choice
 from fw_icon.base import exact_sq_dists, learned_prototypes, present, prototype_points
 from fw_icon.kernels import Triplet
 
@@ -107,11 +108,7 @@ class PrototypeTriplet(api.NeighborhoodDistribution, nn.Module):
         super().__init__()
         if sigma <= 0:
             raise ValueError(f"prototype_triplet: sigma must be > 0, got {sigma}")
-        if negative not in ("hardest", "random", "all"):
-            raise ValueError(
-                "prototype_triplet: negative must be 'hardest', 'random' or 'all', "
-                f"got {negative!r}"
-            )
+        check_choice(negative, ("hardest", "random", "all"), "prototype_triplet: negative")
         self.num_classes = num_classes
         self.sigma = sigma
         self.negative = negative

@@ -16,6 +16,7 @@ import torch
 from torch import nn
 
 from fw import api
+from fw.errors import check_choice
 from fw.icon import debias, propagate
 
 
@@ -83,8 +84,7 @@ class Propagated(_Wrapper):
         super().__init__()
         if steps < 1:
             raise ValueError(f"propagated: steps must be >= 1, got {steps}")
-        if mode not in ("sum", "uniform"):
-            raise ValueError(f"propagated: mode must be 'sum' or 'uniform', got {mode!r}")
+        check_choice(mode, ("sum", "uniform"), "propagated: mode")
         self.of = of
         self.steps = steps
         self.mode = mode

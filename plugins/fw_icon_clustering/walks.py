@@ -22,7 +22,7 @@ import torch
 from torch import Tensor
 
 from fw import api
-from fw.errors import ShapeError
+from fw.errors import ShapeError, check_choice
 from fw_icon.base import OnMissing, candidates, ctx_dtype, geometry, present, row_col
 
 Metric = Literal["cosine", "euclidean"]
@@ -50,8 +50,7 @@ def knn_table(
     """
     from fw.features import knn
 
-    if metric not in ("cosine", "euclidean"):
-        raise ValueError(f"knn table: metric must be 'cosine' or 'euclidean', got {metric!r}")
+    check_choice(metric, ("cosine", "euclidean"), "knn table: metric")
     x = features.detach().flatten(1).float().cpu().contiguous()
     digest = hashlib.sha256(x.numpy().tobytes()).hexdigest()
     key = (f"{tuple(x.shape)}:{digest}", k, f"{metric}/{index}")
@@ -134,10 +133,8 @@ class KNNWalks(api.NeighborhoodDistribution):
             raise ValueError(f"knn_walks: k must be >= 1 or null, got {k}")
         if steps < 1:
             raise ValueError(f"knn_walks: steps must be >= 1, got {steps}")
-        if mode not in ("sum", "uniform"):
-            raise ValueError(f"knn_walks: mode must be 'sum' or 'uniform', got {mode!r}")
-        if on_missing not in ("error", "skip"):
-            raise ValueError(f"knn_walks: on_missing must be 'error' or 'skip', got {on_missing!r}")
+        check_choice(mode, ("sum", "uniform"), "knn_walks: mode")
+        check_choice(on_missing, ("error", "skip"), "knn_walks: on_missing")
         self.k = k
         self.steps = steps
         self.mode = mode

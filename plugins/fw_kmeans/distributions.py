@@ -13,7 +13,7 @@ from typing import ClassVar, Literal
 import torch
 
 from fw import api
-from fw.errors import ShapeError
+from fw.errors import ShapeError, check_choice
 from fw_icon.base import Geometry, candidates, features, geometry, present
 
 #: Context key ``[m]``: degree ``d_j`` of every column point in the whole graph (optional; the
@@ -67,10 +67,8 @@ class ClusterKernel(api.NeighborhoodDistribution):
         exclude_self: bool = False,
         impl: Literal["matmul", "logsumexp"] = "matmul",
     ) -> None:
-        if impl not in ("matmul", "logsumexp"):
-            raise ValueError(f"cluster kernel: impl must be 'matmul' or 'logsumexp', got {impl!r}")
-        if by not in ("cluster", "point"):
-            raise ValueError(f"cluster kernel: by must be 'cluster' or 'point', got {by!r}")
+        check_choice(impl, ("matmul", "logsumexp"), "cluster kernel: impl")
+        check_choice(by, ("cluster", "point"), "cluster kernel: by")
         if eps < 0:
             raise ValueError(f"cluster kernel: eps must be >= 0, got {eps}")
         self.by = by

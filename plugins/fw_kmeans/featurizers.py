@@ -15,6 +15,7 @@ import torch
 from torch import Tensor
 
 from fw.api import Featurizer
+from fw.errors import check_choice
 
 
 class SpectralEmbedding(Featurizer):
@@ -41,8 +42,7 @@ class SpectralEmbedding(Featurizer):
         seed: int = 0,
     ) -> None:
         super().__init__()
-        if affinity not in ("nearest_neighbors", "rbf"):
-            raise ValueError(f"affinity must be 'nearest_neighbors' or 'rbf', got {affinity!r}")
+        check_choice(affinity, ("nearest_neighbors", "rbf"), "affinity")
         self.dim = n_components
         self.affinity = affinity
         self.n_neighbors = n_neighbors

@@ -34,6 +34,7 @@ import torch
 from torch import Tensor, nn
 
 from fw import api
+from fw.errors import check_choice
 from fw.icon import icon_loss
 from fw.learner import IConLearner, context_from_batch
 from fw.recipe import OptimizerFactory
@@ -79,10 +80,8 @@ class ClusterLearner(IConLearner):
             eval_clusters=eval_clusters,
             plot=plot,
         )
-        if p_scope not in ("batch", "dataset"):
-            raise ValueError(f"p_scope must be 'batch' or 'dataset', got {p_scope!r}")
-        if degrees not in ("none", "p"):
-            raise ValueError(f"degrees must be 'none' or 'p', got {degrees!r}")
+        check_choice(p_scope, ("batch", "dataset"), "p_scope")
+        check_choice(degrees, ("none", "p"), "degrees")
         if degrees == "p" and p_scope != "dataset":
             raise ValueError(
                 "degrees: p takes every point's degree in the whole graph, which needs "

@@ -34,6 +34,7 @@ from torch import Tensor
 
 from fw import api
 from fw.api import Neighborhood, NeighborhoodDistribution
+from fw.errors import check_choice
 
 Normalization = Literal["conditional", "joint"]
 
@@ -124,8 +125,7 @@ def _features(ctx: api.Context) -> Tensor:
 
 
 def _check_normalization(normalization: str) -> None:
-    if normalization not in ("conditional", "joint"):
-        raise ValueError(f"normalization must be 'conditional' or 'joint', got {normalization!r}")
+    check_choice(normalization, ("conditional", "joint"), "normalization")
 
 
 def _joint_over_pairs(logits: Tensor, mask: Tensor) -> Neighborhood:
