@@ -9,7 +9,7 @@ import torch
 from torch import Tensor
 from torch.utils.data import Dataset
 
-from fw.errors import ShapeError
+from fw.errors import DataError, ShapeError
 
 
 class ArrayDataset(Dataset):
@@ -86,3 +86,27 @@ def collate_batched(items: Any) -> dict[str, Tensor]:
     if isinstance(items, Batch):
         return dict(items)
     return torch.utils.data.default_collate(items)
+
+
+def take(data: Dataset, key: str = "x", limit: int | None = None) -> Tensor:
+    """The ``key`` entries of a dataset's first ``limit`` items (all when None), stacked.
+
+    Works for in-memory `ArrayDataset` (a slice, no copy) and for any map-style dataset of
+    dict items (read item by item), so learners never reach into ``data.x``.
+    """
+    n = len(data)  # type: ignore[arg-type]
+    count = n if limit is None else min(limit, n)
+    if isinstance(data, ArrayDataset):
+        if key not in data.tensors:
+            raise DataError(
+                f"dataset '{data.name}' has no '{key}' entries; it has {sorted(data.tensors)}"
+            )
+        return data.tensors[key][:count]
+    if count == 0:
+        raise DataError(f"dataset {type(data).__name__} is empty")
+    first = data[0]
+    if key not in first:
+        raise DataError(
+            f"dataset {type(data).__name__} has no '{key}' entries; its items have {sorted(first)}"
+        )
+    return torch.stack([torch.as_tensor(data[i][key]) for i in range(count)])

@@ -9,6 +9,7 @@ import numpy as np
 from torch import Tensor
 
 from fw import metrics
+from fw.data import take
 from fw.plots import cluster_confusion, scatter
 
 
@@ -49,7 +50,7 @@ def evaluate_embedding(
             names = getattr(data, "classes", None)
             cluster_confusion(y, pred, Path(run_dir) / "clusters.png", names, title)
     if not clusters_from_argmax and emb.shape[1] <= 3 and emb.shape[0] <= 20000:
-        x = data.x.flatten(1).double().numpy()
+        x = take(data).flatten(1).double().numpy()
         out["trustworthiness"] = float(trustworthiness(x, emb, n_neighbors=5))
     if run_dir is not None and emb.shape[1] == 2:
         scatter(

@@ -1,58 +1,95 @@
 """pluggy hook specifications: a plugin implements some of these to contribute named factories.
 
-Every hook returns a mapping ``{name: factory}``. A factory is a class or function whose
+Every factory hook returns a mapping ``{name: factory}``. A factory is a class or function whose
 keyword parameters (with type hints and defaults) are the recipe parameters of that component;
 `fw.recipe` checks recipes against those signatures. Implement a hook with ``@fw.hookimpl``.
+
+The hooks below define the component kinds: :data:`KINDS` is derived from them and is the one
+table the registry, the recipe builder, the CLI and the tests use.
 """
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Callable, Mapping
 from typing import Any
 
+import attrs
 import pluggy
+from torch.utils.data import Dataset
+
+from fw import api
 
 hookspec = pluggy.HookspecMarker("fw")
 
 Factories = Mapping[str, Callable[..., Any]]
 
 
-@hookspec
+@attrs.frozen
+class Kind:
+    """One component kind: its name, the hook that registers it, the type recipes annotate."""
+
+    name: str
+    hook: str
+    base: type
+
+
+def _kind(name: str, base: type) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """Mark a hookspec as the registration hook of component kind ``name``."""
+
+    def mark(spec: Callable[..., Any]) -> Callable[..., Any]:
+        spec.fw_kind = (name, base)  # type: ignore[attr-defined]
+        return hookspec(spec)
+
+    return mark
+
+
+@_kind("distribution", api.NeighborhoodDistribution)
 def fw_distributions() -> Factories:
     """Contribute NeighborhoodDistribution factories (supervisory p and learned q)."""
 
 
-@hookspec
+@_kind("featurizer", api.Featurizer)
 def fw_featurizers() -> Factories:
     """Contribute Featurizer factories (backbones, embedding tables, MLP mappers)."""
 
 
-@hookspec
+@_kind("upsampler", api.Upsampler)
 def fw_upsamplers() -> Factories:
     """Contribute Upsampler factories (dense feature upsampling)."""
 
 
-@hookspec
+@_kind("downsampler", api.Downsampler)
+def fw_downsamplers() -> Factories:
+    """Contribute Downsampler factories (models of a backbone's pooling, for upsampler training)."""
+
+
+@_kind("aggregator", api.Aggregator)
 def fw_aggregators() -> Factories:
     """Contribute Aggregator factories (dense-to-global similarity pooling)."""
 
 
-@hookspec
+@_kind("explainer", api.Explainer)
 def fw_explainers() -> Factories:
     """Contribute Explainer factories (attributions for similarity models)."""
 
 
-@hookspec
+@_kind("learner", api.Learner)
 def fw_learners() -> Factories:
     """Contribute Learner factories (trainable methods)."""
 
 
-@hookspec
+@_kind("dataset", Dataset)
 def fw_datasets() -> Factories:
     """Contribute dataset factories returning an `fw.data.ArrayDataset` or a torch Dataset."""
 
 
-@hookspec
+@_kind("augmentation", api.Augmentation)
+def fw_augmentations() -> Factories:
+    """Contribute Augmentation factories (batched random image transforms)."""
+
+
+@_kind("optimizer", api.OptimizerFactory)
 def fw_optimizers() -> Factories:
     """Contribute optimizer factories ``f(params, **cfg) -> torch.optim.Optimizer``."""
 
@@ -62,14 +99,11 @@ def fw_table_cells() -> list[Any]:
     """Declare which periodic-table cells this plugin's methods occupy (`fw.table.Cell`)."""
 
 
-#: hook name for each component kind.
-KIND_HOOKS: dict[str, str] = {
-    "distribution": "fw_distributions",
-    "featurizer": "fw_featurizers",
-    "upsampler": "fw_upsamplers",
-    "aggregator": "fw_aggregators",
-    "explainer": "fw_explainers",
-    "learner": "fw_learners",
-    "dataset": "fw_datasets",
-    "optimizer": "fw_optimizers",
-}
+#: Every component kind, in the order `fw plugins` lists them (the order of the hooks above).
+KINDS: tuple[Kind, ...] = tuple(
+    Kind(obj.fw_kind[0], name, obj.fw_kind[1])
+    for name, obj in vars(sys.modules[__name__]).items()
+    if callable(obj) and hasattr(obj, "fw_kind")
+)
+#: kind name -> hook name
+KIND_HOOKS: dict[str, str] = {k.name: k.hook for k in KINDS}

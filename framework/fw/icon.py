@@ -22,22 +22,22 @@ Mode = Literal["kl", "ce"]
 def _check_pair(p: Neighborhood, q: Neighborhood) -> None:
     if p.log_prob.shape != q.log_prob.shape:
         raise ShapeError(
-            f"p and q must cover the same [n, m] pairs: p is {tuple(p.log_prob.shape)}, "
+            f"p and q must cover the same [..., n, m] pairs: p is {tuple(p.log_prob.shape)}, "
             f"q is {tuple(q.log_prob.shape)}"
         )
 
 
 def _row_kl(a: Neighborhood, b: Neighborhood, mode: Mode) -> Tensor:
-    """Per-row KL(a || b) (or cross-entropy H(a, b)) with 0·log 0 = 0, NaN-free under masks."""
+    """Per-row KL(a || b) (or cross-entropy H(a, b)) ``[..., n]`` with 0·log 0 = 0, NaN-free."""
     pa = a.prob
     support = pa > 0
     # Fill log b with 0 *before* multiplying, where a has no mass (0 · -inf would be NaN).
     log_b = b.log_prob.masked_fill(~support, 0.0)
-    cross = -(pa * log_b).sum(dim=1)
+    cross = -(pa * log_b).sum(dim=-1)
     if mode == "ce":
         return cross
     log_a = a.log_prob.masked_fill(~support, 0.0)
-    neg_entropy = (pa * log_a).sum(dim=1)
+    neg_entropy = (pa * log_a).sum(dim=-1)
     return cross + neg_entropy
 
 
@@ -55,6 +55,8 @@ def icon_loss(
     ``"reverse"`` is ``KL(q || p)`` (the K-Means theorem, seed 004 Thm 9; spec §1.4).
     ``mode="ce"`` drops the entropy of the first argument (same gradient for a fixed p).
     ``p`` is detached in forward mode; in reverse mode gradients reach q through both terms.
+    Neighbourhoods with leading batch axes ``[..., n, m]`` are reduced over every row of every
+    batch (``reduction="none"`` returns ``[..., n]``).
 
     ``exaggeration`` α ≠ 1 weights the attractive term ``-Σ p·log w`` by α and leaves the
     repulsive ``log Z`` alone (early exaggeration, van der Maaten 2014): rows become
@@ -63,7 +65,7 @@ def icon_loss(
     """
     _check_pair(p, q)
     if direction == "forward":
-        p = Neighborhood(p.log_prob.detach(), p.mask)
+        p = p.detach()
         if exaggeration != 1.0:
             if q.log_norm is None:
                 raise ValueError("early exaggeration needs a kernel q that records its log_norm")
@@ -74,7 +76,7 @@ def icon_loss(
             return _reduce(rows, reduction)
         rows = _row_kl(p, q, mode)
     elif direction == "reverse":
-        p = Neighborhood(p.log_prob.detach(), p.mask)
+        p = p.detach()
         rows = _row_kl(q, p, mode)
     else:
         raise ValueError(f"direction must be 'forward' or 'reverse', got {direction!r}")
@@ -100,7 +102,7 @@ def debias(nb: Neighborhood, alpha: float) -> Neighborhood:
         raise ValueError(f"debiasing alpha must lie in [0, 1], got {alpha}")
     if alpha == 0.0:
         return nb
-    n_cand = nb.num_candidates.clamp_min(1).to(nb.log_prob.dtype).unsqueeze(1)
+    n_cand = nb.num_candidates.clamp_min(1).to(nb.log_prob.dtype).unsqueeze(-1)
     uniform = torch.log(alpha / n_cand).expand_as(nb.log_prob)
     if alpha == 1.0:
         mixed = uniform
@@ -119,10 +121,11 @@ def propagate(
 
     Spec §4.3 (p14). Needs a square neighbourhood (rows and columns are the same points);
     walks acquire mass on ``i = i``, which is removed when ``remove_self`` (spec §7.2).
+    Leading batch axes are independent graphs.
     """
-    n, m = nb.log_prob.shape
+    n, m = nb.log_prob.shape[-2:]
     if n != m:
-        raise ShapeError(f"propagation needs a square neighbourhood, got [{n}, {m}]")
+        raise ShapeError(f"propagation needs a square neighbourhood, got [..., {n}, {m}]")
     if steps < 1:
         raise ValueError(f"propagation steps must be >= 1, got {steps}")
     P = nb.prob

@@ -9,8 +9,8 @@ import torch
 from torch import Tensor
 
 from fw import api
+from fw.api import OptimizerFactory
 from fw.icon import icon_loss
-from fw.recipe import OptimizerFactory
 
 
 def context_from_batch(batch: dict[str, Tensor], features: Tensor) -> dict[str, Any]:
@@ -96,9 +96,7 @@ class IConLearner(api.Learner):
     def training_step(self, batch: dict[str, Tensor], step: int) -> dict[str, Tensor]:
         p = self._p_cache if self._p_cache is not None else self.supervisory(batch)
         if p.log_prob.device != batch["index"].device:
-            p = api.Neighborhood(
-                p.log_prob.to(batch["index"].device), p.mask.to(batch["index"].device)
-            )
+            p = p.to(batch["index"].device)
             self._p_cache = p if self._p_cache is not None else None
         q = self.learned(batch)
         alpha = self.exaggeration if step < self.exaggeration_steps else 1.0

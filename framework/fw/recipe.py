@@ -21,31 +21,13 @@ from typing import Any, Literal, Union
 
 import attrs
 import yaml
-from torch.utils.data import Dataset
 
-from fw import api
+from fw import hookspecs
 from fw.errors import RecipeError, RegistryError
 from fw.registry import Registry, get_registry
 
-
-class OptimizerFactory:
-    """Type marker: a parameter annotated with this takes an optimizer component.
-
-    The recipe builds it into ``partial(factory, **cfg)``; call it with the parameters.
-    """
-
-
-#: parameter annotation -> component kind built from a nested mapping
-_KIND_OF_ANNOTATION: dict[Any, str] = {
-    api.NeighborhoodDistribution: "distribution",
-    api.Featurizer: "featurizer",
-    api.Upsampler: "upsampler",
-    api.Aggregator: "aggregator",
-    api.Explainer: "explainer",
-    api.Learner: "learner",
-    Dataset: "dataset",
-    OptimizerFactory: "optimizer",
-}
+#: parameter annotation -> component kind built from a nested mapping (one row per hook kind)
+_KIND_OF_ANNOTATION: dict[Any, str] = {k.base: k.name for k in hookspecs.KINDS}
 
 
 @attrs.define

@@ -22,7 +22,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from fw.api import Learner
+from fw.api import Learner, Optimization
 from fw.data import ArrayDataset, collate_batched
 from fw.errors import FwError, Interrupted
 from fw.recipe import Recipe, build
@@ -263,8 +263,9 @@ def train(
     if cfg.batch_size is not None:  # before setup: full-batch learners cache p in dataset order
         learner.batch_size = cfg.batch_size
     learner.setup(data)
-    optimizer = learner.configure_optimizers()
-    model, optimizer = fabric.setup(learner, optimizer)
+    optim = Optimization.of(learner.configure_optimizers())
+    model, *optimizers = fabric.setup(learner, *optim.optimizers)
+    schedulers = optim.schedulers
 
     stream = BatchStream(
         data, learner.batch_size, recipe.seed, fabric.global_rank, fabric.world_size
@@ -272,8 +273,10 @@ def train(
 
     start = 0
     if resume:
-        state = {"learner": learner, "optimizer": optimizer, "step": 0, "rng": None, "extra": {}}
+        state = {"learner": learner, **_optim_state(optimizers, schedulers)}
+        state.update(step=0, rng=None, extra={})
         fabric.load(ckpt_path, state)
+        _load_schedulers(schedulers, state)
         start = int(state["step"])
         _set_rng_state(state["rng"])
         learner.load_extra_state(state["extra"])
@@ -281,7 +284,7 @@ def train(
     def save(step: int) -> None:
         state = {
             "learner": learner,
-            "optimizer": optimizer,
+            **_optim_state(optimizers, schedulers),
             "step": step,
             "rng": _rng_state(),
             "extra": learner.extra_state(),
@@ -313,9 +316,13 @@ def train(
                     f"the loss became {loss.item()} at step {step}; lower the learning rate or "
                     "check the recipe's distributions (p and q must share candidates)"
                 )
-            optimizer.zero_grad(set_to_none=True)
+            for optimizer in optimizers:
+                optimizer.zero_grad(set_to_none=True)
             fabric.backward(loss)
-            optimizer.step()
+            for optimizer in optimizers:
+                optimizer.step()
+            for scheduler in schedulers:
+                scheduler.step()
             done = step + 1
             if done % max(cfg.log_every, 1) == 0 or done == cfg.max_steps:
                 last = {k: float(v.detach()) for k, v in out.items() if torch.is_tensor(v)}
@@ -346,6 +353,24 @@ def train(
     logger.finish(final)
     fabric.barrier()
     return final
+
+
+def _optim_state(optimizers: list[Any], schedulers: list[Any]) -> dict[str, Any]:
+    """Checkpoint entries of the optimizers (Fabric restores them in place) and schedulers."""
+    state: dict[str, Any] = {f"optimizer{i or ''}": o for i, o in enumerate(optimizers)}
+    state["schedulers"] = [s.state_dict() for s in schedulers]
+    return state
+
+
+def _load_schedulers(schedulers: list[Any], state: dict[str, Any]) -> None:
+    saved = state.get("schedulers") or []
+    if len(saved) != len(schedulers):
+        raise FwError(
+            f"the checkpoint holds {len(saved)} learning-rate scheduler(s), the learner has "
+            f"{len(schedulers)}: it was written by another recipe"
+        )
+    for scheduler, sd in zip(schedulers, saved, strict=True):
+        scheduler.load_state_dict(sd)
 
 
 def _to_device(batch: dict[str, torch.Tensor], device: torch.device) -> dict[str, torch.Tensor]:

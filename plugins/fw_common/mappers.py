@@ -8,6 +8,7 @@ import torch
 from torch import Tensor, nn
 
 from fw.api import Featurizer
+from fw.data import take
 from fw.errors import ShapeError
 
 
@@ -41,7 +42,7 @@ class Embedding(Featurizer):
         self.weight = nn.Parameter(torch.empty(0, dim))
 
     def setup(self, data: Any) -> None:
-        x = data.x.flatten(1).double()
+        x = take(data).flatten(1).double()
         n = x.shape[0]
         if self.init == "pca":
             centred = x - x.mean(dim=0)
@@ -75,7 +76,7 @@ class Linear(Featurizer):
     def setup(self, data: Any) -> None:
         if isinstance(self.layer, nn.LazyLinear):
             with torch.no_grad():
-                self.layer(data.x[:1].flatten(1).float())
+                self.layer(take(data, limit=1).flatten(1).float())
 
     def forward(self, x: Tensor) -> Tensor:
         return self.layer(_as_float(x.flatten(1)))
@@ -108,7 +109,7 @@ class MLP(Featurizer):
         with torch.no_grad():
             was = self.training
             self.eval()
-            self.net(data.x[:2].flatten(1).float())
+            self.net(take(data, limit=2).flatten(1).float())
             self.train(was)
 
     def forward(self, x: Tensor) -> Tensor:

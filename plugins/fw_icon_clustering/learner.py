@@ -30,9 +30,9 @@ import torch
 from torch import Tensor, nn
 
 from fw import api
+from fw.api import OptimizerFactory
 from fw.errors import ShapeError
 from fw.icon import icon_loss
-from fw.recipe import OptimizerFactory
 from fw_icon.wrappers import Debiased, Union
 from fw_icon_clustering.fused import compile_p, compile_q, sparse_icon_loss, sparse_p
 from fw_icon_clustering.walks import KNNWalks, Metric, knn_table, sample_walk_neighbors

@@ -15,6 +15,7 @@ import torch
 from torch import Tensor
 
 from fw.api import Featurizer
+from fw.data import take
 from fw.errors import check_choice
 
 
@@ -57,7 +58,7 @@ class SpectralEmbedding(Featurizer):
         from sklearn.metrics.pairwise import rbf_kernel
         from sklearn.neighbors import kneighbors_graph
 
-        x = data.x.flatten(1).double().numpy()
+        x = take(data).flatten(1).double().numpy()
         if self.affinity == "nearest_neighbors":
             conn = kneighbors_graph(x, n_neighbors=self.n_neighbors, include_self=True)
             graph = 0.5 * (conn + conn.T)
@@ -116,7 +117,7 @@ class OrthonormalProjection(Featurizer):
 
     def setup(self, data: Any) -> None:
         if self.layer is None:
-            self._build(int(data.x[:1].flatten(1).shape[1]))
+            self._build(int(take(data, limit=1).flatten(1).shape[1]))
 
     def forward(self, x: Tensor) -> Tensor:
         if self.layer is None:

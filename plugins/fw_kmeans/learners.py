@@ -34,10 +34,10 @@ import torch
 from torch import Tensor, nn
 
 from fw import api
+from fw.api import OptimizerFactory
 from fw.errors import check_choice
 from fw.icon import icon_loss
 from fw.learner import IConLearner, context_from_batch
-from fw.recipe import OptimizerFactory
 from fw_kmeans.distributions import DEGREE
 
 
@@ -168,13 +168,13 @@ class ClusterLearner(IConLearner):
         if len(rows) == full.log_prob.shape[0] and bool(
             (rows == torch.arange(len(rows), device=rows.device)).all()
         ):
-            return _to(full, device)
+            return full.to(device)
         log_p = full.log_prob[rows][:, rows]
         mask = full.mask[rows][:, rows]
         log_norm = torch.logsumexp(log_p, dim=1, keepdim=True)
         empty = torch.isneginf(log_norm)  # a row none of whose neighbours is in the batch
         log_p = (log_p - log_norm.masked_fill(empty, 0.0)).masked_fill(empty, float("-inf"))
-        return _to(api.Neighborhood(log_p, mask), device)
+        return api.Neighborhood(log_p, mask).to(device)
 
     def _context(self, batch: dict[str, Tensor], z: Tensor) -> dict[str, Any]:
         ctx = context_from_batch(batch, z)
@@ -226,11 +226,7 @@ class ClusterLearner(IConLearner):
             full = {k: v[keep] for k, v in full.items()}
         device = self.chosen.device
         batch = {k: v.to(device) for k, v in full.items()}
-        p = (
-            self.batch_p(batch)
-            if self._full_p is not None
-            else _to(self.supervisory(batch), device)
-        )
+        p = self.batch_p(batch) if self._full_p is not None else self.supervisory(batch).to(device)
         was_training = self.training
         self.eval()
         losses = [
@@ -276,10 +272,3 @@ def _reseeded(mapper: api.Featurizer, offset: int) -> api.Featurizer:
         ):
             module.reset_parameters()
     return twin
-
-
-def _to(nb: api.Neighborhood, device: torch.device) -> api.Neighborhood:
-    if nb.log_prob.device == device:
-        return nb
-    log_norm = None if nb.log_norm is None else nb.log_norm.to(device)
-    return api.Neighborhood(nb.log_prob.to(device), nb.mask.to(device), log_norm)

@@ -39,10 +39,10 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from fw import api
+from fw.api import OptimizerFactory
 from fw.data import collate_batched
 from fw.errors import ShapeError
 from fw.icon import icon_loss
-from fw.recipe import OptimizerFactory
 from fw_simclr.augment import Augmenter
 from fw_simclr.featurizers import image_shape_of
 

@@ -16,8 +16,8 @@ import torch
 from torch import Tensor
 
 from fw import api
+from fw.api import OptimizerFactory
 from fw.learner import IConLearner
-from fw.recipe import OptimizerFactory
 from fw_common.mappers import Embedding
 from fw_sne.distributions import Gaussian, StudentT
 from fw_sne.fused import radial_kernel, radial_kl
