@@ -9,7 +9,7 @@ import numpy as np
 from torch import Tensor
 
 from fw import metrics
-from fw.data import take
+from fw.data import labels_of, take
 from fw.plots import cluster_confusion, scatter
 
 
@@ -33,10 +33,11 @@ def evaluate_embedding(
 
     out: dict[str, float] = {}
     emb = z.detach().double().numpy()
-    labels = data.labels
+    labels = labels_of(data)
     if labels is not None:
         y = labels.numpy()
-        k = n_clusters or data.num_classes or int(y.max()) + 1
+        classes = getattr(data, "classes", None)
+        k = n_clusters or (len(classes) if classes else None) or int(y.max()) + 1
         if clusters_from_argmax:
             pred = emb.argmax(axis=1)
             prefix = "cluster"

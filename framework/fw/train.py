@@ -20,10 +20,10 @@ from typing import Any
 
 import numpy as np
 import torch
-from torch.utils.data import Dataset
+from torch.utils.data import DataLoader, Dataset
 
 from fw.api import Learner, Optimization
-from fw.data import ArrayDataset, collate_batched
+from fw.data import ArrayDataset, SeededItems, StepSampler, collate_batched, load_all
 from fw.errors import FwError, Interrupted
 from fw.recipe import Recipe, build
 from fw.registry import Registry, get_registry
@@ -41,11 +41,10 @@ def default_run_dir(recipe: Recipe) -> Path:
 
 
 class BatchStream:
-    """Deterministic batches: epoch ``e`` visits a permutation seeded by ``(seed, e)``.
+    """The batches of a dataset by step number (for tools and tests; the loop uses `batches`).
 
-    The batch of any step can be rebuilt from the step number alone, so a resumed run sees
-    exactly the batches an uninterrupted one would. Ranks take strided slices of the epoch's
-    permutation (as `DistributedSampler` does); the last incomplete batch is dropped.
+    ``batch(step)`` is a function of the step alone (see `fw.data.StepSampler`); the whole
+    dataset when ``batch_size`` is None.
     """
 
     def __init__(
@@ -57,51 +56,62 @@ class BatchStream:
         world_size: int = 1,
     ) -> None:
         self.dataset = dataset
-        self.n = len(dataset)  # type: ignore[arg-type]
         self.batch_size = batch_size
-        self.seed = seed
-        self.rank = rank
-        self.world_size = world_size
-        per_rank = self.n // world_size
-        if batch_size is not None:
-            if batch_size > per_rank:
-                raise FwError(
-                    f"batch_size {batch_size} is larger than the {per_rank} items each of the "
-                    f"{world_size} process(es) sees; lower trainer.batch_size or "
-                    "learner.batch_size"
-                )
-            self.batches_per_epoch = per_rank // batch_size
-        else:
-            self.batches_per_epoch = 1
-        self._perm_epoch = -1
-        self._perm = torch.empty(0, dtype=torch.long)
+        n = len(dataset)  # type: ignore[arg-type]
+        self.sampler = (
+            None if batch_size is None else StepSampler(n, batch_size, seed, 0, 0, rank, world_size)
+        )
+        self.batches_per_epoch = 1 if self.sampler is None else self.sampler.batches_per_epoch
         self._full: dict[str, torch.Tensor] | None = None
-
-    def _indices(self, step: int) -> torch.Tensor:
-        epoch, b = divmod(step, self.batches_per_epoch)
-        if epoch != self._perm_epoch:
-            gen = torch.Generator().manual_seed(self.seed * 100_003 + epoch)
-            self._perm = torch.randperm(self.n, generator=gen)[self.rank :: self.world_size]
-            self._perm_epoch = epoch
-        assert self.batch_size is not None
-        return self._perm[b * self.batch_size : (b + 1) * self.batch_size]
 
     def batch(self, step: int) -> dict[str, torch.Tensor]:
         """The batch for ``step`` (the whole dataset when ``batch_size`` is None)."""
-        if self.batch_size is None:
+        if self.sampler is None:
             if self._full is None:
-                self._full = _load_all(self.dataset)
+                self._full = load_all(self.dataset)
             return self._full
-        idx = self._indices(step).tolist()
-        if hasattr(self.dataset, "__getitems__"):
-            return collate_batched(self.dataset.__getitems__(idx))
-        return collate_batched([self.dataset[i] for i in idx])
+        return _gather(self.dataset, self.sampler.indices(step).tolist())
 
 
-def _load_all(dataset: Dataset) -> dict[str, torch.Tensor]:
+def _gather(dataset: Dataset, idx: list[int]) -> dict[str, torch.Tensor]:
+    if hasattr(dataset, "__getitems__"):
+        return collate_batched(dataset.__getitems__(idx))
+    return collate_batched([dataset[i] for i in idx])
+
+
+def batches(
+    dataset: Dataset,
+    batch_size: int | None,
+    seed: int,
+    start: int,
+    stop: int,
+    fabric: Any,
+    num_workers: int = 0,
+) -> Iterator[dict[str, torch.Tensor]]:
+    """The device batches of steps ``start..stop``, the same whether or not the run resumed.
+
+    In-memory data is sliced in the main process; any other dataset streams through a
+    ``DataLoader`` with ``num_workers`` workers, set up by Fabric, driven by a
+    `fw.data.StepSampler` and `fw.data.SeededItems` (per-item transforms are seeded per step).
+    """
+    if batch_size is None:
+        full = _to_device(load_all(dataset), fabric.device)
+        for _ in range(start, stop):
+            yield full
+        return
+    n = len(dataset)  # type: ignore[arg-type]
+    sampler = StepSampler(n, batch_size, seed, start, stop, fabric.global_rank, fabric.world_size)
     if isinstance(dataset, ArrayDataset):
-        return dataset.full_batch()
-    return collate_batched([dataset[i] for i in range(len(dataset))])  # type: ignore[arg-type]
+        for step in range(start, stop):
+            yield _to_device(_gather(dataset, sampler.indices(step).tolist()), fabric.device)
+        return
+    loader = DataLoader(
+        SeededItems(dataset),
+        batch_sampler=sampler,
+        num_workers=num_workers,
+        collate_fn=collate_batched,
+    )
+    yield from fabric.setup_dataloaders(loader, use_distributed_sampler=False)
 
 
 def _rng_state() -> dict[str, Any]:
@@ -267,10 +277,6 @@ def train(
     model, *optimizers = fabric.setup(learner, *optim.optimizers)
     schedulers = optim.schedulers
 
-    stream = BatchStream(
-        data, learner.batch_size, recipe.seed, fabric.global_rank, fabric.world_size
-    )
-
     start = 0
     if resume:
         state = {"learner": learner, **_optim_state(optimizers, schedulers)}
@@ -297,17 +303,13 @@ def train(
 
     logger = MetricLogger(run_dir, recipe, enabled=rank0, resume_step=start)
     bar = _progress(cfg.progress and rank0, cfg.max_steps, start, recipe.name)
-    device_batch: dict[str, torch.Tensor] | None = None
     t0 = time.perf_counter()
     last: dict[str, float] = {}
+    stream = batches(
+        data, learner.batch_size, recipe.seed, start, cfg.max_steps, fabric, cfg.num_workers
+    )
     with StopRequest() as stop:
-        for step in range(start, cfg.max_steps):
-            if stream.batch_size is None:
-                if device_batch is None:
-                    device_batch = _to_device(stream.batch(step), fabric.device)
-                batch = device_batch
-            else:
-                batch = _to_device(stream.batch(step), fabric.device)
+        for step, batch in zip(range(start, cfg.max_steps), stream, strict=False):
             with fabric.autocast():
                 out = model(batch, step)
             loss = out["loss"]
@@ -381,9 +383,3 @@ def _progress(enabled: bool, total: int, initial: int, desc: str) -> Any:
     from tqdm.auto import tqdm
 
     return tqdm(total=total, initial=initial, desc=desc, disable=not enabled, dynamic_ncols=True)
-
-
-def iterate_batches(stream: BatchStream, steps: int) -> Iterator[dict[str, torch.Tensor]]:
-    """The first ``steps`` batches of a stream (for tools and tests)."""
-    for step in range(steps):
-        yield stream.batch(step)
