@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 import torch
 from torch import Tensor
@@ -35,6 +35,13 @@ class IConLearner(api.Learner):
     (t-SNE's early exaggeration). Evaluation clusters the learned representation (k-means, or
     argmax for cluster-kernel q) and scores it against the labels.
     """
+
+    example: ClassVar[dict[str, Any]] = {
+        "p": {"name": "gaussian", "perplexity": 5.0},
+        "q": {"name": "student_t"},
+        "mapper": {"name": "mlp", "dim": 2, "hidden": [16]},
+        "batch_size": 32,
+    }
 
     def __init__(
         self,

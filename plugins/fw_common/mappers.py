@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 import torch
 from torch import Tensor, nn
@@ -65,6 +65,8 @@ class Embedding(Featurizer):
 
 class Linear(Featurizer):
     """A linear map of flattened inputs to ``dim`` features (PCA-style mapper, linear heads)."""
+
+    example: ClassVar[dict[str, Any]] = {"dim": 4}
 
     def __init__(self, dim: int, in_dim: int | None = None, bias: bool = True) -> None:
         super().__init__()

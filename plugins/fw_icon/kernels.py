@@ -9,7 +9,7 @@ on the unit sphere ``‖u − v‖² = 2 − 2cos``, so ``τ = σ²`` for ``/2σ
 from __future__ import annotations
 
 import math
-from typing import ClassVar, Literal
+from typing import Any, ClassVar, Literal
 
 import torch
 import torch.nn.functional as F
@@ -100,6 +100,8 @@ class PrototypeSoftmax(api.NeighborhoodDistribution, nn.Module):
     ``normalize`` L2-normalises f and φ first (a cosine classifier). With ``data_label`` as p
     the I-Con loss is exactly ``F.cross_entropy`` of these logits (spec §3.3 #15).
     """
+
+    example: ClassVar[dict[str, Any]] = {"num_classes": 3, "dim": 4}
 
     family: ClassVar[str] = "Gaussian"
     role: ClassVar[str] = "learned"

@@ -37,6 +37,12 @@ def _as_array_dataset(data: Any, what: str) -> ArrayDataset:
     return data
 
 
+@api.example(
+    of={"name": "digits", "limit": 40},
+    featurizer={"name": "linear", "dim": 4},
+    progress=False,
+    cache_dir="/tmp/fw-smoke-cache",
+)
 def featurized(
     of: Dataset,
     featurizer: api.Featurizer,
@@ -57,6 +63,7 @@ def featurized(
     from fw.features import cached_features
 
     cache = Path(cache_dir).expanduser()
+    featurizer.setup(of)  # lazy layers and data-fitted featurizers see the data first
     feats = cached_features(of, featurizer, cache, batch_size=batch_size, progress=progress)
     feats_t = torch.from_numpy(np.array(feats, dtype=np.float32))
     if isinstance(of, ArrayDataset):

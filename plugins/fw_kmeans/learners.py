@@ -28,7 +28,7 @@ from __future__ import annotations
 
 import copy
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 import torch
 from torch import Tensor, nn
@@ -48,6 +48,13 @@ class ClusterLearner(IConLearner):
     ``p_scope`` (``batch`` | ``dataset``), ``p_featurizer``, ``degrees`` (``none`` | ``p``),
     ``restarts``, ``restart_steps``, ``select_points``.
     """
+
+    example: ClassVar[dict[str, Any]] = {
+        "p": {"name": "knn", "k": 5},
+        "q": {"name": "cluster"},
+        "mapper": {"name": "linear", "dim": 10},
+        "batch_size": 32,
+    }
 
     def __init__(
         self,

@@ -31,7 +31,7 @@ from __future__ import annotations
 import copy
 import warnings
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 import numpy as np
 import torch
@@ -94,6 +94,15 @@ class ContrastiveLearner(api.Learner):
     of modality b (``retrieval_metric``: cosine or euclidean) is the same item, and
     ``retrieval_top1`` their mean over the ordered pairs.
     """
+
+    example: ClassVar[dict[str, Any]] = {
+        "p": {"name": "positive_pairs"},
+        "q": {"name": "gaussian", "metric": "cosine", "temperature": 0.5},
+        "backbone": {"name": "mlp", "dim": 8, "hidden": [16]},
+        "batch_size": 16,
+        "augment": "digits",
+        "linear_probe": False,
+    }
 
     def __init__(
         self,

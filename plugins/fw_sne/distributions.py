@@ -26,7 +26,7 @@ Conventions (spec icon.md §7.7), fixed here once for every kernel of this modul
 from __future__ import annotations
 
 import math
-from typing import Literal
+from typing import Any, ClassVar, Literal
 
 import torch
 import torch.nn.functional as F
@@ -163,6 +163,8 @@ class Gaussian(NeighborhoodDistribution):
     As p it runs under ``no_grad`` (the learner's doing); as q gradients reach the features
     (the perplexity-calibrated widths are constants).
     """
+
+    example: ClassVar[dict[str, Any]] = {"perplexity": 4.0}
 
     role = "either"
     family = "Gaussian"
