@@ -18,7 +18,13 @@ WALKED: Counter[str] = Counter()
 def _entries():
     registry = get_registry()
     return [
-        pytest.param(kind.name, entry.name, id=f"{kind.name}:{entry.name}")
+        pytest.param(
+            kind.name,
+            entry.name,
+            id=f"{kind.name}:{entry.name}",
+            # big random-weight backbones declare themselves slow to build
+            marks=[pytest.mark.slow] if getattr(entry.factory, "smoke_slow", False) else [],
+        )
         for kind in KINDS
         for entry in registry.entries(kind.name)
     ]
