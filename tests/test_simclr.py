@@ -227,11 +227,11 @@ def test_clip_scores_retrieval_and_probes_on_the_holdout(registry, halves):
 
 
 def test_modalities_user_errors(registry):
-    with pytest.raises(ValueError, match="EMA teacher"):
+    with pytest.raises(RecipeError, match="EMA teacher"):
         _learner(registry, "clip_digits", "learner.ema_momentum=0.9", "learner.views=2")
-    with pytest.raises(ValueError, match="reads input features"):
+    with pytest.raises(RecipeError, match="reads input features"):
         _learner(registry, "clip_digits", "learner.p={name: gaussian, sigma: 1.0}")
-    with pytest.raises(ValueError, match="distinct"):
+    with pytest.raises(RecipeError, match="distinct"):
         _learner(registry, "clip_digits", "learner.modalities=[x, x]")
 
 

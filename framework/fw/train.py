@@ -20,6 +20,7 @@ from typing import Any
 
 import numpy as np
 import torch
+import yaml
 from torch.utils.data import DataLoader, Dataset
 
 from fw.api import Learner, Optimization
@@ -242,16 +243,28 @@ def train(
     run_dir: str | Path | None = None,
     resume: bool = False,
     registry: Registry | None = None,
+    overwrite: bool = False,
 ) -> dict[str, float]:
-    """Build the recipe's learner and data, train, evaluate; return the final metrics."""
+    """Build the recipe's learner and data, train, evaluate; return the final metrics.
+
+    A run directory that holds a run is never silently replaced: ``resume`` continues it
+    (with the same recipe), ``overwrite`` starts afresh.
+    """
+    return fit(recipe, run_dir, resume, registry, overwrite)[0]
+
+
+def fit(
+    recipe: Recipe,
+    run_dir: str | Path | None = None,
+    resume: bool = False,
+    registry: Registry | None = None,
+    overwrite: bool = False,
+) -> tuple[dict[str, float], Learner]:
+    """`train`, also returning the trained learner (for in-process use, `fw.run`)."""
     registry = registry or get_registry()
     run_dir = Path(run_dir) if run_dir is not None else default_run_dir(recipe)
     ckpt_path = run_dir / CHECKPOINT
-    if resume and not ckpt_path.exists():
-        raise FwError(
-            f"--resume: no checkpoint at {ckpt_path}. Pass the --out directory of the run to "
-            "continue (it holds checkpoints/last.ckpt)."
-        )
+    _check_run_dir(recipe, run_dir, resume, overwrite)
     os.environ[RUN_DIR_ENV] = str(run_dir)
 
     if recipe.trainer.threads:
@@ -268,12 +281,20 @@ def train(
     data = build("dataset", recipe.raw["data"], registry)
     eval_spec = recipe.raw.get("eval_data")
     eval_data = build("dataset", eval_spec, registry) if eval_spec else data
-    learner: Learner = build("learner", recipe.raw["learner"], registry)
+    learner: Learner = build("learner", recipe.raw["learner"], registry, "learner")
     cfg = recipe.trainer
     if cfg.batch_size is not None:  # before setup: full-batch learners cache p in dataset order
         learner.batch_size = cfg.batch_size
-    learner.setup(data)
-    optim = Optimization.of(learner.configure_optimizers())
+    try:
+        learner.setup(data)
+        optim = Optimization.of(learner.configure_optimizers())
+    except (ValueError, KeyError, TypeError, IndexError) as err:
+        if isinstance(err, FwError):
+            raise
+        raise FwError(
+            f"the learner rejected the recipe while looking at the data: {_message(err)}. "
+            "Fix the value under 'learner' (or 'data') in the recipe or its override."
+        ) from err
     model, *optimizers = fabric.setup(learner, *optim.optimizers)
     schedulers = optim.schedulers
 
@@ -281,7 +302,14 @@ def train(
     if resume:
         state = {"learner": learner, **_optim_state(optimizers, schedulers)}
         state.update(step=0, rng=None, extra={})
-        fabric.load(ckpt_path, state)
+        try:
+            fabric.load(ckpt_path, state)
+        except Exception as err:  # truncated file, or the state of another learner
+            raise FwError(
+                f"--resume: cannot restore {ckpt_path} ({type(err).__name__}: "
+                f"{str(err).splitlines()[0][:200]}). The file is truncated or was written by "
+                "another recipe; run again with --overwrite to start afresh."
+            ) from err
         _load_schedulers(schedulers, state)
         start = int(state["step"])
         _set_rng_state(state["rng"])
@@ -354,7 +382,49 @@ def train(
         logger.log(cfg.max_steps, final, split="eval")
     logger.finish(final)
     fabric.barrier()
-    return final
+    return final, learner
+
+
+def _message(err: BaseException) -> str:
+    return str(err.args[0]) if isinstance(err, KeyError) and err.args else str(err)
+
+
+def _check_run_dir(recipe: Recipe, run_dir: Path, resume: bool, overwrite: bool) -> None:
+    """Refuse to lose a run: resume needs its checkpoint and recipe; a finished run stays."""
+    ckpt_path = run_dir / CHECKPOINT
+    saved = run_dir / "recipe.yaml"
+    if resume and overwrite:
+        raise FwError("--resume and --overwrite contradict each other; pass one of them")
+    if resume:
+        if not ckpt_path.exists():
+            raise FwError(
+                f"--resume: no checkpoint at {ckpt_path}. Pass the --out directory of the run "
+                "to continue (it holds checkpoints/last.ckpt)."
+            )
+        if saved.exists():
+            before = yaml.safe_load(saved.read_text()) or {}
+            changed = [
+                k
+                for k in ("seed", "data", "eval_data", "learner")
+                if before.get(k) != recipe.raw.get(k)
+            ]
+            if changed:
+                raise FwError(
+                    f"--resume: {run_dir} holds a run of another recipe (its {', '.join(changed)} "
+                    f"differ; see {saved}). Resume with that recipe, or use another --out."
+                )
+        return
+    if os.environ.get(RUN_DIR_ENV) == str(run_dir) and os.environ.get("LOCAL_RANK"):
+        return  # a DDP child of the process that already checked (and cleared) the directory
+    finished = (run_dir / "metrics.json").exists()
+    if (finished or ckpt_path.exists()) and not overwrite:
+        what = "a finished run" if finished else "an interrupted run (continue it with --resume)"
+        raise FwError(
+            f"{run_dir} holds {what}; pass --overwrite to replace it, or choose another --out"
+        )
+    if overwrite:
+        for stale in (run_dir / "metrics.json", run_dir / "metrics.jsonl", ckpt_path):
+            stale.unlink(missing_ok=True)
 
 
 def _optim_state(optimizers: list[Any], schedulers: list[Any]) -> dict[str, Any]:

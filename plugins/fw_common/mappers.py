@@ -17,6 +17,11 @@ def _as_float(x: Tensor) -> Tensor:
     return x if x.is_floating_point() else x.float()
 
 
+def _check_dim(dim: int) -> None:
+    if dim < 1:
+        raise ValueError(f"dim must be >= 1, got {dim}")
+
+
 class Embedding(Featurizer):
     """Non-parametric mapper: one learned vector per data point, looked up by ``index``.
 
@@ -35,6 +40,7 @@ class Embedding(Featurizer):
         seed: int = 0,
     ) -> None:
         super().__init__()
+        _check_dim(dim)
         self.dim = dim
         self.init = init
         self.init_std = init_std
@@ -70,6 +76,7 @@ class Linear(Featurizer):
 
     def __init__(self, dim: int, in_dim: int | None = None, bias: bool = True) -> None:
         super().__init__()
+        _check_dim(dim)
         self.dim = dim
         self.layer = (
             nn.LazyLinear(dim, bias=bias) if in_dim is None else nn.Linear(in_dim, dim, bias)
@@ -95,6 +102,7 @@ class MLP(Featurizer):
         batch_norm: bool = True,
     ) -> None:
         super().__init__()
+        _check_dim(dim)
         self.dim = dim
         layers: list[nn.Module] = []
         width = in_dim

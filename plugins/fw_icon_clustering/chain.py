@@ -24,6 +24,7 @@ from torch.utils.data import Dataset
 from fw import api
 from fw.data import ArrayDataset
 from fw.errors import DataError
+from fw.runs import load_run
 
 #: where the chained runs are kept unless a recipe says otherwise
 DEFAULT_CACHE = "~/.cache/fw"
@@ -144,13 +145,8 @@ def chained(
         saved_env = os.environ.get(RUN_DIR_ENV)
         try:
             if not ((run_dir / CHECKPOINT).is_file() and (run_dir / "metrics.json").is_file()):
-                train(inner, run_dir, registry=registry)
-            learner = build("learner", inner.raw["learner"], registry)
-            learner.setup(data)
-            state = torch.load(run_dir / CHECKPOINT, map_location="cpu", weights_only=False)
-            learner.load_state_dict(state["learner"])
-            learner.load_extra_state(state.get("extra", {}))
-            learner.eval()
+                train(inner, run_dir, registry=registry, overwrite=True)
+            learner = load_run(run_dir, registry)
             full = data.full_batch()
             n = len(data)
             with torch.no_grad():
