@@ -94,7 +94,7 @@ def test_step_sampler_resumes_mid_epoch_and_splits_ranks():
 def test_streamed_workers_interrupt_resume_equals_uninterrupted(
     stream_recipe, registry, tmp_path, monkeypatch
 ):
-    from fw.learner import IConLearner
+    from fw_common.learner import IConLearner
 
     full = train(load_recipe(stream_recipe, [], registry), tmp_path / "full", registry=registry)
     original = IConLearner.training_step
@@ -122,7 +122,7 @@ def test_streamed_workers_interrupt_resume_equals_uninterrupted(
 DDP_SCRIPT = """
 import signal, sys
 from fw.errors import Interrupted
-from fw.learner import IConLearner
+from fw_common.learner import IConLearner
 from fw.recipe import load_recipe
 from fw.registry import get_registry
 from fw.train import train

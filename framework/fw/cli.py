@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import importlib
 import sys
 import textwrap
 from collections.abc import Sequence
@@ -153,11 +152,24 @@ def cmd_plugins(args: argparse.Namespace) -> int:
 
 
 def cmd_table(args: argparse.Namespace) -> int:
-    try:
-        table = importlib.import_module("fw.table")
-    except ModuleNotFoundError:
-        raise FwError("the periodic table is not available in this version of fw") from None
-    return table.main(args, _registry(args))
+    """`fw table`: print (and optionally draw) the table, or write a cell's recipe."""
+    from fw import table
+    from fw.plots import periodic_table
+
+    registry = _registry(args)
+    if args.recipe:
+        text = table.cell_recipe(args.recipe, registry)
+        if args.out:
+            Path(args.out).write_text(text)
+            print(f"wrote {args.out}")
+        else:
+            print(text, end="" if text.endswith("\n") else "\n")
+        return 0
+    built = table.build_table(registry)
+    print(table.render_text(built, registry))
+    if args.png:
+        print(f"wrote {periodic_table(built, Path(args.png), registry=registry)}")
+    return 0
 
 
 COMMANDS = {"run": cmd_run, "show": cmd_show, "plugins": cmd_plugins, "table": cmd_table}

@@ -12,6 +12,10 @@ from fw import metrics
 from fw.data import labels_of, take
 from fw.plots import cluster_confusion, scatter
 
+#: metric prefixes: clusters read off a cluster q's argmax, or k-means on an embedding
+ARGMAX_PREFIX = "cluster"
+KMEANS_PREFIX = "kmeans"
+
 
 def evaluate_embedding(
     z: Tensor,
@@ -40,10 +44,10 @@ def evaluate_embedding(
         k = n_clusters or (len(classes) if classes else None) or int(y.max()) + 1
         if clusters_from_argmax:
             pred = emb.argmax(axis=1)
-            prefix = "cluster"
+            prefix = ARGMAX_PREFIX
         else:
             pred = KMeans(n_clusters=k, n_init=10, random_state=seed).fit_predict(emb)
-            prefix = "kmeans"
+            prefix = KMEANS_PREFIX
         out[f"{prefix}_hungarian_accuracy"] = metrics.hungarian_accuracy(y, pred)
         out[f"{prefix}_nmi"] = metrics.nmi(y, pred)
         out[f"{prefix}_ari"] = metrics.ari(y, pred)

@@ -193,7 +193,9 @@ def _learner(entry: Entry, obj: api.Learner, registry: Registry) -> None:
     from fw.train import train
 
     spec = {"name": entry.name, **example_params(entry.factory)}
-    data = dict(getattr(entry.factory, "example_data", None) or {"name": "digits", "limit": 64})
+    data = dict(getattr(entry.factory, "example_data", None) or {})
+    if not data:
+        raise _fail(entry, "declares no example_data (a small dataset spec to train it on)")
     recipe = recipe_from_dict(
         {
             "data": data,

@@ -83,6 +83,8 @@ class DataLabel(api.NeighborhoodDistribution):
     points of ``LABELS_COL`` and a row is uniform over the columns of its class.
     """
 
+    table_params: ClassVar[dict[str, Any]] = {"p": {"num_classes": 10}}
+
     example: ClassVar[dict[str, Any]] = {"num_classes": 3}
 
     family: ClassVar[str] = "Data-Label Pairs"

@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import copy
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 import torch
 from torch import Tensor, nn
@@ -87,6 +87,8 @@ class IConClustering(api.Learner):
       `fw_icon_clustering.fused` recognises (same value and gradient as the generic dense
       path, which is used otherwise).
     """
+
+    example_data: ClassVar[dict[str, Any]] = {"name": "digits", "limit": 64}
 
     def __init__(
         self,

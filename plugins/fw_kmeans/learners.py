@@ -37,7 +37,7 @@ from fw import api
 from fw.api import OptimizerFactory
 from fw.errors import check_choice
 from fw.icon import icon_loss
-from fw.learner import IConLearner, context_from_batch
+from fw_common.learner import IConLearner, context_from_batch
 from fw_kmeans.distributions import DEGREE
 
 

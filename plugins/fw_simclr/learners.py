@@ -95,6 +95,8 @@ class ContrastiveLearner(api.Learner):
     ``retrieval_top1`` their mean over the ordered pairs.
     """
 
+    example_data: ClassVar[dict[str, Any]] = {"name": "digits", "limit": 64}
+
     example: ClassVar[dict[str, Any]] = {
         "p": {"name": "positive_pairs"},
         "q": {"name": "gaussian", "metric": "cosine", "temperature": 0.5},

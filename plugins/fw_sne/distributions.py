@@ -164,6 +164,12 @@ class Gaussian(NeighborhoodDistribution):
     (the perplexity-calibrated widths are constants).
     """
 
+    #: parameters a generated table recipe gives it (`fw.table.generic_recipe`)
+    table_params: ClassVar[dict[str, Any]] = {
+        "p": {"perplexity": 30},
+        "q": {"sigma": 0.7071067811865476},  # SNE's q: exp(-||z_i - z_j||²)
+    }
+
     example: ClassVar[dict[str, Any]] = {"perplexity": 4.0}
 
     role = "either"

@@ -36,6 +36,8 @@ class IConLearner(api.Learner):
     argmax for cluster-kernel q) and scores it against the labels.
     """
 
+    example_data: ClassVar[dict[str, Any]] = {"name": "digits", "limit": 64}
+
     example: ClassVar[dict[str, Any]] = {
         "p": {"name": "gaussian", "perplexity": 5.0},
         "q": {"name": "student_t"},
