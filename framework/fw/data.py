@@ -160,26 +160,26 @@ class StepSampler(Sampler):
         self.rank, self.world_size = rank, world_size
         self.batches_per_epoch = per_rank // batch_size
 
+    def _perm(self, epoch: int) -> Tensor:
+        """This rank's share of epoch ``epoch``'s permutation (the last one is kept)."""
+        if getattr(self, "_cached", (None,))[0] != epoch:
+            gen = torch.Generator().manual_seed(self.seed * 100_003 + epoch)
+            perm = torch.randperm(self.n, generator=gen)[self.rank :: self.world_size]
+            self._cached = (epoch, perm)
+        return self._cached[1]
+
     def indices(self, step: int) -> Tensor:
         """Dataset indices of this rank's batch at ``step``."""
         epoch, b = divmod(step, self.batches_per_epoch)
-        gen = torch.Generator().manual_seed(self.seed * 100_003 + epoch)
-        perm = torch.randperm(self.n, generator=gen)[self.rank :: self.world_size]
-        return perm[b * self.batch_size : (b + 1) * self.batch_size]
+        return self._perm(epoch)[b * self.batch_size : (b + 1) * self.batch_size]
 
     def __len__(self) -> int:
         return max(self.stop - self.start, 0)
 
     def __iter__(self) -> Iterator[list[tuple[int, int]]]:
-        cached_epoch, perm = -1, torch.empty(0, dtype=torch.long)
+        offset = self.rank * self.batch_size
         for step in range(self.start, self.stop):
-            epoch, b = divmod(step, self.batches_per_epoch)
-            if epoch != cached_epoch:
-                gen = torch.Generator().manual_seed(self.seed * 100_003 + epoch)
-                perm = torch.randperm(self.n, generator=gen)[self.rank :: self.world_size]
-                cached_epoch = epoch
-            idx = perm[b * self.batch_size : (b + 1) * self.batch_size].tolist()
-            offset = self.rank * self.batch_size
+            idx = self.indices(step).tolist()
             yield [(i, item_seed(self.seed, step, offset + k)) for k, i in enumerate(idx)]
 
 

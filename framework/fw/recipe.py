@@ -264,6 +264,14 @@ def factory_params(factory: Callable[..., Any], skip: int = 0) -> dict[str, insp
     return {p.name: p for p in params[skip:]}
 
 
+def _takes_any(factory: Callable[..., Any]) -> bool:
+    """Whether the factory accepts ``**kwargs`` (extra recipe keys pass through to it)."""
+    return any(
+        p.kind is inspect.Parameter.VAR_KEYWORD
+        for p in inspect.signature(factory).parameters.values()
+    )
+
+
 class _Checker:
     def __init__(self, registry: Registry, source: Path | None, lines: dict[str, int]) -> None:
         self.registry = registry
@@ -347,9 +355,14 @@ class _Checker:
         params = factory_params(entry.factory, skip=skip)
         hints = _hints(entry.factory)
         what = f"{kind} '{name}' (plugin {entry.plugin})"
+        spec = self._aliases(path, dict(spec), getattr(entry.factory, "aliases", None) or {})
         out: dict[str, Any] = {"name": name}
+        takes_any = _takes_any(entry.factory)
         for key, value in spec.items():
             if key == "name":
+                continue
+            if key not in params and takes_any:
+                out[key] = value  # passed through to the factory's **kwargs
                 continue
             if key not in params:
                 raise self.fail(f"{path}.{key}", self._unknown(key, list(params), what))
@@ -365,6 +378,31 @@ class _Checker:
                 )
             out[pname] = _plain(param.default)
         return out
+
+    def _aliases(
+        self, path: str, spec: dict[str, Any], aliases: Mapping[str, str]
+    ) -> dict[str, Any]:
+        """Move alias keys (``clusters`` -> ``mapper.dim``) to the nested key they stand for."""
+        for alias, target in aliases.items():
+            if alias not in spec:
+                continue
+            value = spec.pop(alias)
+            *parents, leaf = target.split(".")
+            node = spec
+            for part in parents:
+                child = node.get(part)
+                if not isinstance(child, Mapping):
+                    raise self.fail(
+                        f"{path}.{alias}", f"sets {path}.{target}, but {path}.{part} is not given"
+                    )
+                node[part] = node = dict(child)
+            if leaf in node and node[leaf] != value:
+                raise self.fail(
+                    f"{path}.{alias}",
+                    f"{alias}={value!r} contradicts {path}.{target}={node[leaf]!r}; give one",
+                )
+            node[leaf] = value
+        return spec
 
     def value(self, path: str, value: Any, annotation: Any) -> Any:
         if annotation is inspect.Parameter.empty or annotation is Any:
@@ -506,6 +544,9 @@ def build(
         if key == "name":
             continue
         if key not in params:
+            if _takes_any(entry.factory):
+                kwargs[key] = value
+                continue
             raise RecipeError(f"{path}.{key}: unknown parameter of {kind} '{spec['name']}'")
         annotation = hints.get(key, params[key].annotation)
         sub_kind = _component_kind(annotation)

@@ -13,17 +13,12 @@ def _walkable(factory, slow: bool = False):
     return factory
 
 
+#: big random-weight backbones are slow to build: the registry walk runs them with -m slow
+_SLOW = {"dino_vitb16", "dino_vitb8", "dinov2_vitb14", "dinov2_vitl14", "resnet50"}
+
+
 @hookimpl
 def fw_featurizers():
     return {
-        "resnet18": _walkable(cnn.resnet18),
-        "resnet50": _walkable(cnn.resnet50, slow=True),
-        "mobilenet_v2": _walkable(cnn.mobilenet_v2),
-        "dino_vits16": _walkable(vit.dino_vits16),
-        "dino_vits8": _walkable(vit.dino_vits8),
-        "dino_vitb16": _walkable(vit.dino_vitb16, slow=True),
-        "dino_vitb8": _walkable(vit.dino_vitb8, slow=True),
-        "dinov2_vits14": _walkable(vit.dinov2_vits14),
-        "dinov2_vitb14": _walkable(vit.dinov2_vitb14, slow=True),
-        "dinov2_vitl14": _walkable(vit.dinov2_vitl14, slow=True),
+        name: _walkable(b, name in _SLOW) for name, b in {**cnn.BUILDERS, **vit.BUILDERS}.items()
     }

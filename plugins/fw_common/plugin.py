@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from fw import hookimpl
-from fw_common import mappers, optimizers
+from fw_common import augment, mappers, optimizers
 from fw_common.learner import IConLearner
 
 
@@ -20,6 +20,11 @@ def fw_featurizers():
         "mlp": mappers.MLP,
         "orthonormal_projection": mappers.OrthonormalProjection,
     }
+
+
+@hookimpl
+def fw_augmentations():
+    return dict(augment.OPS)
 
 
 @hookimpl

@@ -49,6 +49,9 @@ class ClusterLearner(IConLearner):
     ``restarts``, ``restart_steps``, ``select_points``.
     """
 
+    #: ``clusters: K`` in a recipe sets the mapper's output width (one logit per cluster), the
+    #: same key as the ``icon_clustering`` learner's
+    aliases: ClassVar[dict[str, str]] = {"clusters": "mapper.dim"}
     example: ClassVar[dict[str, Any]] = {
         "p": {"name": "knn", "k": 5},
         "q": {"name": "cluster"},
