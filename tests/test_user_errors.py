@@ -159,7 +159,6 @@ def test_fuzz_every_component_parameter(capsys):
         print(f"\nfuzzed {len(cases)} component-parameter cases: {outcomes}")
 
 
-@pytest.mark.slow
 def test_fuzz_cli_runs_of_the_tsne_recipe(capsys, tmp_path):
     """`fw run` in-process with bad values for every parameter of the t-SNE recipe."""
     from fw.recipe import load_recipe

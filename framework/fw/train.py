@@ -7,6 +7,7 @@ owns its step (`fw.api.Learner`).
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import random
@@ -285,16 +286,9 @@ def fit(
     cfg = recipe.trainer
     if cfg.batch_size is not None:  # before setup: full-batch learners cache p in dataset order
         learner.batch_size = cfg.batch_size
-    try:
+    with _recipe_values("while looking at the data"):
         learner.setup(data)
         optim = Optimization.of(learner.configure_optimizers())
-    except (ValueError, KeyError, TypeError, IndexError) as err:
-        if isinstance(err, FwError):
-            raise
-        raise FwError(
-            f"the learner rejected the recipe while looking at the data: {_message(err)}. "
-            "Fix the value under 'learner' (or 'data') in the recipe or its override."
-        ) from err
     model, *optimizers = fabric.setup(learner, *optim.optimizers)
     schedulers = optim.schedulers
 
@@ -374,7 +368,8 @@ def fit(
 
     final: dict[str, float] = {}
     if rank0:
-        final = learner.evaluate(eval_data, run_dir)
+        with _recipe_values("while evaluating (the checkpoint is saved)"):
+            final = learner.evaluate(eval_data, run_dir)
         final.update({f"final_{k}": v for k, v in last.items()})
         final["steps"] = float(cfg.max_steps)
         final["train_seconds"] = elapsed
@@ -387,6 +382,27 @@ def fit(
 
 def _message(err: BaseException) -> str:
     return str(err.args[0]) if isinstance(err, KeyError) and err.args else str(err)
+
+
+@contextlib.contextmanager
+def _recipe_values(when: str) -> Iterator[None]:
+    """Turn a component's refusal of the recipe's values into an error naming what to fix."""
+    try:
+        yield
+    except FwError:
+        raise
+    except (ValueError, KeyError, TypeError, IndexError) as err:
+        raise FwError(
+            f"the learner rejected the recipe {when}: {_message(err)}. Fix the value under "
+            "'learner' (or 'data') in the recipe or its override."
+        ) from err
+    except RuntimeError as err:
+        if "allocate" not in str(err):
+            raise
+        raise FwError(
+            f"the recipe asks for more memory than this machine has ({when}); lower the sizes "
+            "under 'learner' or 'trainer' (batch_size, dimensions)"
+        ) from err
 
 
 def _check_run_dir(recipe: Recipe, run_dir: Path, resume: bool, overwrite: bool) -> None:
