@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from fw import hookimpl
-from fw_backbones import cnn, vit
+from fw_backbones import cnn, taps, vit
 
 
 def _walkable(factory, slow: bool = False):
@@ -19,6 +19,7 @@ _SLOW = {"dino_vitb16", "dino_vitb8", "dinov2_vitb14", "dinov2_vitl14", "resnet5
 
 @hookimpl
 def fw_featurizers():
-    return {
+    builders = {
         name: _walkable(b, name in _SLOW) for name, b in {**cnn.BUILDERS, **vit.BUILDERS}.items()
     }
+    return {**builders, "mobilenet_v2_tap": taps.mobilenet_v2_tap}
