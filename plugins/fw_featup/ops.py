@@ -69,12 +69,13 @@ class _AdaptiveConv(torch.autograd.Function):
                     grad_x[:, :, i : i + h, j : j + w].addcmul_(grad_out, kt[:, i, j])
         if ctx.needs_input_grad[1]:
             grad_kt = kernel.new_empty(kernel.shape[0], k, k, h, w)
+            # one C·H·W scratch map reused by every offset: a fresh temporary per offset would
+            # cost as much in page faults as the arithmetic itself
+            scratch = torch.empty_like(grad_out)
             for i in range(k):
                 for j in range(k):
-                    # Σ_c grad_out · x slice, one [B, H, W] plane per offset (a C·H·W temporary)
-                    torch.sum(
-                        grad_out * x_pad[:, :, i : i + h, j : j + w], dim=1, out=grad_kt[:, i, j]
-                    )
+                    torch.mul(grad_out, x_pad[:, :, i : i + h, j : j + w], out=scratch)
+                    torch.sum(scratch, dim=1, out=grad_kt[:, i, j])
             grad_k = grad_kt.permute(0, 3, 4, 1, 2)
         return grad_x, grad_k
 
