@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import pytest
 import torch
+import torch.nn.functional as F
 
 from fw.errors import ShapeError
-from fw_featup.ops import adaptive_conv, adaptive_conv_unfold
+from fw_featup.ops import adaptive_conv, adaptive_conv_unfold, local_dot
 
 
 def _integer_inputs(b=2, c=3, h=5, w=6, k=3, seed=0):
@@ -82,3 +83,12 @@ def test_shape_errors_name_the_expected_shape():
         adaptive_conv(torch.zeros(1, 2, 5, 5), torch.zeros(1, 4, 4, 3, 3))
     with pytest.raises(ShapeError, match="square"):
         adaptive_conv(torch.zeros(1, 2, 6, 6), torch.zeros(1, 4, 4, 3, 2))
+
+
+def test_local_dot_matches_unfold_and_gradcheck():
+    g = torch.Generator().manual_seed(0)
+    q = torch.randn(2, 4, 6, 5, dtype=torch.float64, generator=g, requires_grad=True)
+    q_pad = torch.randn(2, 4, 8, 7, dtype=torch.float64, generator=g, requires_grad=True)
+    ref = (F.unfold(q_pad, 3).view(2, 4, 9, 6, 5) * q.unsqueeze(2)).sum(dim=1)
+    torch.testing.assert_close(local_dot(q_pad, q), ref)
+    assert torch.autograd.gradcheck(local_dot, (q_pad, q))

@@ -168,11 +168,16 @@ class ImplicitUpsampler(Upsampler):
                 views.append(featurize(guidance if jit is None else apply_jitter(guidance, jit)))
             feats = torch.cat(views)  # [P, C, h, w]
             dim = feats.shape[1]
-            self.pca = PCA(dim, self.pca_dim).fit(feats[: c["pca_views"]])
+            self.pca = PCA(dim, self.pca_dim).to(feats.device).fit(feats[: c["pca_views"]])
             targets = self.pca.project(feats)
         self.net = ImplicitNet(self.pca_dim, self.n_freqs, self.hidden, self.dropout)
         down = AttentionDownsampler(self.pca_dim + 1, c["kernel_size"])
         scale = Uncertainty(self.pca_dim) if c["uncertainty"] else None
+        device = guidance.device
+        self.net.to(device)
+        down.to(device)
+        if scale is not None:
+            scale.to(device)
         params = [*self.net.parameters(), *down.parameters()]
         params += [] if scale is None else list(scale.parameters())
         opt = torch.optim.NAdam(params, lr=c["lr"])

@@ -93,3 +93,48 @@ def adaptive_conv_unfold(x_pad: Tensor, kernel: Tensor) -> Tensor:
     patches = F.unfold(x_pad, k).view(b, c, k * k, h, w)  # [B, C, k², H, W]
     weights = kernel.reshape(b, h, w, k * k).permute(0, 3, 1, 2).unsqueeze(1)  # [B, 1, k², H, W]
     return (patches * weights).sum(dim=2)
+
+
+class _LocalDot(torch.autograd.Function):
+    """``out[b, i·k + j, h, w] = Σ_c q_pad[b, c, h + i, w + j] · q[b, c, h, w]``, offset loops."""
+
+    @staticmethod
+    def forward(ctx: Any, q_pad: Tensor, q: Tensor) -> Tensor:
+        k = q_pad.shape[-2] - q.shape[-2] + 1
+        h, w = q.shape[-2:]
+        if q_pad.shape[:2] != q.shape[:2] or q_pad.shape[-1] - w + 1 != k or k < 1:
+            raise ShapeError(
+                f"local_dot needs q_pad [B, C, H+k-1, W+k-1] and q [B, C, H, W], got "
+                f"{tuple(q_pad.shape)} and {tuple(q.shape)}"
+            )
+        out = q.new_empty(q.shape[0], k * k, h, w)
+        scratch = torch.empty_like(q)
+        for i in range(k):
+            for j in range(k):
+                torch.mul(q_pad[:, :, i : i + h, j : j + w], q, out=scratch)
+                torch.sum(scratch, dim=1, out=out[:, i * k + j])
+        ctx.save_for_backward(q_pad, q)
+        return out
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx: Any, grad_out: Tensor) -> tuple[Tensor | None, Tensor | None]:
+        q_pad, q = ctx.saved_tensors
+        k = q_pad.shape[-2] - q.shape[-2] + 1
+        h, w = q.shape[-2:]
+        grad_pad = torch.zeros_like(q_pad) if ctx.needs_input_grad[0] else None
+        grad_q = torch.zeros_like(q) if ctx.needs_input_grad[1] else None
+        for i in range(k):
+            for j in range(k):
+                g = grad_out[:, i * k + j].unsqueeze(1)
+                if grad_pad is not None:
+                    grad_pad[:, :, i : i + h, j : j + w].addcmul_(q, g)
+                if grad_q is not None:
+                    grad_q.addcmul_(q_pad[:, :, i : i + h, j : j + w], g)
+        return grad_pad, grad_q
+
+
+def local_dot(q_pad: Tensor, q: Tensor) -> Tensor:
+    """Dot products of each pixel's vector with its k×k window in ``q_pad``: ``[B, k², H, W]``
+    (the JBU range logits, Eq. 5.6) without a ``C·k²·H·W`` buffer or per-offset saved slices."""
+    return _LocalDot.apply(q_pad, q)

@@ -18,7 +18,7 @@ from torch import Tensor, nn
 
 from fw.api import Upsampler
 from fw.errors import DataError, RecipeError, ShapeError, check_choice
-from fw_featup.ops import adaptive_conv
+from fw_featup.ops import adaptive_conv, local_dot
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -221,19 +221,9 @@ class JBUStage(nn.Module):
 
     def range_kernel(self, guidance: Tensor) -> Tensor:
         """``[B, d², H, W]`` softmax over the window of temperature × key dot products."""
-        r, (h, w) = self.radius, guidance.shape[-2:]
+        r = self.radius
         q = self.range_proj(guidance)
-        q_pad = F.pad(q, (r,) * 4, mode="reflect")
-        d = 2 * r + 1
-        # one [B, H, W] plane per offset instead of an unfold of all keys (key_dim·d²·H·W)
-        logits = torch.stack(
-            [
-                (q_pad[:, :, i : i + h, j : j + w] * q).sum(dim=1)
-                for i in range(d)
-                for j in range(d)
-            ],
-            dim=1,
-        )
+        logits = local_dot(F.pad(q, (r,) * 4, mode="reflect"), q)
         temp = self.range_temp.exp().clamp(1e-4, 1e4)
         return torch.softmax(temp * logits, dim=1)
 
