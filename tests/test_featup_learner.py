@@ -76,3 +76,26 @@ def test_per_image_upsampler_refuses_corpus_training(tmp_path):
 @pytest.mark.parametrize("path", sorted((ROOT / "recipes").glob("featup_*.yaml")))
 def test_featup_recipes_validate(path):
     load_recipe(path)
+
+
+def test_upsampled_fits_a_per_image_upsampler_on_each_input():
+    spec = {
+        "name": "upsampled",
+        "featurizer": TINY,
+        "upsampler": {
+            "name": "implicit",
+            "steps": 2,
+            "pool": 2,
+            "pca_views": 2,
+            "pca_dim": 4,
+            "n_freqs": 2,
+            "hidden": 8,
+            "kernel_size": 8,
+            "max_pad": 2,
+            "progress": False,
+        },
+    }
+    feat = build("featurizer", spec)
+    with torch.no_grad():
+        out = feat(torch.rand(2, 3, 64, 64))
+    assert out.shape == (2, feat.dim, 64, 64) and torch.isfinite(out).all()
