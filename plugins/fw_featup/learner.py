@@ -94,9 +94,8 @@ class FeatUpLearner(Learner):
         return Optimization([torch.optim.NAdam(params, lr=self.lr)])
 
     def _images(self, batch: dict[str, Tensor]) -> Tensor:
-        x = batch["x"].float()
-        if x.dtype == torch.uint8:
-            x = x / 255.0
+        x = batch["x"]
+        x = x.float() / 255.0 if x.dtype == torch.uint8 else x.float()
         if x.shape[1] == 1:
             x = x.expand(-1, 3, -1, -1)
         return x
