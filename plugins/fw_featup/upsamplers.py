@@ -8,6 +8,7 @@ None: it is then taken from the weights, or bound on first use (:meth:`Trainable
 
 from __future__ import annotations
 
+import inspect
 import math
 from pathlib import Path
 from typing import Any, Literal
@@ -52,11 +53,27 @@ def read_upsampler_file(weights: str) -> dict[str, Any]:
     return record
 
 
+def saved_options(weights: str | None, factory: Any, given: dict[str, Any]) -> dict[str, Any]:
+    """``given`` constructor options, with those left at their defaults taken from the saved
+    record of ``weights`` (so ``{name: jbu_stack, weights: <run>}`` rebuilds what was trained;
+    an option given explicitly and differing from the record fails at loading)."""
+    if weights is None:
+        return given
+    saved = read_upsampler_file(weights).get("options", {})
+    defaults = {k: p.default for k, p in inspect.signature(factory).parameters.items()}
+    out = dict(given)
+    for key, value in saved.items():
+        if key in out and out[key] == defaults.get(key):
+            out[key] = value
+    return out
+
+
 class Trainable(Upsampler):
     """An upsampler with parameters: late binding of ``dim`` and loading saved weights."""
 
     registry_name: str = ""
     dim: int | None
+    options: dict[str, Any]  # constructor options that shape the parameters
 
     def bind(self, dim: int) -> Trainable:
         """Build the channel-dependent layers for ``dim`` channels (idempotent)."""
@@ -102,6 +119,7 @@ class Trainable(Upsampler):
         return {
             "name": self.registry_name,
             "dim": self.dim,
+            "options": dict(self.options),
             "params": params,
             "state_dict": {k: v.detach().cpu() for k, v in self.state_dict().items()},
         }
@@ -149,6 +167,10 @@ class ResizeConv(Trainable):
         weights: str | None = None,
     ) -> None:
         super().__init__()
+        self.options = saved_options(
+            weights, ResizeConv, {"stages": stages, "kernel_size": kernel_size}
+        )
+        stages, kernel_size = self.options["stages"], self.options["kernel_size"]
         self.dim, self.stages, self.kernel_size = None, stages, kernel_size
         self.convs = nn.ModuleList()
         if dim is not None:
@@ -282,8 +304,18 @@ class JBU(Trainable):
         weights: str | None = None,
     ) -> None:
         super().__init__()
+        self.options = saved_options(
+            weights,
+            JBU,
+            {
+                "window": window,
+                "key_dim": key_dim,
+                "reference_extras": reference_extras,
+                "feature_resize": feature_resize,
+            },
+        )
         self.dim = None  # one stage has no channel-wise layer: any C works
-        self.stage = JBUStage(**_stage_kwargs(window, key_dim, reference_extras, feature_resize))
+        self.stage = JBUStage(**_stage_kwargs(**self.options))
         if weights is not None:
             self.load_weights(weights)
 
@@ -324,9 +356,22 @@ class JBUStack(Trainable):
         weights: str | None = None,
     ) -> None:
         super().__init__()
+        self.options = saved_options(
+            weights,
+            JBUStack,
+            {
+                "stages": stages,
+                "window": window,
+                "key_dim": key_dim,
+                "reference_extras": reference_extras,
+                "feature_resize": feature_resize,
+            },
+        )
+        opts = dict(self.options)
+        stages, reference_extras = opts.pop("stages"), opts["reference_extras"]
         if stages < 1:
             raise RecipeError(f"jbu_stack needs stages >= 1, got {stages}")
-        kwargs = _stage_kwargs(window, key_dim, reference_extras, feature_resize)
+        kwargs = _stage_kwargs(**opts)
         self.ups = nn.ModuleList(JBUStage(**kwargs) for _ in range(stages))
         self.reference_extras = reference_extras
         self.dim = None
