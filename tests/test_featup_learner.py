@@ -99,3 +99,36 @@ def test_upsampled_fits_a_per_image_upsampler_on_each_input():
     with torch.no_grad():
         out = feat(torch.rand(2, 3, 64, 64))
     assert out.shape == (2, feat.dim, 64, 64) and torch.isfinite(out).all()
+
+
+def test_channel_norm_is_saved_with_the_weights_and_applied_by_upsampled(tmp_path):
+    from fw_featup.featurizers import aligned_featurize
+    from fw_featup.upsamplers import channel_norm
+
+    f = torch.randn(2, 5, 3, 3) * 4 + 1
+    normed = channel_norm(f)
+    mean, var = f.mean(1, keepdim=True), f.var(1, unbiased=False, keepdim=True)
+    torch.testing.assert_close(normed, (f - mean) / torch.sqrt(var + 1e-5))
+
+    torch.manual_seed(0)
+    learner = build(
+        "learner",
+        {
+            **_recipe({"name": "jbu_stack", "stages": 3, "window": 3, "key_dim": 8})["learner"],
+            "channel_norm": True,
+        },
+    )
+    torch.save(learner.upsampler.record(), tmp_path / "upsampler.pt")
+    torch.manual_seed(0)
+    spec = {
+        "name": "upsampled",
+        "featurizer": TINY,
+        "upsampler": {"name": "jbu_stack", "weights": str(tmp_path)},
+    }
+    feat = build("featurizer", spec).eval()
+    assert feat.upsampler.feature_norm
+    x = torch.rand(1, 3, 64, 64)
+    with torch.no_grad():
+        want = feat.upsampler(channel_norm(aligned_featurize(feat.featurizer)(x)), x)
+        torch.testing.assert_close(feat(x), want)
+        torch.testing.assert_close(learner.eval().infer({"x": x}), want)

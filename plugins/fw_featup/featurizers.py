@@ -11,6 +11,7 @@ from torch import Tensor
 from fw.api import Featurizer, Upsampler
 from fw.errors import RecipeError, check_choice
 from fw_backbones.cnn import TorchvisionCNN
+from fw_featup.upsamplers import channel_norm
 
 #: benchmarks.md §1: tap name -> (block index i of ``features[:i+1]``, channels, stride)
 MOBILENET_TAPS: dict[str, tuple[int, int, int]] = {
@@ -126,6 +127,8 @@ class Upsampled(Featurizer):
 
     def forward(self, x: Tensor) -> Tensor:
         lr = self._featurize(x)
+        if getattr(self.upsampler, "feature_norm", False):
+            lr = channel_norm(lr)
         size = (round(x.shape[-2] * self.scale), round(x.shape[-1] * self.scale))
         if not self.upsampler.per_image:
             return self.upsampler(lr, x, size)

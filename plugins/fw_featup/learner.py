@@ -4,8 +4,10 @@ JBU objective per step (Table C.5, [C] ``train_jbu_upsampler``): featurize a bat
 upsample to image resolution, then for each of ``n_jitters`` views t sampled once per batch:
 ``rec(P·σ↓(t(F_hr)), P·f(t(x)); s = N(f(t(x))))`` with a fresh unit-column random projection
 P to ``proj_dim`` dims (§1.7), averaged over views; plus ``tv_weight``·TV(‖F_hr‖) (0 for JBU).
-NAdam over upsampler, downsampler and uncertainty net. A per-image upsampler (implicit) is not
-trained over the corpus: run it with ``trainer.max_steps: 0`` and it is fitted per evaluation
+NAdam over upsampler, downsampler and uncertainty net. ``channel_norm`` compares and upsamples
+channel-LayerNormed backbone features, as the released JBU models do ([C] ChannelNorm, spec
+§2.1); the flag is saved with the weights and the ``upsampled`` featurizer applies it.
+A per-image upsampler (implicit) is not trained over the corpus: run it with ``trainer.max_steps: 0`` and it is fitted per evaluation
 image. ``evaluate`` writes ``upsampler.pt`` (what recipes name with ``weights:``), the picture
 ``featup.png`` and label-free held-out figures.
 """
@@ -34,6 +36,7 @@ from fw_featup.losses import (
 )
 from fw_featup.picture import feature_picture
 from fw_featup.upsamplers import WEIGHTS_FILE, Trainable
+from fw_featup.upsamplers import channel_norm as norm_channels
 
 
 class FeatUpLearner(Learner):
@@ -65,6 +68,7 @@ class FeatUpLearner(Learner):
         eval_images: int = 4,
         picture_images: int = 2,
         eval_seed: int = 0,
+        channel_norm: bool = False,
     ) -> None:
         super().__init__()
         if not getattr(featurizer, "dense", False):
@@ -72,7 +76,13 @@ class FeatUpLearner(Learner):
         if any(p.requires_grad for p in featurizer.parameters()):
             raise RecipeError("learner.featurizer must be frozen: FeatUp never changes it")
         self.featurizer = featurizer
-        self.featurize = aligned_featurize(featurizer)
+        self.channel_norm = channel_norm
+        featurize = aligned_featurize(featurizer)
+        self.featurize = (lambda x: norm_channels(featurize(x))) if channel_norm else featurize
+        if channel_norm and not isinstance(upsampler, Trainable):
+            raise RecipeError("channel_norm needs a trainable upsampler (it is saved with it)")
+        if isinstance(upsampler, Trainable):
+            upsampler.feature_norm = channel_norm
         self.upsampler = upsampler
         self.downsampler = downsampler if downsampler is not None else AttentionDownsampler()
         dim = int(featurizer.dim)

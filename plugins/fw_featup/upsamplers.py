@@ -53,6 +53,12 @@ def read_upsampler_file(weights: str) -> dict[str, Any]:
     return record
 
 
+def channel_norm(features: Tensor) -> Tensor:
+    """LayerNorm over the channels of ``[B, C, H, W]``, no affine ([C] ``ChannelNorm`` on the
+    frozen backbone: its parameters stay at their init, 1 and 0)."""
+    return F.layer_norm(features.transpose(1, -1), (features.shape[1],)).transpose(1, -1)
+
+
 def saved_options(weights: str | None, factory: Any, given: dict[str, Any]) -> dict[str, Any]:
     """``given`` constructor options, with those left at their defaults taken from the saved
     record of ``weights`` (so ``{name: jbu_stack, weights: <run>}`` rebuilds what was trained;
@@ -74,6 +80,9 @@ class Trainable(Upsampler):
     registry_name: str = ""
     dim: int | None
     options: dict[str, Any]  # constructor options that shape the parameters
+    #: trained on channel-LayerNormed backbone features ([C] ChannelNorm); set by the learner,
+    #: saved with the weights, applied by the ``upsampled`` featurizer before upsampling
+    feature_norm: bool = False
 
     def bind(self, dim: int) -> Trainable:
         """Build the channel-dependent layers for ``dim`` channels (idempotent)."""
@@ -103,6 +112,7 @@ class Trainable(Upsampler):
             )
         if record.get("dim") is not None:
             self.bind(int(record["dim"]))
+        self.feature_norm = bool(record.get("channel_norm", False))
         try:
             self.load_state_dict(record["state_dict"], strict=True)
         except RuntimeError as err:
@@ -120,6 +130,7 @@ class Trainable(Upsampler):
             "name": self.registry_name,
             "dim": self.dim,
             "options": dict(self.options),
+            "channel_norm": self.feature_norm,
             "params": params,
             "state_dict": {k: v.detach().cpu() for k, v in self.state_dict().items()},
         }
