@@ -7,8 +7,8 @@ P to ``proj_dim`` dims (§1.7), averaged over views; plus ``tv_weight``·TV(‖F
 NAdam over upsampler, downsampler and uncertainty net. ``channel_norm`` compares and upsamples
 channel-LayerNormed backbone features, as the released JBU models do ([C] ChannelNorm, spec
 §2.1); the flag is saved with the weights and the ``upsampled`` featurizer applies it.
-A per-image upsampler (implicit) is not trained over the corpus: run it with ``trainer.max_steps: 0`` and it is fitted per evaluation
-image. ``evaluate`` writes ``upsampler.pt`` (what recipes name with ``weights:``), the picture
+A per-image upsampler (implicit) is not trained over the corpus: run it with
+``trainer.max_steps: 0`` and it is fitted per evaluation image. ``evaluate`` writes ``upsampler.pt`` (what recipes name with ``weights:``), the picture
 ``featup.png`` and label-free held-out figures.
 """
 
