@@ -8,8 +8,9 @@ NAdam over upsampler, downsampler and uncertainty net. ``channel_norm`` compares
 channel-LayerNormed backbone features, as the released JBU models do ([C] ChannelNorm, spec
 §2.1); the flag is saved with the weights and the ``upsampled`` featurizer applies it.
 A per-image upsampler (implicit) is not trained over the corpus: run it with
-``trainer.max_steps: 0`` and it is fitted per evaluation image. ``evaluate`` writes ``upsampler.pt`` (what recipes name with ``weights:``), the picture
-``featup.png`` and label-free held-out figures.
+``trainer.max_steps: 0`` and it is fitted per evaluation image. ``evaluate`` writes
+``upsampler.pt`` (what recipes name with ``weights:``), the picture ``featup.png`` and
+label-free held-out figures.
 """
 
 from __future__ import annotations
