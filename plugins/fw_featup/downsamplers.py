@@ -73,7 +73,7 @@ class AttentionDownsampler(Downsampler):
     channel width ``dim`` may be left None and bound on first use (:meth:`bind`).
     """
 
-    example = {"dim": 4, "kernel_size": 4}
+    example = {"kernel_size": 4}  # dim binds to the input on first use
 
     def __init__(
         self, dim: int | None = None, kernel_size: int = 16, blur_attn: bool = True

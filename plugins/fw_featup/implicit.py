@@ -111,6 +111,7 @@ class ImplicitUpsampler(Upsampler):
         "hidden": 8,
         "kernel_size": 4,
         "max_pad": 2,
+        "progress": False,
     }
 
     def __init__(

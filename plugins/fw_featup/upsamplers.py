@@ -168,7 +168,7 @@ class ResizeConv(Trainable):
     ``k×k`` conv back to C channels, ReLU (not on the last stage), residual add."""
 
     registry_name = "resize_conv"
-    example = {"dim": 4, "stages": 2}
+    example = {"stages": 2}  # dim binds to the input on first use
 
     def __init__(
         self,
@@ -354,7 +354,7 @@ class JBUStack(Trainable):
     """
 
     registry_name = "jbu_stack"
-    example = {"window": 3, "key_dim": 8, "stages": 2, "dim": 4}
+    example = {"window": 3, "key_dim": 8, "stages": 2}  # dim binds on first use
 
     def __init__(
         self,
