@@ -32,7 +32,7 @@ def _run(capsys, *args: str) -> tuple[int, str]:
     ("override", "names"),
     [
         ("trainer.batch_size=0", ["trainer.batch_size", ">= 1"]),
-        ("trainer.max_steps=-5", ["trainer.max_steps", ">= 1"]),
+        ("trainer.max_steps=-5", ["trainer.max_steps", ">= 0"]),
         ("learner.p.perplexity=-3", ["learner.p", "perplexity"]),
         ("learner.p.perplexity=5000", ["learner", "perplexity"]),
         ("learner.mapper.dim=0", ["learner.mapper"]),

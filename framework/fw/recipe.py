@@ -34,7 +34,7 @@ _KIND_OF_ANNOTATION: dict[Any, str] = {k.base: k.name for k in hookspecs.KINDS}
 class TrainerConfig:
     """How `fw.train` runs a learner (lightning-fabric settings, steps, checkpoints, logging)."""
 
-    max_steps: int = attrs.field(default=1000, metadata={"min": 1})
+    max_steps: int = attrs.field(default=1000, metadata={"min": 0})  # 0: evaluate only
     # None: the learner's own choice (None there = full batch)
     batch_size: int | None = attrs.field(default=None, metadata={"min": 1})
     accelerator: str = "cpu"

@@ -1,70 +1,15 @@
-"""Featurizers of this plugin: MobileNetV2 taps, and any featurizer with an upsampler on top."""
+"""Any dense featurizer with an upsampler on top (``upsampled``), seeing the image as it is."""
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Literal
 
 import torch
 from torch import Tensor
 
 from fw.api import Featurizer, Upsampler
-from fw.errors import RecipeError, check_choice
-from fw_backbones.cnn import TorchvisionCNN
+from fw.errors import RecipeError
 from fw_featup.upsamplers import channel_norm
-
-#: benchmarks.md §1: tap name -> (block index i of ``features[:i+1]``, channels, stride)
-MOBILENET_TAPS: dict[str, tuple[int, int, int]] = {
-    "s4": (3, 24, 4),
-    "s8": (6, 32, 8),
-    "s16a": (10, 64, 16),
-    "s16": (13, 96, 16),
-    "s32a": (16, 160, 32),
-    "s32": (17, 320, 32),
-    "s32c": (18, 1280, 32),
-}
-
-
-class MobileNetV2Tap(TorchvisionCNN):
-    """ImageNet MobileNetV2 cut after block ``features[i]`` (benchmarks.md §1 taps)."""
-
-    example = {"weights": None, "image_size": 64}
-
-    def __init__(self, tap: str, **kwargs) -> None:
-        check_choice(tap, tuple(MOBILENET_TAPS), "tap")
-        super().__init__("mobilenet_v2", **kwargs)
-        self.tap = tap
-        self.block, self.dim, stride = MOBILENET_TAPS[tap]
-        if self.dense:
-            self.patch_size = stride
-
-    def feature_map(self, x: Tensor) -> Tensor:
-        return self.net.features[: self.block + 1](x)
-
-
-def mobilenet_v2_tap(
-    tap: Literal["s4", "s8", "s16a", "s16", "s32a", "s32", "s32c"] = "s32a",
-    weights: Literal["imagenet"] | None = "imagenet",
-    weights_path: str | None = None,
-    output: Literal["global", "dense"] = "dense",
-    frozen: bool = True,
-    image_size: int | None = None,
-    preprocess_inputs: bool = True,
-) -> MobileNetV2Tap:
-    """MobileNetV2 (torchvision, ImageNet weights found offline) at a benchmarks.md tap;
-    s32a (``features[:17]``, 160 ch, 7×7 at 224) is the TexMosaic headline layer."""
-    return MobileNetV2Tap(
-        tap,
-        weights=weights,
-        weights_path=weights_path,
-        output=output,
-        frozen=frozen,
-        image_size=image_size,
-        preprocess_inputs=preprocess_inputs,
-    )
-
-
-mobilenet_v2_tap.example = {"weights": None, "image_size": 64}
 
 
 def aligned_featurize(featurizer: Featurizer) -> Callable[[Tensor], Tensor]:

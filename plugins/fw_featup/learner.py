@@ -44,6 +44,7 @@ class FeatUpLearner(Learner):
     """Multi-view reconstruction training of an upsampler over an image corpus."""
 
     headline = ("rec_error", "rec_error_bilinear", "rec_error_nearest")
+    example_data = {"name": "skimage_photos", "size": 64, "crops": 1}
     example = {
         "featurizer": {"name": "mobilenet_v2_tap", "weights": None, "tap": "s8"},
         "upsampler": {"name": "jbu_stack", "stages": 3, "window": 3, "key_dim": 8},

@@ -28,7 +28,7 @@ def fw_downsamplers():
 
 @hookimpl
 def fw_featurizers():
-    return {"mobilenet_v2_tap": featurizers.mobilenet_v2_tap, "upsampled": featurizers.upsampled}
+    return {"upsampled": featurizers.upsampled}
 
 
 @hookimpl
