@@ -294,3 +294,36 @@ def test_every_explainer_is_registered_with_orders_and_runs_its_example(registry
             out = explainer.explain(game, order=order)
             assert out.shape == ((4,) if order == 1 else (8, 8))
             assert torch.isfinite(out).all()
+
+
+# ------------------------------------------------------------------ permutation baselines
+
+
+def test_permutation_estimators_are_exact_where_they_have_no_variance_and_converge():
+    from fw_ksam.permutation import (
+        per_pair_shapley_taylor,
+        permutation_shapley,
+        permutation_shapley_taylor,
+    )
+
+    g = torch.Generator().manual_seed(10)
+    coef = torch.randn(5, 5, generator=g, dtype=torch.float64).triu(1)
+    lin = torch.randn(5, generator=g, dtype=torch.float64)
+
+    class Quadratic(Game):  # v = Σ lᵢzᵢ + Σ_{i<j} cᵢⱼzᵢzⱼ: δ_ij v(T) = cᵢⱼ for every T
+        n_players = 5
+
+        def soft_value(self, w):
+            w = w.double()
+            return (w @ lin + ((w @ coef) * w).sum(1)).float()
+
+    game = Quadratic()
+    st = Exact().explain(game, 2)
+    assert torch.allclose(permutation_shapley_taylor(game, 50)[0].double(), st, atol=1e-5)
+    assert torch.allclose(per_pair_shapley_taylor(game, 50)[0].double(), st, atol=1e-5)
+    net = NetGame(5, seed=11)
+    exact1, exact2 = Exact().explain(net), Exact().explain(net, 2)
+    phi, used = permutation_shapley(net, 40000, seed=0)
+    assert used <= 40000 and (phi.double() - exact1).abs().max() < 0.1
+    pairs, used = permutation_shapley_taylor(net, 40000, seed=0)
+    assert used <= 40000 and (pairs.double() - exact2).abs().max() < 0.15

@@ -83,32 +83,19 @@ def sample_coalitions(
         return z, weight[z.sum(1)]
     if sampling == "direct":
         mass = size_mass(n, order)
+        paired = paired and order == 1  # Λ is not symmetric in s: no pairing for order 2
         draws = samples // 2 if paired else samples
         sizes = torch.multinomial(mass, draws, replacement=True, generator=gen)
         ranks = torch.rand(draws, n, generator=gen).argsort(1).argsort(1)
         z = ranks < sizes.unsqueeze(1)
-        if paired:
-            # the complement has the same kernel weight (π, Λ are symmetric under s -> n−s only
-            # for order 1); for order 2 keep complements whose size still has finite weight
-            comp = ~z
-            csize = comp.sum(1)
-            keep = (csize >= order) & (csize <= n - 1)
-            z = torch.cat([z, comp[keep]])
-            if order == 2:  # complements follow the wrong size law: weight them back to Λ
-                w = torch.cat([torch.ones(draws, dtype=torch.float64), _ratio(n, csize[keep])])
-                return z, w
+        if paired:  # π is symmetric under s -> n − s, so complements follow the same law
+            z = torch.cat([z, ~z])
         return z, torch.ones(z.shape[0], dtype=torch.float64)
     check_choice(sampling, ("direct", "weighting"), "sampling")
     z = torch.rand(samples * 2, n, generator=gen) < 0.5
     size = z.sum(1)
     z = z[(size >= order) & (size <= n - 1)][:samples]
     return z, weight[z.sum(1)]
-
-
-def _ratio(n: int, sizes: Tensor) -> Tensor:
-    """Importance weight Λ-mass(s) / Λ-mass(n−s) for complements drawn at size n−s."""
-    mass = size_mass(n, 2)
-    return mass[sizes] / mass[n - sizes].clamp(min=1e-300)
 
 
 def pair_index(n: int) -> tuple[Tensor, Tensor]:
@@ -220,7 +207,8 @@ class KSAM(Explainer):
     """Kernel SAM: kernel regression with exact efficiency constraints, orders 1 and 2.
 
     ``samples`` coalitions (besides ∅, N and, for order 2, the singletons) are drawn from the
-    kernel (Kernel-Direct); ``paired`` adds each coalition's complement. A budget that covers
+    kernel (Kernel-Direct); ``paired`` makes half of them the complements of the other half
+    (order 1 only: Λ is not symmetric under S -> N∖S). A budget that covers
     all coalitions enumerates them and returns the exact Shapley / Shapley–Taylor values.
     """
 
