@@ -323,7 +323,7 @@ def test_permutation_estimators_are_exact_where_they_have_no_variance_and_conver
     assert torch.allclose(per_pair_shapley_taylor(game, 50)[0].double(), st, atol=1e-5)
     net = NetGame(5, seed=11)
     exact1, exact2 = Exact().explain(net), Exact().explain(net, 2)
-    phi, used = permutation_shapley(net, 40000, seed=0)
-    assert used <= 40000 and (phi.double() - exact1).abs().max() < 0.1
-    pairs, used = permutation_shapley_taylor(net, 40000, seed=0)
-    assert used <= 40000 and (pairs.double() - exact2).abs().max() < 0.15
+    phi, used = permutation_shapley(net, 10000, seed=0)
+    assert used <= 10000 and (phi.double() - exact1).abs().max() < 0.1
+    pairs, used = permutation_shapley_taylor(net, 10000, seed=0)
+    assert used <= 10000 and (pairs.double() - exact2).abs().max() < 0.2
