@@ -327,3 +327,16 @@ def test_permutation_estimators_are_exact_where_they_have_no_variance_and_conver
     assert used <= 10000 and (phi.double() - exact1).abs().max() < 0.1
     pairs, used = permutation_shapley_taylor(net, 10000, seed=0)
     assert used <= 10000 and (pairs.double() - exact2).abs().max() < 0.2
+
+
+def test_normalized_sam_is_the_shapley_value_of_the_cosine_with_frozen_norms():
+    game = gap_game(12, similarity=gap_cos)
+    scale = float(game.x.mean((1, 2)).norm() * game.y.mean((1, 2)).norm())
+
+    def frozen(a, b):  # cos(GAP a, GAP b) with the norms of the full inputs held fixed
+        return gap_dot(a, b) / scale
+
+    linear = SimilarityGame(frozen, game.x, game.y, game.labels_y, background_y=game.background_y)
+    assert torch.allclose(
+        SAM(normalize=True).explain(game).double(), Exact().explain(linear), atol=1e-6
+    )

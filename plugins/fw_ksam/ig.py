@@ -77,12 +77,15 @@ class IGSAM(Explainer):
 
     def __init__(self, steps: int = 64, hessian_steps: int = 16) -> None:
         self.steps, self.hessian_steps = steps, hessian_steps
+        self.evaluations = 0  # forward (and backward) passes of the last explanation
         self.last_diagonal: Tensor | None = None
 
     def explain(self, game: Game, order: int = 1) -> Tensor:
         self.check_order(order)
         if order == 1:
+            self.evaluations = self.steps
             return integrated_gradients(game, self.steps).detach()
+        self.evaluations = 2 * self.hessian_steps  # plus n Hessian-vector products each
         gamma = integrated_hessians(game, self.hessian_steps)
         self.last_diagonal = gamma.diagonal().clone().float()
         gamma.fill_diagonal_(0.0)

@@ -5,7 +5,10 @@ SAM (spec Prop. 7.6.1): for d(x, y) = Σ_c GAP(x)_c GAP(y)_c and players the pos
 interaction is 1/(H²W²) Σ_c (x − a)_{chw} (y − b)_{cij}; pairs within one image get 0. Players
 that group several positions (grid cells, superpixels) sum their positions' terms, which is
 still exact because the game is linear (bilinear) in the player weights. On other similarities
-(e.g. cosine) this is the linearised "SAM*" baseline of the thesis, not a Shapley value.
+(e.g. cosine) this is the linearised "SAM*" baseline of the thesis, not a Shapley value; with
+``normalize=True`` the terms are divided by ‖GAP(x)‖·‖GAP(y)‖ at the full inputs, the
+linearisation of the cosine similarity that keeps the norms fixed (the thesis does not say how
+SAM* was scaled for cosine models; this is our choice).
 
 GradCAM (spec Prop. 7.6.2): Σ_c y_{chw} GAP(∂d/∂y)_c — features times the spatially pooled
 gradient, which violates the dummy axiom when the gradient is not spatially invariant (Fig. E.2).
@@ -41,6 +44,15 @@ class SAM(Explainer):
 
     orders: ClassVar[tuple[int, ...]] = (1, 2)
 
+    def __init__(self, normalize: bool = False) -> None:
+        self.normalize = normalize
+        self.evaluations = 0  # reads the game's tensors; no model call
+
+    def _scale(self, g: SimilarityGame) -> float:
+        if not self.normalize:
+            return 1.0
+        return float(_gap(g.x).norm() * _gap(g.y).norm()) or 1.0
+
     def explain(self, game: Game, order: int = 1) -> Tensor:
         self.check_order(order)
         g = similarity_game(game, "sam")
@@ -49,13 +61,13 @@ class SAM(Explainer):
                 raise_both("sam")
             fixed, t, bg, labels = _sides(g)
             per_pos = torch.einsum("c,c...->...", _gap(fixed), t - bg) / labels.numel()
-            return pool_to_players(per_pos, labels, g.n_players).detach()
+            return (pool_to_players(per_pos, labels, g.n_players) / self._scale(g)).detach()
         assert g.split is not None and g.labels_x is not None
         nq, nr = g.split
         dx = pool_to_players(g.x - g.background_x, g.labels_x, nq) / g.labels_x.numel()  # [C, nq]
         dy = pool_to_players(g.y - g.background_y, g.labels_y, nr) / g.labels_y.numel()  # [C, nr]
         out = torch.zeros(g.n_players, g.n_players, dtype=dx.dtype)
-        block = dx.T @ dy
+        block = dx.T @ dy / self._scale(g)
         out[:nq, nq:] = block
         out[nq:, :nq] = block.T
         return out.detach()
@@ -77,6 +89,7 @@ class GradCAM(Explainer):
 
     def __init__(self, relu: bool = False) -> None:
         self.relu = relu
+        self.evaluations = 1  # one forward and backward pass
 
     def explain(self, game: Game, order: int = 1) -> Tensor:
         self.check_order(order)
