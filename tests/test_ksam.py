@@ -202,6 +202,10 @@ def test_second_order_sam_is_the_shapley_taylor_index_and_ksam_finds_it():
     assert torch.allclose(game.cross(sam), dx.T @ dy / 16, atol=1e-6)
     ksam = KSAM(samples=10**6).explain(game, order=2)
     assert torch.allclose(ksam.double(), exact, atol=1e-5)
+    cross = KSAM(samples=10**6, cross_only=True).explain(game, order=2)
+    assert torch.allclose(cross.double(), exact, atol=1e-5)
+    sampled = KSAM(samples=60, cross_only=True).explain(game, order=2)  # 16 terms, no noise
+    assert torch.allclose(sampled.double(), exact, atol=1e-4)
 
 
 def test_second_order_igsam_is_a_quarter_of_second_order_sam():
