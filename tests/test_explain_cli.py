@@ -26,7 +26,8 @@ from fw.explaining import (
 from fw_ksam.exact import Exact
 from fw_ksam.sam import SAM
 
-RECIPE = Path(__file__).resolve().parents[1] / "recipes" / "explain_ksam.yaml"
+RECIPES = Path(__file__).resolve().parents[1] / "recipes" / "explain"
+RECIPE = RECIPES / "ksam.yaml"
 
 
 def _has(dist: str) -> bool:
@@ -160,3 +161,12 @@ def test_fw_explain_on_two_bundled_photos_with_imagenet_weights(tmp_path):
         metrics = json.loads((out / "metrics.json").read_text())
         assert 0 < metrics["similarity"] < 1
     assert np.isfinite(metrics["inefficiency"])
+
+
+@pytest.mark.parametrize("path", sorted(RECIPES.glob("*.yaml")), ids=lambda p: p.stem)
+def test_shipped_explain_recipes_validate(path, registry):
+    from fw.explaining import load_explain_recipe
+
+    recipe = load_explain_recipe(path, registry=registry)
+    factory = registry.get("explainer", recipe.explainer["name"]).factory
+    assert recipe.settings.order in factory.orders

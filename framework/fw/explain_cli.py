@@ -18,7 +18,7 @@ def add_parser(sub: argparse._SubParsersAction, common: argparse.ArgumentParser)
         "and background. Order 1 writes heatmap.png (attributions over one image), order 2 "
         "correspondence.png (query regions projected onto the match), plus metrics.json.",
     )
-    p.add_argument("recipe", help="path of an explain recipe (e.g. recipes/explain_ksam.yaml)")
+    p.add_argument("recipe", help="path of an explain recipe (e.g. recipes/explain/ksam.yaml)")
     p.add_argument("overrides", nargs="*", help="dotted key=value overrides, e.g. order=2")
     p.add_argument("--query", required=True, help="query image file (any format PIL reads)")
     p.add_argument("--match", required=True, help="matched (retrieved) image file")
