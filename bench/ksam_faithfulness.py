@@ -21,6 +21,8 @@ E.2), the largest |credit| of a player lying wholly in the blind half over the l
 (0 passes the dummy axiom). Wall time is the explain call alone.
 
     python bench/ksam_faithfulness.py [--pairs 4] [--budget 500] [--sbsm-stride 16]
+
+It also draws every explainer's heatmap of the first pair into ``--png``.
 """
 
 from __future__ import annotations
@@ -42,7 +44,26 @@ from fw.explaining import (
     inefficiency,
     resize,
 )
+from fw.plots import pyplot, save_figure
 from fw.registry import get_registry
+
+
+def draw(query, match, maps: list[tuple[str, torch.Tensor]], path: str) -> None:
+    """Query, match, and one heatmap per explainer over the match (red: more similar)."""
+    plt = pyplot()
+    cols = len(maps) + 2
+    fig, axes = plt.subplots(1, cols, figsize=(2.4 * cols, 2.8), dpi=110)
+    for ax, img, title in ((axes[0], query, "query"), (axes[1], match, "match")):
+        ax.imshow(img.permute(1, 2, 0).numpy())
+        ax.set_title(title, fontsize=8)
+        ax.axis("off")
+    for ax, (name, heat) in zip(axes[2:], maps, strict=True):
+        ax.imshow(match.permute(1, 2, 0).numpy())
+        vmax = float(heat.abs().max()) or 1.0
+        ax.imshow(heat.numpy(), cmap="bwr", vmin=-vmax, vmax=vmax, alpha=0.6)
+        ax.set_title(name, fontsize=8)
+        ax.axis("off")
+    save_figure(fig, __import__("pathlib").Path(path))
 
 
 def photos() -> list[tuple[str, torch.Tensor, torch.Tensor]]:
@@ -112,6 +133,7 @@ def main() -> None:
     parser.add_argument("--sbsm-stride", type=int, default=16, help="pixels")
     parser.add_argument("--ksam-samples", type=int, default=5000, help="ksam coalitions")
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--png", default="runs/bench/ksam_faithfulness.png")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     registry = get_registry()
@@ -121,7 +143,7 @@ def main() -> None:
     settings = ExplainSettings(batch_size=32)
     model = SimilarityModel(featurizer, settings)
     pairs = photos()[: args.pairs]
-    rows = []
+    rows, maps = [], []
     start = time.time()
     for name, kwargs, players, background in configs(
         args.budget, args.sbsm_stride, args.ksam_samples
@@ -135,7 +157,10 @@ def main() -> None:
             phi = explainer.explain(setup.game, order=1).detach()
             secs.append(time.perf_counter() - t0)
             evals.append(getattr(explainer, "evaluations", float("nan")))
-            faith.append(faithfulness(model, q, m, heatmap(phi, setup), s))
+            heat = heatmap(phi, setup)
+            if label == pairs[0][0]:
+                maps.append((name, heat))
+            faith.append(faithfulness(model, q, m, heat, s))
             ineff.append(inefficiency(phi, setup.game, 1))
             print(
                 f"  {name:<12} {label:<22} faith {faith[-1]:+.4f}  ineff {ineff[-1]:.3g}  "
@@ -147,6 +172,7 @@ def main() -> None:
         phi = explainer.explain(setup.game, order=1).detach()
         dummy = dummy_share(phi, dummy_players(setup, 224))
         rows.append((name, players.kind, faith, ineff, secs, evals, dummy))
+    draw(pairs[0][1], pairs[0][2], maps, args.png)
     print(
         f"\nMobileNetV2 cosine of GAP features, {len(pairs)} pairs of scikit-image photos, "
         f"first order; mean ± std over pairs (wall {time.time() - start:.0f} s, "
