@@ -4,7 +4,8 @@ First order follows ImageLIME's defaults: each player is kept with probability �
 sample keeps all), samples are weighted by sqrt(exp(−D²/width²)) with D the cosine distance
 between the coalition indicator and 𝟙 (width 0.25), and the surrogate is a ridge regression
 (α = 1) with an intercept. Second order fits the quadratic model [zᵢ, zᵢzⱼ] with an L1 penalty
-(Lasso, spec §1.9); the thesis's similarity kernel on masked inputs has an unspecified λ, so the
+(Lasso, spec §1.9; ``l1`` is the penalty on the target divided by its standard deviation, since
+the thesis gives none); the thesis's similarity kernel on masked inputs has an unspecified λ, so the
 same coalition-space kernel is used (a documented choice). LIME is not efficient: the
 attributions need not sum to v(N) − v(∅).
 """
@@ -49,7 +50,7 @@ class LIME(Explainer):
     example: ClassVar[dict] = {"samples": 64}
 
     def __init__(
-        self, samples: int = 1000, alpha: float = 1.0, l1: float = 1e-4, seed: int = 0
+        self, samples: int = 1000, alpha: float = 1.0, l1: float = 1e-3, seed: int = 0
     ) -> None:
         self.samples, self.alpha, self.l1, self.seed = samples, alpha, l1, seed
         self.evaluations = 0
@@ -65,7 +66,8 @@ class LIME(Explainer):
         from sklearn.linear_model import Lasso
 
         feats = torch.cat([z.double(), design(z, 2)], 1).numpy()
+        scale = float(values.std()) or 1.0  # l1 acts on the standardised target
         fit = Lasso(alpha=self.l1, fit_intercept=True, max_iter=5000)
-        fit.fit(feats, values.numpy(), sample_weight=w.numpy())
-        pairs = torch.as_tensor(fit.coef_[n:], dtype=torch.float64)
+        fit.fit(feats, (values / scale).numpy(), sample_weight=w.numpy())
+        pairs = torch.as_tensor(fit.coef_[n:], dtype=torch.float64) * scale
         return to_matrix(pairs, n).float()
