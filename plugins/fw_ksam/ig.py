@@ -10,7 +10,9 @@ integrand depends on t = αβ only, whose density on [0, 1] is −ln t, so
 Γ = ∫₀¹ t(−ln t) H(t) dt: a one-dimensional midpoint rule over ``hessian_steps`` Hessians, its
 weights rescaled to integrate t(−ln t) exactly (1/4), so Γ = ¼·H for a constant Hessian (GAP models:
 ¼ of the Shapley–Taylor index, spec §6.5). The diagonal (self-interactions and main effects)
-is kept in ``last_diagonal``; ``explain`` returns the off-diagonal interactions.
+is kept in ``last_diagonal``; ``explain`` returns the off-diagonal interactions. The thesis's
+experiments used the expected-Hessians variant (random baselines); this is the single-background
+integrated Hessians, the background being the game's.
 """
 
 from __future__ import annotations
