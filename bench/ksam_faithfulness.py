@@ -99,7 +99,7 @@ def configs(
         ("ksam", {"samples": ksam_samples}, feats, "blur"),
         ("kernel_shap", {"samples": budget}, sp, "blur"),
         ("lime", {"samples": budget}, sp, "mean"),
-        ("sbsm", {"window": 5, "stride": max(1, stride // 4)}, patches, "mean"),
+        ("sbsm", {"window": 20, "stride": stride}, patches, "mean"),  # in pixels
     ]
 
 
