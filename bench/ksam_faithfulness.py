@@ -134,6 +134,7 @@ def main() -> None:
     parser.add_argument("--ksam-samples", type=int, default=5000, help="ksam coalitions")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--png", default="runs/bench/ksam_faithfulness.png")
+    parser.add_argument("--only", help="comma-separated explainers to run (default: all)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     registry = get_registry()
@@ -148,6 +149,8 @@ def main() -> None:
     for name, kwargs, players, background in configs(
         args.budget, args.sbsm_stride, args.ksam_samples
     ):
+        if args.only and name not in args.only.split(","):
+            continue
         s = ExplainSettings(background=background, batch_size=32)
         explainer = registry.get("explainer", name).factory(**kwargs)
         faith, ineff, secs, evals = [], [], [], []
