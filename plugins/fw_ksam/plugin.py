@@ -1,0 +1,20 @@
+"""Entry point of the ``ksam`` plugin: explainers of similarity models (spec explain.md)."""
+
+from __future__ import annotations
+
+from fw import hookimpl
+from fw_ksam import exact, ig, kernel, lime, sam, sbsm
+
+
+@hookimpl
+def fw_explainers():
+    return {
+        "exact": exact.Exact,
+        "ksam": kernel.KSAM,
+        "kernel_shap": kernel.KernelSHAP,
+        "sam": sam.SAM,
+        "igsam": ig.IGSAM,
+        "gradcam": sam.GradCAM,
+        "lime": lime.LIME,
+        "sbsm": sbsm.SBSM,
+    }
