@@ -1,0 +1,56 @@
+"""The picture every STEGO run writes: image, ground truth, cluster and linear predictions."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+from torch import Tensor
+
+from fw.plots import pyplot, save_figure
+
+
+def save_picture(
+    rows: list[tuple[Tensor, Tensor, Tensor, Tensor]],
+    assignment: np.ndarray,
+    n_classes: int,
+    path: Path,
+    classes: list[str] | None = None,
+) -> Path:
+    """One row per image: the image, its labels, Hungarian-mapped clusters, linear classes.
+
+    Clusters are drawn in the colour of the class the global matching gave them (unmatched
+    clusters and ignored pixels are black), so equal colours mean equal classes in all columns.
+    """
+    plt = pyplot()
+    cmap = plt.get_cmap("tab20" if n_classes <= 20 else "gist_ncar", n_classes)
+    palette = np.concatenate([cmap(np.arange(n_classes))[:, :3], np.zeros((1, 3))])
+
+    def paint(ids: np.ndarray) -> np.ndarray:
+        ids = np.where((ids >= 0) & (ids < n_classes), ids, n_classes)
+        return palette[ids]
+
+    titles = ("image", "ground truth", "cluster probe (Hungarian)", "linear probe")
+    fig, axes = plt.subplots(len(rows), 4, figsize=(12, 3 * len(rows)), squeeze=False)
+    for r, (image, label, cluster, linear) in enumerate(rows):
+        img = image.detach().cpu().float().clamp(0, 1)
+        img = img.expand(3, -1, -1) if img.shape[0] == 1 else img
+        mapped = np.asarray(assignment)[cluster.cpu().numpy()]
+        panels = (
+            img.permute(1, 2, 0).numpy(),
+            paint(label.cpu().numpy()),
+            paint(mapped),
+            paint(linear.cpu().numpy()),
+        )
+        for c, (panel, title) in enumerate(zip(panels, titles, strict=True)):
+            ax = axes[r, c]
+            ax.imshow(panel, interpolation="nearest")
+            ax.set_xticks([])
+            ax.set_yticks([])
+            if r == 0:
+                ax.set_title(title)
+    if classes is not None and len(classes) == n_classes:
+        handles = [plt.Rectangle((0, 0), 1, 1, color=palette[k]) for k in range(n_classes)]
+        fig.legend(handles, classes, loc="lower center", ncol=min(n_classes, 7), fontsize=7)
+        fig.subplots_adjust(bottom=0.08)
+    return save_figure(fig, path)
