@@ -8,7 +8,7 @@ from typing import ClassVar, Literal
 import torch
 from torch import Tensor
 
-from fw.api import Featurizer
+from fw.api import Featurizer, example
 from fw.errors import check_choice
 
 Tap = Literal["s4", "s8", "s16a", "s16", "s32a", "s32", "s32c"]
@@ -80,6 +80,7 @@ class MobileNetV2Tap(Featurizer):
         return self.features(x)
 
 
+@example(tap="s8", weights=None)
 def mobilenet_v2_tap(
     tap: Tap = "s32a",
     weights: Literal["imagenet"] | None = "imagenet",

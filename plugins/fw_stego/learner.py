@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 import numpy as np
 import torch
@@ -77,6 +77,13 @@ class StegoLearner(api.Learner):
     """
 
     headline = ("cluster_miou", "cluster_accuracy", "linear_miou", "linear_accuracy")
+    example: ClassVar[dict[str, Any]] = {
+        "backbone": {"name": "mobilenet_v2_tap", "tap": "s8", "weights": None},
+        "n_classes": 3,
+        "feature_samples": 3,
+        "neg_samples": 1,
+        "batch_size": 2,
+    }
 
     def __init__(
         self,

@@ -27,11 +27,12 @@ NORM_EPS = 1e-10
 NO_CLAMP = -9999.0
 
 
-def correspondence(a: Tensor, b: Tensor) -> Tensor:
+def correspondence(a: Tensor, b: Tensor, normalized: bool = False) -> Tensor:
     """Cosine similarities ``[B, h, w, i, j]`` of maps ``a [B, C, h, w]`` and ``b [B, C, i, j]``
-    (Eq. 4.1)."""
-    a = F.normalize(a, dim=1, eps=NORM_EPS)
-    b = F.normalize(b, dim=1, eps=NORM_EPS)
+    (Eq. 4.1); ``normalized`` says both are already unit vectors along C."""
+    if not normalized:
+        a = F.normalize(a, dim=1, eps=NORM_EPS)
+        b = F.normalize(b, dim=1, eps=NORM_EPS)
     return torch.einsum("nchw,ncij->nhwij", a, b)
 
 
@@ -59,16 +60,18 @@ def correlation_term(
     shift: float,
     sc_mode: ScMode = "reference",
     zero_clamp: bool = True,
+    normalized: bool = False,
 ) -> tuple[Tensor, Tensor]:
     """Per-entry loss ``-(F^SC - shift) · clamp(S)`` ``[B, h, w, i, j]`` and ``S`` (Eq. 4.4).
 
     ``f1``/``f2`` are sampled features (no gradient is taken through them), ``c1``/``c2`` the
     codes at the same positions. With ``zero_clamp`` S is clamped at 0 (§1.3.2), else at the
-    reference code's -9999 (i.e. not at all).
+    reference code's -9999 (i.e. not at all). ``normalized``: all four are already unit vectors
+    along their channels.
     """
     with torch.no_grad():
-        fd = spatial_centre(correspondence(f1, f2), sc_mode)
-    cd = correspondence(c1, c2)
+        fd = spatial_centre(correspondence(f1, f2, normalized), sc_mode)
+    cd = correspondence(c1, c2, normalized)
     clamped = cd.clamp(min=0.0 if zero_clamp else NO_CLAMP)
     return -clamped * (fd - shift), cd
 
@@ -173,14 +176,15 @@ class CorrelationLoss:
             coords2 = c2 if coords2 is None else coords2
             perms = p if perms is None else perms
         term = self._term
-        f_src, c_src = sample_grid(feats, coords1), sample_grid(code, coords1)
+        # normalise every sampled vector once; the terms then skip it (same values)
+        f_src, c_src = _unit(sample_grid(feats, coords1)), _unit(sample_grid(code, coords1))
         # self pair: the same coordinates on both sides, so S = F = 1 on the diagonal (§7.7)
         self_loss, self_cd = term(f_src, f_src, c_src, c_src, self.self_pair.shift)
         knn_loss, knn_cd = term(
             f_src,
-            sample_grid(feats_knn, coords2),
+            _unit(sample_grid(feats_knn, coords2)),
             c_src,
-            sample_grid(code_knn, coords2),
+            _unit(sample_grid(code_knn, coords2)),
             self.knn_pair.shift,
         )
         out = {
@@ -195,9 +199,9 @@ class CorrelationLoss:
             for perm in perms:
                 loss_i, cd_i = term(
                     f_src,
-                    sample_grid(feats[perm], coords2),
+                    _unit(sample_grid(feats[perm], coords2)),
                     c_src,
-                    sample_grid(code[perm], coords2),
+                    _unit(sample_grid(code[perm], coords2)),
                     self.rand_pair.shift,
                 )
                 neg_losses.append(loss_i)
@@ -209,4 +213,8 @@ class CorrelationLoss:
         return out
 
     def _term(self, f1: Tensor, f2: Tensor, c1: Tensor, c2: Tensor, shift: float):
-        return correlation_term(f1, f2, c1, c2, shift, self.sc_mode, self.zero_clamp)
+        return correlation_term(f1, f2, c1, c2, shift, self.sc_mode, self.zero_clamp, True)
+
+
+def _unit(t: Tensor) -> Tensor:
+    return F.normalize(t, dim=1, eps=NORM_EPS)

@@ -19,6 +19,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from fw.api import example
 from fw.data import ArrayDataset
 from fw.errors import DataError, check_choice
 
@@ -180,6 +181,7 @@ def generate_item(
     return np.rint(image * 255).astype(np.uint8), label.astype(np.uint8)
 
 
+@example(split="val", n=2, progress=False)
 def texmosaic12(
     split: Split = "train",
     tier: Literal["full", "fast"] = "full",
