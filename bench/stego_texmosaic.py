@@ -3,7 +3,7 @@
 Rows (mIoU and pixel accuracy, whole image / boundary band / interior, mean ± std over seeds):
 RGB-pixel k-means; random-init network k-means (s16, s32a); raw-feature cosine k-means on every
 tap (low-res and bilinear); the GT-region pooling oracle on the STEGO taps; the supervised
-linear probe per tap ≥ s16 (the ceiling); STEGO heads on s16 and s32a (cosine k-means, K = 12,
+linear probe on s16 and s32a (the ceiling); STEGO heads on s16 and s32a (cosine k-means, K = 12,
 seed 0, on train codes; codes upsampled bilinearly) and their online linear probes.
 
 (λ, b) are chosen on **dev** among the stego.md §3.1 presets with ``--select`` (one seed, fewer
@@ -11,6 +11,7 @@ steps), then frozen in ``PRESET_BY_TAP`` below before the val table is run (benc
 
     flock /tmp/fw-cpu.lock python bench/stego_texmosaic.py --select      # dev, picks presets
     flock /tmp/fw-cpu.lock python bench/stego_texmosaic.py               # the val table
+    flock /tmp/fw-cpu.lock python bench/stego_texmosaic.py --select-then-run   # both at once
 """
 
 from __future__ import annotations
@@ -189,8 +190,9 @@ def pixel_kmeans(train_x, val_x, label, band, seed) -> dict[str, float]:
     return match_all(conf, True)
 
 
-def train_stego(train, tap: str, preset: str, seed: int, steps: int) -> StegoLearner:
-    """One STEGO head (reference loss, 70-d, dropout 0.1, batch 16, Adam 5e-4) on a tap."""
+def train_stego(train, maps, tap: str, preset: str, seed: int, steps: int) -> StegoLearner:
+    """One STEGO head (reference loss, 70-d, dropout 0.1, batch 16, Adam 5e-4) on a tap's
+    precomputed train ``maps``."""
     lr_, lk, ls, br, bk, bs = PRESETS[preset]
     torch.manual_seed(seed)
     learner = StegoLearner(
@@ -205,7 +207,9 @@ def train_stego(train, tap: str, preset: str, seed: int, steps: int) -> StegoLea
         batch_size=16,
         cache_features=True,
         cluster_eval="kmeans",
+        probe_label_size=56,
     )
+    learner.use_maps(train, maps)
     learner.setup(train)
     optim = learner.configure_optimizers()
     stream = BatchStream(train, 16, seed)
@@ -221,10 +225,16 @@ def train_stego(train, tap: str, preset: str, seed: int, steps: int) -> StegoLea
     return learner
 
 
-def stego_rows(learner, train, val_x, label, band) -> tuple[dict[str, float], dict[str, float]]:
+def head_codes(learner, maps) -> torch.Tensor:
+    with torch.no_grad():
+        return torch.cat(
+            [learner.head(maps[s : s + 100].float()) for s in range(0, len(maps), 100)]
+        )
+
+
+def stego_rows(learner, train_maps, val_maps, label, band):
     """(cluster scores via cosine k-means seed 0 on train codes, online linear-probe scores)."""
-    codes_tr = torch.cat([learner.codes(train.x[s : s + 50]) for s in range(0, len(train), 50)])
-    codes_va = torch.cat([learner.codes(val_x[s : s + 50]) for s in range(0, len(val_x), 50)])
+    codes_tr, codes_va = head_codes(learner, train_maps), head_codes(learner, val_maps)
     centroids = spherical_kmeans(flat(codes_tr), 0)
     score = torch.einsum("nchw,kc->nkhw", F.normalize(codes_va, dim=1), centroids)
     with torch.no_grad():
@@ -238,6 +248,12 @@ def stego_rows(learner, train, val_x, label, band) -> tuple[dict[str, float], di
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--select", action="store_true", help="choose (λ, b) on dev")
+    parser.add_argument(
+        "--select-then-run", action="store_true", help="choose on dev, then run val with it"
+    )
+    parser.add_argument(
+        "--presets-from", help="a --select result (JSON): take each tap's best dev preset"
+    )
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--steps", type=int, default=1000)
     parser.add_argument("--select-steps", type=int, default=300)
@@ -247,11 +263,16 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(1)
     t0 = time.perf_counter()
-    train = texmosaic12("train", args.tier, gray=args.gray)
-    if args.select:
-        select(train, args)
-        return
-    val = texmosaic12("val", args.tier, gray=args.gray)
+    train = texmosaic12("train", args.tier, gray=args.gray, progress=False)
+    if args.select or args.select_then_run:
+        chosen = select(train, args)
+        if not args.select_then_run:
+            return
+        PRESET_BY_TAP.update(chosen)  # frozen from dev alone, before val is generated
+    elif args.presets_from:
+        PRESET_BY_TAP.update(best_on_dev(json.loads(Path(args.presets_from).read_text())))
+    print(f"(λ, b) presets: {PRESET_BY_TAP}", flush=True)
+    val = texmosaic12("val", args.tier, gray=args.gray, progress=False)
     label = val.tensors["label"].long()
     band = boundary_band(label, 9)
     print(f"data: {len(train)} train, {len(val)} val, band {band.float().mean():.1%}")
@@ -279,18 +300,17 @@ def main() -> None:
                     region_oracle(va[tap], centroids, label, band),
                 )
         print(f"{tap}: {time.perf_counter() - t0:.0f} s", flush=True)
-    for tap in ("s16", "s32a", "s32", "s32c"):
+    for tap in STEGO_TAPS:
         for seed in args.seeds:
             got = linear_probe(tr[tap], train.tensors["label"], va[tap], label, band, seed)
             table.add(f"supervised linear probe {tap} (ceiling)", got)
-    del tr, va
     for tap in STEGO_TAPS:
         preset = PRESET_BY_TAP[tap]
         if preset is None:
             raise SystemExit(f"choose (λ, b) for {tap} on dev first: --select")
         for seed in args.seeds:
-            learner = train_stego(train, tap, preset, seed, args.steps)
-            cluster, linear = stego_rows(learner, train, val.x, label, band)
+            learner = train_stego(train, tr[tap], tap, preset, seed, args.steps)
+            cluster, linear = stego_rows(learner, tr[tap], va[tap], label, band)
             table.add(f"STEGO {tap} [{preset}] k-means on codes, bilinear", cluster)
             table.add(f"STEGO {tap} [{preset}] online linear probe", linear)
             print(f"STEGO {tap} seed {seed}: {time.perf_counter() - t0:.0f} s", flush=True)
@@ -302,17 +322,30 @@ def main() -> None:
     Path(args.out).write_text(json.dumps(table.rows, indent=1))
 
 
-def select(train, args) -> None:
+def best_on_dev(results: dict) -> dict[str, str]:
+    """Each tap's preset with the highest dev cluster mIoU."""
+    best: dict[str, str] = {}
+    for key, got in results.items():
+        tap, preset = key.split("/")
+        score = got["cluster"]["miou_all"]
+        if tap not in best or score > results[f"{tap}/{best[tap]}"]["cluster"]["miou_all"]:
+            best[tap] = preset
+    return best
+
+
+def select(train, args) -> dict[str, str]:
     """Train every §3.1 preset once (seed 0) per tap and score it on dev (cluster mIoU)."""
-    dev = texmosaic12("dev", args.tier if args.tier == "full" else "full", gray=args.gray)
+    dev = texmosaic12("dev", "full", gray=args.gray, progress=False)
     label = dev.tensors["label"].long()
     band = boundary_band(label, 9)
-    results = {}
+    net = mobilenet_v2_tap("s32c")
+    tr, dv = all_taps(train.x, net), all_taps(dev.x, net)
+    results, chosen = {}, {}
     for tap in STEGO_TAPS:
         for preset in PRESETS:
             t = time.perf_counter()
-            learner = train_stego(train, tap, preset, 0, args.select_steps)
-            cluster, linear = stego_rows(learner, train, dev.x, label, band)
+            learner = train_stego(train, tr[tap], tap, preset, 0, args.select_steps)
+            cluster, linear = stego_rows(learner, tr[tap], dv[tap], label, band)
             results[f"{tap}/{preset}"] = {"cluster": cluster, "linear": linear}
             print(
                 f"dev {tap} {preset:24s} cluster mIoU {100 * cluster['miou_all']:5.1f} "
@@ -320,9 +353,10 @@ def select(train, args) -> None:
                 f"  ({time.perf_counter() - t:.0f} s)",
                 flush=True,
             )
-        best = max((p for p in PRESETS), key=lambda p: results[f"{tap}/{p}"]["cluster"]["miou_all"])
-        print(f"dev choice for {tap}: {best}", flush=True)
+        chosen[tap] = best_on_dev(results)[tap]
+        print(f"dev choice for {tap}: {chosen[tap]}", flush=True)
     Path(args.out.replace(".json", "_select.json")).write_text(json.dumps(results, indent=1))
+    return chosen
 
 
 if __name__ == "__main__":

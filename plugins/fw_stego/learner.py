@@ -66,7 +66,10 @@ class StegoLearner(api.Learner):
     positions of the image itself (without i), its KNN partner and its random partners, and
     the loss is ``KL(p || q)``; λ, b, clamp and centring are unused.
 
-    ``cache_features`` computes the frozen backbone's maps of the whole training set once
+    ``probe_label_size`` trains the online linear probe on labels nearest-subsampled to that
+    size (the reference upsamples logits to the full label size, which dominates a CPU step);
+    evaluation always scores at full label resolution. ``cache_features`` computes the frozen
+    backbone's maps of the whole training set once
     (fast for small sets; the loop's ``index`` must be the dataset position). Evaluation runs
     the head at the backbone's resolution, optionally averages with the flipped image
     (``flip_tta``), upsamples codes bilinearly to the label size, applies both probes
@@ -122,6 +125,7 @@ class StegoLearner(api.Learner):
         eval_batch_size: int = 16,
         eval_limit: int | None = None,
         picture_images: int = 4,
+        probe_label_size: int | None = None,
     ) -> None:
         super().__init__()
         check_choice(objective, ("correlation", "icon"), "objective")
@@ -162,6 +166,7 @@ class StegoLearner(api.Learner):
         self.flip_tta, self.crf, self.band_size = flip_tta, crf, band_size
         self.eval_batch_size, self.eval_limit = eval_batch_size, eval_limit
         self.picture_images = picture_images
+        self.probe_label_size = probe_label_size
         self.register_buffer("knns", torch.zeros(0, knn_store, dtype=torch.long))
         self._train_data: Any = None
         self._cache: Tensor | None = None
@@ -194,6 +199,8 @@ class StegoLearner(api.Learner):
         self._train_data = data
         if len(data) < 2:
             raise DataError("STEGO needs at least two training images")
+        if self._cache is not None and self._cache.shape[0] == len(data):
+            return  # maps given with `use_maps`
         maps, descriptors = [], []
         total = -(-len(data) // self.feature_batch_size)
         for batch in tqdm(
@@ -205,6 +212,17 @@ class StegoLearner(api.Learner):
                 maps.append(f.half().cpu())
         self.knns = mine_knns(torch.cat(descriptors), self.knn_store).to(self._param_device())
         self._cache = torch.cat(maps) if self.cache_features else None
+
+    def use_maps(self, data: Any, maps: Tensor) -> None:
+        """Train on precomputed backbone maps ``[N, C, h, w]`` of ``data`` (mines the KNNs)."""
+        if maps.shape[0] != len(data) or maps.shape[1] != self.backbone.dim:
+            raise ShapeError(
+                f"maps {tuple(maps.shape)} do not fit {len(data)} items of {self.backbone.dim} "
+                "channels"
+            )
+        self._train_data = data
+        self._cache = maps.half().cpu()
+        self.knns = mine_knns(global_descriptors(maps), self.knn_store).to(self._param_device())
 
     def _train_maps(self, positions: Tensor) -> Tensor:
         if self._cache is not None:
@@ -249,7 +267,12 @@ class StegoLearner(api.Learner):
         out["cluster_loss"] = cluster_loss.detach()
         total = out["loss"] + cluster_loss
         if "label" in batch:
-            linear_loss = self.linear_probe.loss(detached, batch["label"])
+            label = batch["label"]
+            if self.probe_label_size and max(label.shape[-2:]) > self.probe_label_size:
+                # a cheaper online probe: nearest-subsampled labels (evaluation is unaffected)
+                size = (self.probe_label_size, self.probe_label_size)
+                label = F.interpolate(label[:, None].float(), size=size, mode="nearest")[:, 0]
+            linear_loss = self.linear_probe.loss(detached, label)
             out["linear_loss"] = linear_loss.detach()
             total = total + linear_loss
         out["loss"] = total  # probes see detached codes: their losses cannot move the head
