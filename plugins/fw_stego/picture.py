@@ -31,7 +31,16 @@ def save_picture(
         return palette[ids]
 
     titles = ("image", "ground truth", "cluster probe (Hungarian)", "linear probe")
-    fig, axes = plt.subplots(len(rows), 4, figsize=(12, 3 * len(rows)), squeeze=False)
+    legend = classes is not None and len(classes) == n_classes
+    n_rows = len(rows) + (1 if legend else 0)
+    ratios = [1.0] * len(rows) + ([0.25] if legend else [])
+    fig, axes = plt.subplots(
+        n_rows,
+        4,
+        figsize=(12, 3 * len(rows) + (0.8 if legend else 0)),
+        squeeze=False,
+        gridspec_kw={"height_ratios": ratios},
+    )
     for r, (image, label, cluster, linear) in enumerate(rows):
         img = image.detach().cpu().float().clamp(0, 1)
         img = img.expand(3, -1, -1) if img.shape[0] == 1 else img
@@ -49,8 +58,11 @@ def save_picture(
             ax.set_yticks([])
             if r == 0:
                 ax.set_title(title)
-    if classes is not None and len(classes) == n_classes:
+    if legend:  # a row of its own, so the layout never covers it
+        for ax in axes[-1]:
+            ax.axis("off")
         handles = [plt.Rectangle((0, 0), 1, 1, color=palette[k]) for k in range(n_classes)]
-        fig.legend(handles, classes, loc="lower center", ncol=min(n_classes, 7), fontsize=7)
-        fig.subplots_adjust(bottom=0.08)
+        axes[-1, 0].legend(
+            handles, classes, loc="center left", ncol=min(n_classes, 9), fontsize=8, frameon=False
+        )
     return save_figure(fig, path)
