@@ -9,6 +9,7 @@ import torch
 
 from fw.cli import main
 from fw.data import ArrayDataset
+from fw.errors import DataError
 from fw_stego.crf import have_pydensecrf
 from fw_stego.featurizers import mobilenet_v2_tap
 from fw_stego.learner import StegoLearner
@@ -119,3 +120,21 @@ def test_evaluate_scores_flip_tta_and_writes_the_picture(tmp_path):
     code = learner.codes(data.x[:2])
     flipped = learner.codes(data.x[:2].flip(-1)).flip(-1)
     assert torch.allclose(code, flipped, atol=1e-5)  # TTA codes are flip-equivariant
+
+
+def test_knn_file_is_saved_and_reused(tmp_path):
+    data = tiny_data()
+    path = tmp_path / "knns.pt"
+    first = small_learner(knn_file=str(path))
+    first.setup(data)
+    assert path.is_file()
+    second = small_learner(knn_file=str(path))
+
+    def refuse(x):
+        raise AssertionError("reusing the KNN file must not run the backbone")
+
+    second.features = refuse
+    second.setup(data)
+    assert torch.equal(first.knns, second.knns)
+    with pytest.raises(DataError, match="mined for 8 items"):
+        small_learner(knn_file=str(path)).setup(tiny_data(n=6))

@@ -4,6 +4,7 @@ correlation loss over self, KNN and random image pairs, with online cluster and 
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, ClassVar, Literal
@@ -66,11 +67,13 @@ class StegoLearner(api.Learner):
     positions of the image itself (without i), its KNN partner and its random partners, and
     the loss is ``KL(p || q)``; λ, b, clamp and centring are unused.
 
-    ``probe_label_size`` trains the online linear probe on labels nearest-subsampled to that
-    size (the reference upsamples logits to the full label size, which dominates a CPU step);
-    evaluation always scores at full label resolution. ``cache_features`` computes the frozen
-    backbone's maps of the whole training set once
-    (fast for small sets; the loop's ``index`` must be the dataset position). Evaluation runs
+    ``knn_file`` saves the mined table (``.pt``) and reuses it on the next run over the same
+    training set and backbone (mining reads every training crop once). ``probe_label_size``
+    trains the online linear probe on labels nearest-subsampled to that size (the reference
+    upsamples logits to the full label size, which dominates a CPU step); evaluation always
+    scores at full label resolution. ``cache_features`` computes the frozen backbone's maps of
+    the whole training set once (fast for small sets; the loop's ``index`` must be the dataset
+    position). Evaluation runs
     the head at the backbone's resolution, optionally averages with the flipped image
     (``flip_tta``), upsamples codes bilinearly to the label size, applies both probes
     (``cluster_eval: kmeans`` instead fits cosine k-means on training codes, benchmarks.md
@@ -126,6 +129,7 @@ class StegoLearner(api.Learner):
         eval_limit: int | None = None,
         picture_images: int = 4,
         probe_label_size: int | None = None,
+        knn_file: str | None = None,
     ) -> None:
         super().__init__()
         check_choice(objective, ("correlation", "icon"), "objective")
@@ -167,6 +171,7 @@ class StegoLearner(api.Learner):
         self.eval_batch_size, self.eval_limit = eval_batch_size, eval_limit
         self.picture_images = picture_images
         self.probe_label_size = probe_label_size
+        self.knn_file = knn_file
         self.register_buffer("knns", torch.zeros(0, knn_store, dtype=torch.long))
         self._train_data: Any = None
         self._cache: Tensor | None = None
@@ -201,6 +206,15 @@ class StegoLearner(api.Learner):
             raise DataError("STEGO needs at least two training images")
         if self._cache is not None and self._cache.shape[0] == len(data):
             return  # maps given with `use_maps`
+        if self.knn_file and not self.cache_features and Path(self.knn_file).is_file():
+            saved = torch.load(self.knn_file, map_location="cpu")
+            if saved.get("items") != len(data) or saved.get("backbone") != self._backbone_id():
+                raise DataError(
+                    f"knn_file {self.knn_file} was mined for {saved.get('items')} items with "
+                    f"{saved.get('backbone')!r}; delete it to mine this training set again"
+                )
+            self.knns = saved["knns"][:, : self.knn_store].to(self._param_device())
+            return
         maps, descriptors = [], []
         total = -(-len(data) // self.feature_batch_size)
         for batch in tqdm(
@@ -212,6 +226,18 @@ class StegoLearner(api.Learner):
                 maps.append(f.half().cpu())
         self.knns = mine_knns(torch.cat(descriptors), self.knn_store).to(self._param_device())
         self._cache = torch.cat(maps) if self.cache_features else None
+        if self.knn_file:
+            Path(self.knn_file).parent.mkdir(parents=True, exist_ok=True)
+            record = {"knns": self.knns.cpu(), "items": len(data), "backbone": self._backbone_id()}
+            torch.save(record, self.knn_file)
+
+    def _backbone_id(self) -> str:
+        """What identifies the backbone's features (a KNN table is only valid for them)."""
+        bb = self.backbone
+        if hasattr(bb, "fingerprint"):
+            return json.dumps(bb.fingerprint(), sort_keys=True)
+        parts = (type(bb).__name__, getattr(bb, "tap", ""), getattr(bb, "weights_id", None))
+        return ":".join(str(p) for p in (*parts, bb.dim, self.input_norm))
 
     def use_maps(self, data: Any, maps: Tensor) -> None:
         """Train on precomputed backbone maps ``[N, C, h, w]`` of ``data`` (mines the KNNs)."""

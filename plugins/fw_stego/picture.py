@@ -58,11 +58,12 @@ def save_picture(
             ax.set_yticks([])
             if r == 0:
                 ax.set_title(title)
-    if legend:  # a row of its own, so the layout never covers it
+    if legend:  # a row of its own, spanning the four columns, so nothing covers it
+        grid = axes[-1, 0].get_gridspec()
         for ax in axes[-1]:
-            ax.axis("off")
+            ax.remove()
+        box = fig.add_subplot(grid[-1, :])
+        box.axis("off")
         handles = [plt.Rectangle((0, 0), 1, 1, color=palette[k]) for k in range(n_classes)]
-        axes[-1, 0].legend(
-            handles, classes, loc="center left", ncol=min(n_classes, 9), fontsize=8, frameon=False
-        )
+        box.legend(handles, classes, loc="center", ncol=min(n_classes, 9), fontsize=8)
     return save_figure(fig, path)
