@@ -255,6 +255,9 @@ def main() -> None:
         "--presets-from", help="a --select result (JSON): take each tap's best dev preset"
     )
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    parser.add_argument(
+        "--stego-taps", nargs="+", default=list(STEGO_TAPS), help="taps to train STEGO heads on"
+    )
     parser.add_argument("--steps", type=int, default=1000)
     parser.add_argument("--select-steps", type=int, default=300)
     parser.add_argument("--tier", choices=["full", "fast"], default="full")
@@ -304,7 +307,7 @@ def main() -> None:
         for seed in args.seeds:
             got = linear_probe(tr[tap], train.tensors["label"], va[tap], label, band, seed)
             table.add(f"supervised linear probe {tap} (ceiling)", got)
-    for tap in STEGO_TAPS:
+    for tap in args.stego_taps:
         preset = PRESET_BY_TAP[tap]
         if preset is None:
             raise SystemExit(f"choose (λ, b) for {tap} on dev first: --select")
@@ -341,7 +344,7 @@ def select(train, args) -> dict[str, str]:
     net = mobilenet_v2_tap("s32c")
     tr, dv = all_taps(train.x, net), all_taps(dev.x, net)
     results, chosen = {}, {}
-    for tap in STEGO_TAPS:
+    for tap in args.stego_taps:
         for preset in PRESETS:
             t = time.perf_counter()
             learner = train_stego(train, tr[tap], tap, preset, 0, args.select_steps)

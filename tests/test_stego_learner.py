@@ -138,3 +138,34 @@ def test_knn_file_is_saved_and_reused(tmp_path):
     assert torch.equal(first.knns, second.knns)
     with pytest.raises(DataError, match="mined for 8 items"):
         small_learner(knn_file=str(path)).setup(tiny_data(n=6))
+
+
+def test_icon_objective_is_the_kl_between_softmaxes_of_f_and_s():
+    learner = small_learner(objective="icon", icon_tau_p=0.2, icon_tau_q=0.5)
+    g = torch.Generator().manual_seed(0)
+    feats, feats_knn = torch.randn(3, 8, 5, 5, generator=g), torch.randn(3, 8, 5, 5, generator=g)
+    code, code_knn = torch.randn(3, 6, 5, 5, generator=g), torch.randn(3, 6, 5, 5, generator=g)
+    torch.manual_seed(1)
+    got = learner.icon_objective(feats, code, feats_knn, code_knn)["loss"]
+    torch.manual_seed(1)
+    coords1, coords2, perms = learner.loss_fn.draw(3)
+
+    def points(maps, coords):  # [B, n, C] unit vectors at the sampled positions
+        s = torch.nn.functional.grid_sample(maps, coords, align_corners=True, padding_mode="border")
+        return torch.nn.functional.normalize(s.flatten(2).transpose(1, 2), dim=2)
+
+    fs, cs = points(feats, coords1), points(code, coords1)
+    ft = [fs, points(feats_knn, coords2)] + [points(feats[p], coords2) for p in perms]
+    ct = [cs, points(code_knn, coords2)] + [points(code[p], coords2) for p in perms]
+    total, rows = 0.0, 0
+    for b in range(3):
+        for i in range(9):
+            fl = torch.cat([fs[b, i] @ t[b].T for t in ft])
+            sl = torch.cat([cs[b, i] @ t[b].T for t in ct])
+            keep = torch.ones_like(fl, dtype=torch.bool)
+            keep[i] = False  # the source position itself
+            p = torch.softmax(fl[keep] / 0.2, 0)
+            log_q = torch.log_softmax(sl[keep] / 0.5, 0)
+            total += float((p * (p.log() - log_q)).sum())
+            rows += 1
+    assert got.item() == pytest.approx(total / rows, rel=1e-4)
