@@ -45,8 +45,8 @@ PRESETS: dict[str, tuple[float, ...]] = {
     "coco_older_code": (0.72, 0.80, 0.29, 0.86, 0.04, 0.34),
     "cityscapes_older_code": (0.72, 0.18, 0.46, 0.25, 0.20, 0.25),
 }
-#: frozen after `--select` on dev (see the note in /work/notes/issue13.md); None = not yet chosen
-PRESET_BY_TAP: dict[str, str | None] = {"s16": None, "s32a": None}
+#: frozen after `--select` on dev (s16: 08:09 UTC 2026-11-30, 200 steps, seed 0); None = not chosen
+PRESET_BY_TAP: dict[str, str | None] = {"s16": "potsdam_vits_code", "s32a": None}
 STEGO_TAPS = ("s16", "s32a")
 
 
