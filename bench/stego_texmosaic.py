@@ -27,7 +27,7 @@ import torch
 import torch.nn.functional as F
 
 from fw.train import BatchStream
-from fw_stego.featurizers import TAPS, mobilenet_v2_tap
+from fw_backbones.taps import TAPS, mobilenet_v2_tap
 from fw_stego.learner import StegoLearner
 from fw_stego.scoring import Confusion, boundary_band, hungarian_assignment, scores
 from fw_stego.texmosaic import texmosaic12
@@ -48,16 +48,18 @@ PRESETS: dict[str, tuple[float, ...]] = {
 #: frozen after `--select` on dev (s16: 08:09 UTC 2026-11-30, 200 steps, seed 0); None = not chosen
 PRESET_BY_TAP: dict[str, str | None] = {"s16": "potsdam_vits_code", "s32a": None}
 STEGO_TAPS = ("s16", "s32a")
+#: the seven taps of benchmarks.md §1 (s16d is SpokenObjects' dilated variant)
+TEXMOSAIC_TAPS = ("s4", "s8", "s16a", "s16", "s32a", "s32", "s32c")
 
 
 def all_taps(x: torch.Tensor, net: torch.nn.Module, batch: int = 25) -> dict[str, torch.Tensor]:
     """Every tap's maps (fp16) of uint8 images ``[N, 3, 224, 224]`` in one pass per batch."""
     out = defaultdict(list)
-    index = {i: name for name, (i, _, _) in TAPS.items()}
+    index = {TAPS[name][0]: name for name in TEXMOSAIC_TAPS}
     with torch.no_grad():
         for s in range(0, x.shape[0], batch):
             h = net.normalize(x[s : s + batch])
-            for i, layer in enumerate(net.features):
+            for i, layer in enumerate(net.trunk):
                 h = layer(h)
                 if i in index:
                     out[index[i]].append(h.half())
@@ -292,7 +294,7 @@ def main() -> None:
             _, got = cluster_scores(rtr[tap], rva[tap], label, band, seed, ("bilinear",))
             table.add(f"random-init net {tap} k-means, bilinear", got["bilinear"])
         del rtr, rva
-    for tap in TAPS:
+    for tap in TEXMOSAIC_TAPS:
         for seed in args.seeds:
             centroids, got = cluster_scores(tr[tap], va[tap], label, band, seed)
             table.add(f"raw {tap} k-means, low-res", got["nearest"])

@@ -28,6 +28,7 @@ from pathlib import Path
 import numpy as np
 
 from fw import metrics
+from fw.plots import periodic_table
 from fw.recipe import recipe_from_dict
 from fw.registry import get_registry
 from fw.table import (
@@ -35,7 +36,6 @@ from fw.table import (
     build_table,
     cell_recipe_dict,
     find_cell,
-    render_png,
     smoke_recipe,
     status,
 )
@@ -143,7 +143,9 @@ def main() -> None:
         names = " / ".join(c.method for c in cells)
         first = cells[0]
         pq = f"{first.p_family} × {first.q_family}"
-        raw = smoke_recipe(cell_recipe_dict(first, registry), steps=steps, limit=args.limit)
+        raw = smoke_recipe(
+            cell_recipe_dict(first, registry), "digits", steps=steps, limit=args.limit
+        )
         start = time.perf_counter()
         try:
             with tempfile.TemporaryDirectory() as run_dir:
@@ -183,7 +185,7 @@ def main() -> None:
         m: r["accuracy"] for r in results for m in r["methods"] if not np.isnan(r["accuracy"])
     }
     ref_text = ", ".join(f"{r['name'].replace('sklearn ', '')} {r['accuracy']:.2f}" for r in refs)
-    png = render_png(
+    png = periodic_table(
         table,
         out_dir / "table_sweep.png",
         values=values,

@@ -299,3 +299,30 @@ def test_backbone_features_cache_under_their_fingerprint(tmp_path):
     assert path.name.startswith("grey-resnet18-") and path.is_file()
     f.preprocessing = f.preprocessing.at_size(64)  # other preprocessing: another key
     assert cache_entry(data, f, tmp_path)[0] != path
+
+
+@pytest.mark.parametrize("tap", ["s4", "s8", "s16a", "s16", "s32a", "s32", "s32c", "s16d"])
+def test_mobilenet_taps_match_the_benchmark_table(tap):
+    from fw_backbones.taps import TAPS, mobilenet_v2_tap
+
+    net = mobilenet_v2_tap(tap, weights=None)
+    block, channels, stride = TAPS[tap]
+    x = torch.rand(2, 3, 64, 96)
+    out = net(x)
+    assert out.shape == (2, channels, 64 // stride, 96 // stride) and net.patch_size == stride
+    if tap != "s16d":  # the same random init (seed 0) gives the same truncated network
+        torch.manual_seed(0)
+        same = cnn.mobilenet_v2(weights=None, output="dense", preprocess_inputs=False)
+        expected = same.net.features[: block + 1](net.normalize(x))
+        assert torch.allclose(out, expected, atol=1e-5)
+    assert not any(p.requires_grad for p in net.parameters())
+    assert net.train().training is False  # frozen: always eval mode
+
+
+def test_mobilenet_tap_global_output_pools_the_map():
+    from fw_backbones.taps import mobilenet_v2_tap
+
+    dense = mobilenet_v2_tap("s8", weights=None)
+    pooled = mobilenet_v2_tap("s8", weights=None, output="global")
+    x = torch.rand(1, 1, 32, 32)  # grey images are repeated to RGB
+    assert torch.allclose(pooled(x), dense(x).mean(dim=(2, 3)), atol=1e-6)

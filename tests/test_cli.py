@@ -66,10 +66,13 @@ def test_debug_shows_the_exception(cli, toy_recipe):
         cli(["run", str(toy_recipe), "learner.q.name=nope", "--debug"])
 
 
-def test_run_prints_final_metrics(cli, capsys, toy_recipe, tmp_path):
-    assert cli(["run", str(toy_recipe), "--out", str(tmp_path / "r"), "trainer.max_steps=4"]) == 0
-    out = capsys.readouterr().out
-    assert json.loads(out[out.index("{") :])["steps"] == 4.0
+def test_run_prints_a_one_line_summary(cli, capsys, toy_recipe, tmp_path):
+    out_dir = tmp_path / "r"
+    assert cli(["run", str(toy_recipe), "--out", str(out_dir), "trainer.max_steps=4"]) == 0
+    line = capsys.readouterr().out.strip().splitlines()[-1]
+    final = json.loads((out_dir / "metrics.json").read_text())
+    assert f"kmeans_hungarian_accuracy {final['kmeans_hungarian_accuracy']:.4g}" in line
+    assert str(out_dir) in line and "metrics.json" in line and "embedding.png" in line
 
 
 def test_console_script_is_installed():

@@ -11,9 +11,9 @@ from torch import nn
 
 from fw import api
 from fw.icon import icon_loss
-from fw.learner import context_from_batch
 from fw.recipe import build, recipe_from_dict
 from fw.registry import get_registry
+from fw_common.learner import context_from_batch
 from fw_icon.discrete import MODALITY, CrossModal, DataLabel, Identity, SameClass
 from fw_icon.kernels import CrossModalGaussian, PrototypeSoftmax
 from fw_icon.neighbors import GraphKernel, UniformKNN

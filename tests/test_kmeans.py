@@ -14,8 +14,9 @@ from fw.data import ArrayDataset
 from fw.icon import icon_loss
 from fw.recipe import build, load_recipe, recipe_from_dict
 from fw.train import train
+from fw_common.mappers import OrthonormalProjection
 from fw_kmeans.distributions import DEGREE, ClusterKernel, log_matmul_exp
-from fw_kmeans.featurizers import OrthonormalProjection, SpectralEmbedding
+from fw_kmeans.featurizers import SpectralEmbedding
 from fw_kmeans.learners import ClusterLearner
 
 ROOT = Path(__file__).resolve().parents[1]

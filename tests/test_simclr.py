@@ -16,7 +16,7 @@ from fw.data import ArrayDataset
 from fw.errors import RecipeError
 from fw.recipe import build, load_recipe
 from fw.train import train
-from fw_simclr import augment
+from fw_common import augment
 from fw_simclr.learners import retrieval_top1
 from tests.conftest import RECIPES
 
@@ -227,11 +227,11 @@ def test_clip_scores_retrieval_and_probes_on_the_holdout(registry, halves):
 
 
 def test_modalities_user_errors(registry):
-    with pytest.raises(ValueError, match="EMA teacher"):
+    with pytest.raises(RecipeError, match="EMA teacher"):
         _learner(registry, "clip_digits", "learner.ema_momentum=0.9", "learner.views=2")
-    with pytest.raises(ValueError, match="reads input features"):
+    with pytest.raises(RecipeError, match="reads input features"):
         _learner(registry, "clip_digits", "learner.p={name: gaussian, sigma: 1.0}")
-    with pytest.raises(ValueError, match="distinct"):
+    with pytest.raises(RecipeError, match="distinct"):
         _learner(registry, "clip_digits", "learner.modalities=[x, x]")
 
 
@@ -463,9 +463,9 @@ def test_presets_keep_shape_and_range(preset):
 
 
 def test_augmentation_errors_name_the_choices(registry):
-    with pytest.raises(RecipeError, match="Known: random_resized_crop"):
+    with pytest.raises(RecipeError, match="Registered augmentations: .*random_resized_crop"):
         augment.Augmenter([{"name": "rotate"}])
-    with pytest.raises(RecipeError, match="Allowed: brightness"):
+    with pytest.raises(RecipeError, match="Did you mean .brightness."):
         augment.Augmenter([{"name": "color_jitter", "brightnes": 0.4}])
     with pytest.raises(RecipeError, match="Presets"):
         _learner(registry, "simclr_digits", "learner.augment=imagenet")

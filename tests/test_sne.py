@@ -18,6 +18,7 @@ from sklearn.manifold._t_sne import _gradient_descent, _joint_probabilities, _kl
 from sklearn.metrics import pairwise_distances
 
 from fw import api
+from fw.errors import RecipeError
 from fw.icon import icon_loss
 from fw.recipe import build, load_recipe, recipe_from_dict
 from fw.registry import get_registry
@@ -334,7 +335,7 @@ def test_recipe_rejects_both_sigma_and_perplexity():
         "learner": {"name": "tsne", "p": {"name": "gaussian", "sigma": 1.0, "perplexity": 5}},
     }
     recipe = recipe_from_dict(raw)
-    with pytest.raises(ValueError, match="exactly one"):
+    with pytest.raises(RecipeError, match="learner.p: .*exactly one"):
         build("learner", recipe.raw["learner"])
 
 

@@ -10,8 +10,8 @@ import torch
 from fw.cli import main
 from fw.data import ArrayDataset
 from fw.errors import DataError
+from fw_backbones.taps import mobilenet_v2_tap
 from fw_stego.crf import have_pydensecrf
-from fw_stego.featurizers import mobilenet_v2_tap
 from fw_stego.learner import StegoLearner
 from tests.conftest import RECIPES
 from tests.test_stego_data import write_coco_tree

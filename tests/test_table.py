@@ -13,6 +13,7 @@ import yaml
 from fw import api, hookimpl
 from fw.cli import main as fw_main
 from fw.errors import FwError
+from fw.plots import periodic_table
 from fw.recipe import recipe_from_dict
 from fw.registry import get_registry
 from fw.table import (
@@ -22,7 +23,6 @@ from fw.table import (
     cell_recipe_dict,
     find_cell,
     recipes_dir,
-    render_png,
     render_text,
     smoke_recipe,
     status,
@@ -146,9 +146,11 @@ def test_every_cell_is_runnable_with_the_built_in_plugins():
 
 
 def test_a_smoke_recipe_keeps_its_digits_options():
-    clip = smoke_recipe(cell_recipe_dict(find_cell(TABLE, "CLIP"), REGISTRY), limit=300)
+    clip = smoke_recipe(cell_recipe_dict(find_cell(TABLE, "CLIP"), REGISTRY), "digits", limit=300)
     assert clip["data"] == {"name": "digits", "halves": True, "limit": 300}
-    other = smoke_recipe({"data": {"name": "fashion_mnist", "split": "train"}, "learner": {}})
+    other = smoke_recipe(
+        {"data": {"name": "fashion_mnist", "split": "train"}, "learner": {}}, "digits"
+    )
     assert other["data"] == {"name": "digits", "limit": 512}
 
 
@@ -198,7 +200,7 @@ def test_a_third_party_family_adds_a_row_and_a_column(tmp_path):
     assert all(table.cells[("Toy Family", col)] == [] for col in table.columns[:-1])
     assert "Toy Family" in render_text(table, registry)
     assert status(cell, registry).runnable
-    assert render_png(table, tmp_path / "t.png", registry=registry).stat().st_size > 10_000
+    assert periodic_table(table, tmp_path / "t.png", registry=registry).stat().st_size > 10_000
 
 
 def test_a_cell_outside_every_family_is_an_error():
@@ -289,7 +291,7 @@ def test_every_runnable_cell_trains_20_steps_without_nan(cell, tmp_path):
         pytest.skip(f"recipe {cell.recipe} of '{cell.method}' does not exist yet")
     if not st.runnable:
         pytest.skip(f"'{cell.method}' is not runnable with the installed plugins: {st.detail}")
-    raw = smoke_recipe(cell_recipe_dict(cell, REGISTRY), steps=20, limit=300)
+    raw = smoke_recipe(cell_recipe_dict(cell, REGISTRY), "digits", steps=20, limit=300)
     final = train(recipe_from_dict(raw, REGISTRY), tmp_path / "run", registry=REGISTRY)
     assert math.isfinite(final["final_loss"])
     for key, value in final.items():

@@ -13,9 +13,9 @@ from pathlib import Path
 import pytest
 
 from fw.errors import FwError, Interrupted
-from fw.learner import IConLearner
 from fw.recipe import load_recipe
 from fw.train import BatchStream, train
+from fw_common.learner import IConLearner
 
 ROOT = Path(__file__).resolve().parents[1]
 

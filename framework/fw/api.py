@@ -452,6 +452,8 @@ class Learner(nn.Module, Component):
 
     #: ``None`` means the learner wants the whole dataset as one batch every step.
     batch_size: int | None = None
+    #: a small dataset spec the registry walk trains it on (with its ``example`` params)
+    example_data: ClassVar[Mapping[str, Any]] = {}
     headline: ClassVar[tuple[str, ...]] = ("hungarian_accuracy", "nmi", "knn_accuracy")
 
     def setup(self, data: Any) -> None:  # noqa: B027 - optional hook, default is a no-op

@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 import argparse
-import importlib
-import json
 import sys
 import textwrap
 from collections.abc import Sequence
+from pathlib import Path
 
 from fw import __version__
 from fw.errors import FwError, Interrupted
@@ -61,6 +60,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument(
         "--resume", action="store_true", help="continue from OUT/checkpoints/last.ckpt"
     )
+    run.add_argument("--overwrite", action="store_true", help="replace the run OUT already holds")
 
     show = sub.add_parser(
         "show",
@@ -104,14 +104,29 @@ def _registry(args: argparse.Namespace):
 
 def cmd_run(args: argparse.Namespace) -> int:
     from fw.recipe import load_recipe
-    from fw.train import train
+    from fw.train import default_run_dir, train
 
     registry = _registry(args)
     recipe = load_recipe(args.recipe, args.overrides, registry)
-    final = train(recipe, args.out, resume=args.resume, registry=registry)
+    run_dir = Path(args.out) if args.out else default_run_dir(recipe)
+    final = train(recipe, run_dir, resume=args.resume, registry=registry, overwrite=args.overwrite)
     if final:
-        print(json.dumps(final, indent=2))
+        print(summary_line(final, run_dir))
     return 0
+
+
+#: metric name fragments that make a headline, most telling first
+HEADLINE = ("hungarian_accuracy", "miou", "accuracy", "top1", "map", "nmi", "trustworthiness")
+
+
+def summary_line(final: dict[str, float], run_dir: Path) -> str:
+    """One line: the headline metrics of a run and the files it wrote."""
+    keys = [k for frag in HEADLINE for k in final if frag in k]
+    picked = list(dict.fromkeys(keys))[:4] or [k for k in final if k != "train_seconds"][:3]
+    metrics = ", ".join(f"{k} {final[k]:.4g}" for k in picked)
+    files = sorted(p.name for p in run_dir.iterdir() if p.is_file()) if run_dir.is_dir() else []
+    seconds = final.get("train_seconds", 0.0)
+    return f"{metrics} ({seconds:.0f} s) -> {run_dir}/ [{', '.join(files)}]"
 
 
 def cmd_show(args: argparse.Namespace) -> int:
@@ -137,11 +152,24 @@ def cmd_plugins(args: argparse.Namespace) -> int:
 
 
 def cmd_table(args: argparse.Namespace) -> int:
-    try:
-        table = importlib.import_module("fw.table")
-    except ModuleNotFoundError:
-        raise FwError("the periodic table is not available in this version of fw") from None
-    return table.main(args, _registry(args))
+    """`fw table`: print (and optionally draw) the table, or write a cell's recipe."""
+    from fw import table
+    from fw.plots import periodic_table
+
+    registry = _registry(args)
+    if args.recipe:
+        text = table.cell_recipe(args.recipe, registry)
+        if args.out:
+            Path(args.out).write_text(text)
+            print(f"wrote {args.out}")
+        else:
+            print(text, end="" if text.endswith("\n") else "\n")
+        return 0
+    built = table.build_table(registry)
+    print(table.render_text(built, registry))
+    if args.png:
+        print(f"wrote {periodic_table(built, Path(args.png), registry=registry)}")
+    return 0
 
 
 COMMANDS = {"run": cmd_run, "show": cmd_show, "plugins": cmd_plugins, "table": cmd_table}

@@ -1,13 +1,22 @@
-"""In-memory datasets of named tensors, the common currency between dataset plugins and learners."""
+"""Datasets as fw sees them: in-memory named tensors, or streamed items, and how the loop samples.
+
+Small data is an :class:`ArrayDataset` (named tensors, batched by slicing). Large data is any
+map-style ``torch.utils.data.Dataset`` whose items are dicts of tensors (``"x"``, ``"label"``,
+dense masks under ``<key>_mask``, see `fw.dense`); the loop loads it with a ``DataLoader``
+(``trainer.num_workers`` processes) driven by :class:`StepSampler`, through
+:class:`SeededItems` so per-item random transforms are reproducible and resumable.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import random
+from collections.abc import Iterator, Mapping
 from typing import Any
 
+import numpy as np
 import torch
 from torch import Tensor
-from torch.utils.data import Dataset
+from torch.utils.data import Dataset, Sampler
 
 from fw.errors import DataError, ShapeError
 
@@ -92,7 +101,8 @@ def take(data: Dataset, key: str = "x", limit: int | None = None) -> Tensor:
     """The ``key`` entries of a dataset's first ``limit`` items (all when None), stacked.
 
     Works for in-memory `ArrayDataset` (a slice, no copy) and for any map-style dataset of
-    dict items (read item by item), so learners never reach into ``data.x``.
+    dict items (read item by item, each with its fixed evaluation seed, so random per-item
+    transforms give the same view every call), so learners never reach into ``data.x``.
     """
     n = len(data)  # type: ignore[arg-type]
     count = n if limit is None else min(limit, n)
@@ -104,9 +114,134 @@ def take(data: Dataset, key: str = "x", limit: int | None = None) -> Tensor:
         return data.tensors[key][:count]
     if count == 0:
         raise DataError(f"dataset {type(data).__name__} is empty")
-    first = data[0]
+    items = SeededItems(data)  # item i is always drawn with seed i: the same view every call
+    first = items[(0, 0)]
     if key not in first:
         raise DataError(
             f"dataset {type(data).__name__} has no '{key}' entries; its items have {sorted(first)}"
         )
-    return torch.stack([torch.as_tensor(data[i][key]) for i in range(count)])
+    return torch.stack([torch.as_tensor(items[(i, i)][key]) for i in range(count)])
+
+
+def item_seed(seed: int, step: int, position: int) -> int:
+    """The RNG seed of the ``position``-th item of step ``step``'s batch (a run's ``seed``)."""
+    return ((seed * 1_000_003 + step) * 65_537 + position) % (1 << 62)
+
+
+class StepSampler(Sampler):
+    """Batch sampler for steps ``start..stop``: each batch is a list of ``(index, item_seed)``.
+
+    Epoch ``e`` visits a permutation seeded by ``(seed, e)``; ranks take strided slices of it
+    (as `DistributedSampler` does) and the last incomplete batch is dropped. The batch of any
+    step is a function of the step number alone, so a resumed run (``start`` > 0) sees exactly
+    the batches, and the per-item random transforms, of an uninterrupted one.
+    """
+
+    def __init__(
+        self,
+        n: int,
+        batch_size: int,
+        seed: int,
+        start: int,
+        stop: int,
+        rank: int = 0,
+        world_size: int = 1,
+    ) -> None:
+        per_rank = n // world_size
+        if batch_size < 1:
+            raise ShapeError(f"batch_size must be >= 1, got {batch_size}")
+        if batch_size > per_rank:
+            raise ShapeError(
+                f"batch_size {batch_size} is larger than the {per_rank} items each of the "
+                f"{world_size} process(es) sees; lower trainer.batch_size or learner.batch_size"
+            )
+        self.n, self.batch_size, self.seed = n, batch_size, seed
+        self.start, self.stop = start, stop
+        self.rank, self.world_size = rank, world_size
+        self.batches_per_epoch = per_rank // batch_size
+
+    def _perm(self, epoch: int) -> Tensor:
+        """This rank's share of epoch ``epoch``'s permutation (the last one is kept)."""
+        if getattr(self, "_cached", (None,))[0] != epoch:
+            gen = torch.Generator().manual_seed(self.seed * 100_003 + epoch)
+            perm = torch.randperm(self.n, generator=gen)[self.rank :: self.world_size]
+            self._cached = (epoch, perm)
+        return self._cached[1]
+
+    def indices(self, step: int) -> Tensor:
+        """Dataset indices of this rank's batch at ``step``."""
+        epoch, b = divmod(step, self.batches_per_epoch)
+        return self._perm(epoch)[b * self.batch_size : (b + 1) * self.batch_size]
+
+    def __len__(self) -> int:
+        return max(self.stop - self.start, 0)
+
+    def __iter__(self) -> Iterator[list[tuple[int, int]]]:
+        offset = self.rank * self.batch_size
+        for step in range(self.start, self.stop):
+            idx = self.indices(step).tolist()
+            yield [(i, item_seed(self.seed, step, offset + k)) for k, i in enumerate(idx)]
+
+
+class SeededItems(Dataset):
+    """Serves ``(index, seed)`` requests: item ``index`` with every RNG seeded by ``seed``.
+
+    Per-item random transforms in a dataset (crops, jitter) draw from torch's, numpy's and
+    Python's global generators; seeding them per item makes the result independent of the
+    worker that loads it. In the main process the generators are restored afterwards, so the
+    training step's own randomness is untouched. Items without ``"index"`` get it.
+    """
+
+    def __init__(self, dataset: Dataset) -> None:
+        self.dataset = dataset
+
+    def __len__(self) -> int:
+        return len(self.dataset)  # type: ignore[arg-type]
+
+    def __getitem__(self, request: tuple[int, int]) -> dict[str, Any]:
+        index, seed = request
+        in_worker = torch.utils.data.get_worker_info() is not None
+        saved = None if in_worker else _global_rng()
+        torch.manual_seed(seed)
+        np.random.seed(seed % (1 << 32))
+        random.seed(seed)
+        try:
+            item = self.dataset[index]
+        finally:
+            if saved is not None:
+                _restore_rng(saved)
+        if not isinstance(item, Mapping):
+            raise DataError(
+                f"dataset {type(self.dataset).__name__} must return dict items (got "
+                f"{type(item).__name__}); see fw.data"
+            )
+        item = dict(item)
+        item.setdefault("index", torch.tensor(index))
+        return item
+
+
+def _global_rng() -> tuple[Any, Any, Any]:
+    return torch.get_rng_state(), np.random.get_state(), random.getstate()
+
+
+def _restore_rng(state: tuple[Any, Any, Any]) -> None:
+    torch.set_rng_state(state[0])
+    np.random.set_state(state[1])
+    random.setstate(state[2])
+
+
+def load_all(data: Dataset) -> dict[str, Tensor]:
+    """Every item of a dataset as one batch (in memory: no copy; streamed: read item by item)."""
+    if isinstance(data, ArrayDataset):
+        return data.full_batch()
+    items = SeededItems(data)
+    return collate_batched([items[(i, i)] for i in range(len(items))])
+
+
+def labels_of(data: Dataset) -> Tensor | None:
+    """The class labels ``[N]`` of a dataset, or None when its items have none."""
+    if isinstance(data, ArrayDataset):
+        return data.labels
+    if len(data) == 0 or "label" not in SeededItems(data)[(0, 0)]:  # type: ignore[arg-type]
+        return None
+    return take(data, "label")

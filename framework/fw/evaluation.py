@@ -9,8 +9,12 @@ import numpy as np
 from torch import Tensor
 
 from fw import metrics
-from fw.data import take
+from fw.data import labels_of, take
 from fw.plots import cluster_confusion, scatter
+
+#: metric prefixes: clusters read off a cluster q's argmax, or k-means on an embedding
+ARGMAX_PREFIX = "cluster"
+KMEANS_PREFIX = "kmeans"
 
 
 def evaluate_embedding(
@@ -33,16 +37,17 @@ def evaluate_embedding(
 
     out: dict[str, float] = {}
     emb = z.detach().double().numpy()
-    labels = data.labels
+    labels = labels_of(data)
     if labels is not None:
         y = labels.numpy()
-        k = n_clusters or data.num_classes or int(y.max()) + 1
+        classes = getattr(data, "classes", None)
+        k = n_clusters or (len(classes) if classes else None) or int(y.max()) + 1
         if clusters_from_argmax:
             pred = emb.argmax(axis=1)
-            prefix = "cluster"
+            prefix = ARGMAX_PREFIX
         else:
             pred = KMeans(n_clusters=k, n_init=10, random_state=seed).fit_predict(emb)
-            prefix = "kmeans"
+            prefix = KMEANS_PREFIX
         out[f"{prefix}_hungarian_accuracy"] = metrics.hungarian_accuracy(y, pred)
         out[f"{prefix}_nmi"] = metrics.nmi(y, pred)
         out[f"{prefix}_ari"] = metrics.ari(y, pred)

@@ -23,7 +23,7 @@ import attrs
 import yaml
 
 from fw import hookspecs
-from fw.errors import RecipeError, RegistryError
+from fw.errors import FwError, RecipeError, RegistryError
 from fw.registry import Registry, get_registry
 
 #: parameter annotation -> component kind built from a nested mapping (one row per hook kind)
@@ -34,17 +34,20 @@ _KIND_OF_ANNOTATION: dict[Any, str] = {k.base: k.name for k in hookspecs.KINDS}
 class TrainerConfig:
     """How `fw.train` runs a learner (lightning-fabric settings, steps, checkpoints, logging)."""
 
-    max_steps: int = 1000
-    batch_size: int | None = None  # None: the learner's own choice (None there = full batch)
+    max_steps: int = attrs.field(default=1000, metadata={"min": 1})
+    # None: the learner's own choice (None there = full batch)
+    batch_size: int | None = attrs.field(default=None, metadata={"min": 1})
     accelerator: str = "cpu"
     devices: int | str = 1
     strategy: str = "auto"
     precision: str = "32-true"
-    num_nodes: int = 1
-    num_workers: int = 0
-    checkpoint_every: int = 0  # 0: checkpoint only on interrupt and at the end
-    threads: int | None = None  # torch CPU threads (None: torch's default)
-    log_every: int = 10
+    num_nodes: int = attrs.field(default=1, metadata={"min": 1})
+    num_workers: int = attrs.field(default=0, metadata={"min": 0})
+    # 0: checkpoint only on interrupt and at the end
+    checkpoint_every: int = attrs.field(default=0, metadata={"min": 0})
+    # torch CPU threads (None: torch's default)
+    threads: int | None = attrs.field(default=None, metadata={"min": 1})
+    log_every: int = attrs.field(default=10, metadata={"min": 1})
     progress: bool = True
 
 
@@ -218,6 +221,13 @@ def load_recipe(
     return Recipe(checker.check_recipe(raw), path, lines)
 
 
+def check_component(
+    kind: str, spec: Any, registry: Registry | None = None, path: str | None = None
+) -> dict[str, Any]:
+    """Validate one component spec of ``kind`` (names, types, defaults); return it resolved."""
+    return _Checker(registry or get_registry(), None, {}).component(path or kind, spec, kind)
+
+
 def recipe_from_dict(raw: Mapping[str, Any], registry: Registry | None = None) -> Recipe:
     """Validate a recipe given as a mapping (tests, programmatic use)."""
     checker = _Checker(registry or get_registry(), None, {})
@@ -252,6 +262,14 @@ def factory_params(factory: Callable[..., Any], skip: int = 0) -> dict[str, insp
         if p.kind not in (inspect.Parameter.VAR_POSITIONAL, inspect.Parameter.VAR_KEYWORD)
     ]
     return {p.name: p for p in params[skip:]}
+
+
+def _takes_any(factory: Callable[..., Any]) -> bool:
+    """Whether the factory accepts ``**kwargs`` (extra recipe keys pass through to it)."""
+    return any(
+        p.kind is inspect.Parameter.VAR_KEYWORD
+        for p in inspect.signature(factory).parameters.values()
+    )
 
 
 class _Checker:
@@ -307,6 +325,9 @@ class _Checker:
             if key not in fields:
                 raise self.fail(f"{path}.{key}", self._unknown(key, list(fields), path))
             out[key] = self.value(f"{path}.{key}", v, hints[key])
+            low = fields[key].metadata.get("min")
+            if low is not None and isinstance(out[key], int) and out[key] < low:
+                raise self.fail(f"{path}.{key}", f"must be >= {low}, got {out[key]}")
         for name, field in fields.items():
             out.setdefault(name, field.default)
         return out
@@ -334,9 +355,14 @@ class _Checker:
         params = factory_params(entry.factory, skip=skip)
         hints = _hints(entry.factory)
         what = f"{kind} '{name}' (plugin {entry.plugin})"
+        spec = self._aliases(path, dict(spec), getattr(entry.factory, "aliases", None) or {})
         out: dict[str, Any] = {"name": name}
+        takes_any = _takes_any(entry.factory)
         for key, value in spec.items():
             if key == "name":
+                continue
+            if key not in params and takes_any:
+                out[key] = value  # passed through to the factory's **kwargs
                 continue
             if key not in params:
                 raise self.fail(f"{path}.{key}", self._unknown(key, list(params), what))
@@ -352,6 +378,31 @@ class _Checker:
                 )
             out[pname] = _plain(param.default)
         return out
+
+    def _aliases(
+        self, path: str, spec: dict[str, Any], aliases: Mapping[str, str]
+    ) -> dict[str, Any]:
+        """Move alias keys (``clusters`` -> ``mapper.dim``) to the nested key they stand for."""
+        for alias, target in aliases.items():
+            if alias not in spec:
+                continue
+            value = spec.pop(alias)
+            *parents, leaf = target.split(".")
+            node = spec
+            for part in parents:
+                child = node.get(part)
+                if not isinstance(child, Mapping):
+                    raise self.fail(
+                        f"{path}.{alias}", f"sets {path}.{target}, but {path}.{part} is not given"
+                    )
+                node[part] = node = dict(child)
+            if leaf in node and node[leaf] != value:
+                raise self.fail(
+                    f"{path}.{alias}",
+                    f"{alias}={value!r} contradicts {path}.{target}={node[leaf]!r}; give one",
+                )
+            node[leaf] = value
+        return spec
 
     def value(self, path: str, value: Any, annotation: Any) -> Any:
         if annotation is inspect.Parameter.empty or annotation is Any:
@@ -471,10 +522,19 @@ def _coerce(value: Any, annotation: Any) -> tuple[bool, Any]:
 
 
 def build(
-    kind: str, spec: Mapping[str, Any], registry: Registry | None = None, **injected: Any
+    kind: str,
+    spec: Mapping[str, Any],
+    registry: Registry | None = None,
+    path: str | None = None,
+    **injected: Any,
 ) -> Any:
-    """Build a validated component spec (nested components first); ``injected`` adds kwargs."""
+    """Build a validated component spec (nested components first); ``injected`` adds kwargs.
+
+    A value the factory rejects (``ValueError``/``TypeError`` while constructing) becomes a
+    :class:`RecipeError` naming the recipe key ``path`` (default: the kind).
+    """
     registry = registry or get_registry()
+    path = path or kind
     entry = registry.get(kind, spec["name"])
     skip = 1 if kind == "optimizer" else 0
     params = factory_params(entry.factory, skip=skip)
@@ -483,18 +543,42 @@ def build(
     for key, value in spec.items():
         if key == "name":
             continue
+        if key not in params:
+            if _takes_any(entry.factory):
+                kwargs[key] = value
+                continue
+            raise RecipeError(f"{path}.{key}: unknown parameter of {kind} '{spec['name']}'")
         annotation = hints.get(key, params[key].annotation)
         sub_kind = _component_kind(annotation)
         if sub_kind is not None and isinstance(value, Mapping):
-            value = build(sub_kind, value, registry)
+            value = build(sub_kind, value, registry, f"{path}.{key}")
         list_kind = _component_list_kind(annotation)
         if list_kind is not None and isinstance(value, (list, tuple)):
-            value = [build(list_kind, v, registry) if isinstance(v, Mapping) else v for v in value]
+            value = [
+                build(list_kind, v, registry, f"{path}.{key}.{i}") if isinstance(v, Mapping) else v
+                for i, v in enumerate(value)
+            ]
         kwargs[key] = value
     kwargs.update(injected)
     if kind == "optimizer":
         return functools.partial(entry.factory, **kwargs)
-    obj = entry.factory(**kwargs)
+    try:
+        obj = entry.factory(**kwargs)
+    except FwError:
+        raise
+    except Exception as err:  # any other refusal of the recipe's values (--debug shows it)
+        if isinstance(err, RuntimeError) and "allocate" in str(err):
+            raise RecipeError(
+                f"{path}: {kind} '{spec['name']}' with these parameters needs more memory than "
+                f"this machine has. Lower the sizes under '{path}'."
+            ) from err
+        message = err.args[0] if isinstance(err, KeyError) and err.args else err
+        kind_of = "" if isinstance(err, (ValueError, TypeError, KeyError)) else type(err).__name__
+        raise RecipeError(
+            f"{path}: {kind} '{spec['name']}' rejects its parameters: "
+            f"{kind_of + ': ' if kind_of else ''}{message}. Fix the value under '{path}' in the "
+            "recipe (or its dotted override)."
+        ) from err
     try:
         obj._fw_spec = dict(spec)  # every component round-trips to its recipe entry
     except AttributeError:

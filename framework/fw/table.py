@@ -16,11 +16,9 @@ Every cell says how it runs, and `fw table` reports it honestly:
 
 from __future__ import annotations
 
-import argparse
 import copy
 import os
 import re
-import textwrap
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -57,23 +55,6 @@ SHORT: dict[str, str] = {
     "Uniform on Clusters": "Clusters",
 }
 
-#: Parameters a generic recipe gives a distribution that cannot run on its defaults.
-DEFAULT_PARAMS: dict[tuple[str, str], dict[str, Any]] = {
-    ("gaussian", "p"): {"perplexity": 30},
-    ("gaussian", "q"): {"sigma": 0.7071067811865476},  # SNE's q: exp(-||z_i - z_j||²)
-    ("data_label", "p"): {"num_classes": 10},
-    ("prototype_softmax", "q"): {"num_classes": 10, "dim": 16},
-    ("triplet", "q"): {"positives": "labels"},
-}
-
-#: p families whose points are views of a sample: the generic recipe needs a view learner.
-VIEW_FAMILIES = ("Uniform over Positive Pairs",)
-#: p families that need data with two modalities (their recipes are written by hand).
-MODAL_FAMILIES = ("Cross-Modal Pairs",)
-#: q families whose loss is unbounded below for an unconstrained mapper (the σ→∞ limit is
-#: cohesion − 2·Var): their generic recipe projects orthonormally instead, when available.
-BOUNDED_MAPPER = {"Gaussian σ→∞": {"name": "orthonormal_projection", "dim": 2}}
-
 
 @attrs.frozen
 class Cell:
@@ -100,6 +81,23 @@ class Cell:
 
 
 @attrs.frozen
+class RecipeTemplate:
+    """How a plugin's learner runs any (p, q) cell whose p belongs to ``p_families``.
+
+    ``recipe`` is a whole recipe in which the values ``"{p}"`` and ``"{q}"`` stand for the two
+    distributions and ``"{dim}"`` for the output width the q asks for (its ``table_dim``, 2 by
+    default). An empty ``p_families`` is the fallback for every family no other template
+    claims. ``refuse`` instead says why such cells have no generic recipe (e.g. two modalities).
+    Plugins return templates from ``fw_table_cells`` beside their cells.
+    """
+
+    recipe: Mapping[str, Any] = attrs.field(factory=dict, converter=dict, hash=False)
+    p_families: tuple[str, ...] = attrs.field(default=(), converter=tuple)
+    refuse: str = ""
+    plugin: str = ""
+
+
+@attrs.frozen
 class Status:
     """Whether a cell can be trained, and how (``recipe``, ``generic``) or why not."""
 
@@ -115,6 +113,7 @@ class Table:
     columns: list[str]
     rows: list[str]
     cells: dict[tuple[str, str], list[Cell]]  # (q row, p column) -> cells
+    templates: list[RecipeTemplate] = attrs.field(factory=list)
 
     def methods(self) -> list[Cell]:
         """Every declared cell, known methods first, then gaps; in table order within each."""
@@ -146,12 +145,16 @@ def build_table(registry: Registry) -> Table:
     """
     columns, rows = _families(registry)
     cells: dict[tuple[str, str], list[Cell]] = {(r, c): [] for r in rows for c in columns}
+    templates: list[RecipeTemplate] = []
     for plugin, declared in registry.hook_results("fw_table_cells"):
         for cell in declared or []:
+            if isinstance(cell, RecipeTemplate):
+                templates.append(attrs.evolve(cell, plugin=plugin))
+                continue
             if not isinstance(cell, Cell):
                 raise FwError(
                     f"plugin '{plugin}' returned {cell!r} from fw_table_cells; return a list of "
-                    "fw.table.Cell"
+                    "fw.table.Cell and fw.table.RecipeTemplate"
                 )
             cell = attrs.evolve(cell, plugin=plugin)
             key = (cell.q_family, cell.p_family)
@@ -166,7 +169,7 @@ def build_table(registry: Registry) -> Table:
                     cells[key][same[0]] = cell
                 continue
             cells[key].append(cell)
-    return Table(columns, rows, cells)
+    return Table(columns, rows, cells, templates)
 
 
 def _norm(text: str) -> str:
@@ -200,78 +203,71 @@ def recipes_dir() -> Path:
 # ----------------------------------------------------------------------------- recipes
 
 
-def _component(name: str, role: str, params: Mapping[str, Any] | None) -> dict[str, Any]:
-    """``{name, **params}``; a distribution given no params gets its `DEFAULT_PARAMS`."""
-    return {"name": name, **(params or DEFAULT_PARAMS.get((name, role), {}))}
+def _component(factory: Any, name: str, role: str, params: Mapping[str, Any] | None) -> dict:
+    """``{name, **params}``; without params, the ones the distribution declares for ``role``."""
+    declared = (getattr(factory, "table_params", None) or {}).get(role, {})
+    return {"name": name, **(params or declared)}
+
+
+def _fill(value: Any, slots: Mapping[str, Any]) -> Any:
+    """A template with its ``"{slot}"`` values replaced."""
+    if isinstance(value, str) and value in slots:
+        return copy.deepcopy(slots[value])
+    if isinstance(value, Mapping):
+        return {k: _fill(v, slots) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_fill(v, slots) for v in value]
+    return value
+
+
+def _template(family: str, registry: Registry) -> RecipeTemplate:
+    templates = build_table(registry).templates
+    claimed = [t for t in templates if family in t.p_families]
+    chosen = claimed or [t for t in templates if not t.p_families]
+    if not chosen:
+        raise FwError(
+            f"no installed plugin declares a recipe template for p family '{family}' "
+            "(fw.table.RecipeTemplate from fw_table_cells)"
+        )
+    return chosen[0]
 
 
 def generic_recipe(
     p_name: str,
     q_name: str,
     registry: Registry,
-    dataset: str = "digits",
     p_params: Mapping[str, Any] | None = None,
     q_params: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """A runnable recipe for any (p, q) pair.
+    """A runnable recipe for any (p, q) pair, from the template a plugin declares for p's family.
 
-    The generic ``icon`` learner with an MLP mapper (10 cluster logits for a cluster q, else a
-    2-D embedding; an orthonormal linear projection for the σ→∞ q, see `BOUNDED_MAPPER`),
-    except for p families whose points are views of a sample (positive pairs): those need the
-    view learner ``contrastive`` when a plugin provides it. Cross-modal p needs two modalities
-    and has no generic recipe.
+    The q's class may declare ``table_dim`` (the width its mapper must output, e.g. one logit
+    per cluster) and ``table_learner`` (learner entries it needs, e.g. a bounded mapper for the
+    σ→∞ limit), merged into the template's learner where the template has those keys.
     """
     p_factory = registry.get("distribution", p_name).factory
     q_factory = registry.get("distribution", q_name).factory
-    p_family = getattr(p_factory, "family", "")
-    clusters = getattr(q_factory, "family", "") == api.CLUSTER_FAMILY
-    p_spec = _component(p_name, "p", p_params)
-    q_spec = _component(q_name, "q", q_params)
-    dim = 10 if clusters else 2
-    if p_family in MODAL_FAMILIES:
-        raise FwError(
-            f"p '{p_name}' ({p_family}) pairs points of two modalities, which the generic recipe "
-            "does not make; start from recipes/clip_digits.yaml (the digits' top and bottom "
-            "halves as two modalities) and set its learner.q"
-        )
-    if p_family in VIEW_FAMILIES:
-        if "contrastive" not in registry.names("learner"):
-            raise FwError(
-                f"p '{p_name}' ({p_family}) pairs views of a sample, which the generic 'icon' "
-                "learner does not make; install a plugin with a view learner ('contrastive')"
-            )
-        learner: dict[str, Any] = {
-            "name": "contrastive",
-            "p": p_spec,
-            "q": q_spec,
-            "backbone": {"name": "mlp", "dim": 64, "hidden": [256]},
-            "head": {"name": "mlp", "dim": dim, "hidden": [128]},
-            "views": 2,
-            "augment": "digits",
-            "batch_size": 128,
-            "optimizer": {"name": "adam", "lr": 1e-3},
-        }
-    else:
-        mapper: dict[str, Any] = {"name": "mlp", "dim": dim, "hidden": [256]}
-        lr = 1e-3
-        bounded = BOUNDED_MAPPER.get(getattr(q_factory, "family", ""))
-        if bounded is not None and bounded["name"] in registry.names("featurizer"):
-            mapper, lr = dict(bounded), 0.05
-        learner = {
-            "name": "icon",
-            "p": p_spec,
-            "q": q_spec,
-            "mapper": mapper,
-            "batch_size": 256,
-            "optimizer": {"name": "adam", "lr": lr},
-        }
-    return {
-        "description": f"generic I-Con cell: p={p_name}, q={q_name} (generated by `fw table`)",
-        "seed": 0,
-        "data": {"name": dataset},
-        "learner": learner,
-        "trainer": {"max_steps": 500, "log_every": 50},
+    family = getattr(p_factory, "family", "")
+    template = _template(family, registry)
+    if template.refuse:
+        raise FwError(f"p '{p_name}' ({family}): {template.refuse}")
+    slots = {
+        "{p}": _component(p_factory, p_name, "p", p_params),
+        "{q}": _component(q_factory, q_name, "q", q_params),
+        "{dim}": getattr(q_factory, "table_dim", None) or 2,
     }
+    raw = _fill(template.recipe, slots)
+    learner = raw["learner"]
+    for key, value in (getattr(q_factory, "table_learner", None) or {}).items():
+        if key not in learner:
+            continue  # the template's learner has no such entry (e.g. no mapper)
+        current = learner[key]
+        same = isinstance(current, Mapping) and value.get("name", current.get("name")) == (
+            current.get("name")
+        )
+        learner[key] = {**current, **value} if same else copy.deepcopy(dict(value))
+    raw["description"] = f"generic I-Con cell: p={p_name}, q={q_name} (generated by `fw table`)"
+    return raw
 
 
 def cell_recipe_dict(cell: Cell, registry: Registry) -> dict[str, Any]:
@@ -342,9 +338,9 @@ def cell_recipe(cell_or_pair: str, registry: Registry) -> str:
 
 def smoke_recipe(
     raw: Mapping[str, Any],
+    dataset: str,
     steps: int | None = 20,
     limit: int | None = 512,
-    dataset: str = "digits",
 ) -> dict[str, Any]:
     """A copy of a recipe that trains ``steps`` steps on (the first ``limit``) ``dataset``.
 
@@ -439,150 +435,6 @@ def render_text(table: Table, registry: Registry | None = None) -> str:
     lines.append("")
     lines.append(summary)
     return "\n".join(lines)
-
-
-def render_png(
-    table: Table,
-    path: Path,
-    values: Mapping[str, float] | None = None,
-    value_label: str = "",
-    registry: Registry | None = None,
-    title: str | None = None,
-) -> Path:
-    """Draw the table as a coloured grid.
-
-    Without ``values`` cells are coloured by category (gaps grey, names in italics; a † marks
-    methods that are not runnable yet when a registry is given). With ``values`` (method name
-    -> number, e.g. accuracy per cell) each method shows its number and the cell is coloured by
-    the best value in it (a heatmap; cells without a value stay white).
-    """
-    from matplotlib import colormaps
-    from matplotlib.cm import ScalarMappable
-    from matplotlib.colors import Normalize
-    from matplotlib.patches import Patch, Rectangle
-
-    from fw.plots import pyplot, save_figure
-
-    plt = pyplot()
-    n_rows, n_cols = len(table.rows), len(table.columns)
-    cell_w, cell_h = 1.75, 1.25
-    fig_w, fig_h = cell_w * n_cols + 2.3, cell_h * n_rows + 2.6
-    fig, ax = plt.subplots(figsize=(fig_w, fig_h), dpi=120)
-    cmap = colormaps["viridis"]
-    norm = Normalize(vmin=0.0, vmax=1.0)
-    runnable = {}
-    if registry is not None:
-        runnable = {id(c): status(c, registry).runnable for c in table.methods()}
-    for r, row in enumerate(table.rows):
-        for c, col in enumerate(table.columns):
-            cells = table.cells[(row, col)]
-            y0 = n_rows - 1 - r
-            ax.add_patch(
-                Rectangle((c, y0), 1, 1, facecolor="white", edgecolor="#444444", linewidth=0.7)
-            )
-            slot = 1.0 / max(len(cells), 1)
-            for k, x in enumerate(cells):  # one horizontal band per method, top to bottom
-                top = y0 + 1 - k * slot
-                score = values.get(x.method) if values is not None else None
-                if values is not None:
-                    colour = cmap(norm(score)) if score is not None else "white"
-                else:
-                    colour = CATEGORIES["Gap"] if x.gap else CATEGORIES.get(x.category, "white")
-                ax.add_patch(
-                    Rectangle(
-                        (c, top - slot),
-                        1,
-                        slot,
-                        facecolor=colour,
-                        edgecolor="#888888",
-                        linewidth=0.3,
-                    )
-                )
-                label = "\n".join(textwrap.wrap(x.method, 18)) or x.method
-                if values is not None:
-                    label += f"\n{score:.2f}" if score is not None else "\n–"
-                elif runnable and not runnable.get(id(x), True):
-                    label += " †"
-                dark = score is not None and norm(score) < 0.55
-                ax.text(
-                    c + 0.5,
-                    top - slot * 0.42,
-                    label,
-                    ha="center",
-                    va="center",
-                    fontsize=7.5 if len(cells) < 3 else 6.5,
-                    style="italic" if x.gap else "normal",
-                    color="white" if dark else "black",
-                    linespacing=1.05,
-                )
-                if x.citation and values is None:
-                    cite = textwrap.shorten(x.citation, 30, placeholder="…")
-                    ax.text(
-                        c + 0.5,
-                        top - slot * 0.42 - 0.045 * (label.count("\n") + 1) - 0.05,
-                        cite,
-                        ha="center",
-                        va="center",
-                        fontsize=5.5,
-                        color="#333333",
-                    )
-    ax.set_xlim(0, n_cols)
-    ax.set_ylim(0, n_rows)
-    ax.set_xticks([c + 0.5 for c in range(n_cols)])
-    ax.set_xticklabels(["\n".join(textwrap.wrap(col, 14)) for col in table.columns], fontsize=8)
-    ax.xaxis.tick_top()
-    ax.tick_params(length=0)
-    ax.set_yticks([n_rows - 0.5 - r for r in range(n_rows)])
-    ax.set_yticklabels(["\n".join(textwrap.wrap(row, 12)) for row in table.rows], fontsize=8)
-    ax.set_xlabel("supervisory p(j|i)", fontsize=9)
-    ax.xaxis.set_label_position("top")
-    ax.set_ylabel("learned q(j|i)", fontsize=9)
-    for side in ax.spines.values():
-        side.set_visible(False)
-    if values is None:
-        handles = [
-            Patch(facecolor=v, edgecolor="#444444", label=k if k != "Gap" else "Gap (italics)")
-            for k, v in CATEGORIES.items()
-        ]
-        ax.legend(
-            handles=handles,
-            loc="upper center",
-            bbox_to_anchor=(0.5, -0.02),
-            ncol=3,
-            fontsize=8,
-            frameon=False,
-        )
-        if runnable:
-            fig.text(0.99, 0.01, "† not runnable yet", ha="right", fontsize=7)
-    else:
-        bar = fig.colorbar(
-            ScalarMappable(norm=norm, cmap=cmap),
-            ax=ax,
-            orientation="horizontal",
-            fraction=0.04,
-            pad=0.03,
-        )
-        bar.set_label(value_label or "value", fontsize=8)
-    default = "The I-Con periodic table (registered methods and named gaps)"
-    ax.set_title(title or default, fontsize=11, pad=34)
-    return save_figure(fig, Path(path))
-
-
-def main(args: argparse.Namespace, registry: Registry) -> int:
-    """`fw table`: print (and optionally draw) the table, or write a cell's recipe."""
-    if args.recipe:
-        text = cell_recipe(args.recipe, registry)
-        if args.out:
-            Path(args.out).write_text(text)
-            print(f"wrote {args.out}")
-        else:
-            print(text, end="" if text.endswith("\n") else "\n")
-        return 0
-    table = build_table(registry)
-    print(render_text(table, registry))
-    if args.png:
-        print(f"wrote {render_png(table, Path(args.png), registry=registry)}")
-    return 0
 
 
 def cell_summary(table: Table) -> list[dict[str, Any]]:

@@ -7,6 +7,7 @@ owns its step (`fw.api.Learner`).
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import random
@@ -20,10 +21,11 @@ from typing import Any
 
 import numpy as np
 import torch
-from torch.utils.data import Dataset
+import yaml
+from torch.utils.data import DataLoader, Dataset
 
 from fw.api import Learner, Optimization
-from fw.data import ArrayDataset, collate_batched
+from fw.data import ArrayDataset, SeededItems, StepSampler, collate_batched, load_all
 from fw.errors import FwError, Interrupted
 from fw.recipe import Recipe, build
 from fw.registry import Registry, get_registry
@@ -41,11 +43,10 @@ def default_run_dir(recipe: Recipe) -> Path:
 
 
 class BatchStream:
-    """Deterministic batches: epoch ``e`` visits a permutation seeded by ``(seed, e)``.
+    """The batches of a dataset by step number (for tools and tests; the loop uses `batches`).
 
-    The batch of any step can be rebuilt from the step number alone, so a resumed run sees
-    exactly the batches an uninterrupted one would. Ranks take strided slices of the epoch's
-    permutation (as `DistributedSampler` does); the last incomplete batch is dropped.
+    ``batch(step)`` is a function of the step alone (see `fw.data.StepSampler`); the whole
+    dataset when ``batch_size`` is None.
     """
 
     def __init__(
@@ -57,51 +58,62 @@ class BatchStream:
         world_size: int = 1,
     ) -> None:
         self.dataset = dataset
-        self.n = len(dataset)  # type: ignore[arg-type]
         self.batch_size = batch_size
-        self.seed = seed
-        self.rank = rank
-        self.world_size = world_size
-        per_rank = self.n // world_size
-        if batch_size is not None:
-            if batch_size > per_rank:
-                raise FwError(
-                    f"batch_size {batch_size} is larger than the {per_rank} items each of the "
-                    f"{world_size} process(es) sees; lower trainer.batch_size or "
-                    "learner.batch_size"
-                )
-            self.batches_per_epoch = per_rank // batch_size
-        else:
-            self.batches_per_epoch = 1
-        self._perm_epoch = -1
-        self._perm = torch.empty(0, dtype=torch.long)
+        n = len(dataset)  # type: ignore[arg-type]
+        self.sampler = (
+            None if batch_size is None else StepSampler(n, batch_size, seed, 0, 0, rank, world_size)
+        )
+        self.batches_per_epoch = 1 if self.sampler is None else self.sampler.batches_per_epoch
         self._full: dict[str, torch.Tensor] | None = None
-
-    def _indices(self, step: int) -> torch.Tensor:
-        epoch, b = divmod(step, self.batches_per_epoch)
-        if epoch != self._perm_epoch:
-            gen = torch.Generator().manual_seed(self.seed * 100_003 + epoch)
-            self._perm = torch.randperm(self.n, generator=gen)[self.rank :: self.world_size]
-            self._perm_epoch = epoch
-        assert self.batch_size is not None
-        return self._perm[b * self.batch_size : (b + 1) * self.batch_size]
 
     def batch(self, step: int) -> dict[str, torch.Tensor]:
         """The batch for ``step`` (the whole dataset when ``batch_size`` is None)."""
-        if self.batch_size is None:
+        if self.sampler is None:
             if self._full is None:
-                self._full = _load_all(self.dataset)
+                self._full = load_all(self.dataset)
             return self._full
-        idx = self._indices(step).tolist()
-        if hasattr(self.dataset, "__getitems__"):
-            return collate_batched(self.dataset.__getitems__(idx))
-        return collate_batched([self.dataset[i] for i in idx])
+        return _gather(self.dataset, self.sampler.indices(step).tolist())
 
 
-def _load_all(dataset: Dataset) -> dict[str, torch.Tensor]:
+def _gather(dataset: Dataset, idx: list[int]) -> dict[str, torch.Tensor]:
+    if hasattr(dataset, "__getitems__"):
+        return collate_batched(dataset.__getitems__(idx))
+    return collate_batched([dataset[i] for i in idx])
+
+
+def batches(
+    dataset: Dataset,
+    batch_size: int | None,
+    seed: int,
+    start: int,
+    stop: int,
+    fabric: Any,
+    num_workers: int = 0,
+) -> Iterator[dict[str, torch.Tensor]]:
+    """The device batches of steps ``start..stop``, the same whether or not the run resumed.
+
+    In-memory data is sliced in the main process; any other dataset streams through a
+    ``DataLoader`` with ``num_workers`` workers, set up by Fabric, driven by a
+    `fw.data.StepSampler` and `fw.data.SeededItems` (per-item transforms are seeded per step).
+    """
+    if batch_size is None:
+        full = _to_device(load_all(dataset), fabric.device)
+        for _ in range(start, stop):
+            yield full
+        return
+    n = len(dataset)  # type: ignore[arg-type]
+    sampler = StepSampler(n, batch_size, seed, start, stop, fabric.global_rank, fabric.world_size)
     if isinstance(dataset, ArrayDataset):
-        return dataset.full_batch()
-    return collate_batched([dataset[i] for i in range(len(dataset))])  # type: ignore[arg-type]
+        for step in range(start, stop):
+            yield _to_device(_gather(dataset, sampler.indices(step).tolist()), fabric.device)
+        return
+    loader = DataLoader(
+        SeededItems(dataset),
+        batch_sampler=sampler,
+        num_workers=num_workers,
+        collate_fn=collate_batched,
+    )
+    yield from fabric.setup_dataloaders(loader, use_distributed_sampler=False)
 
 
 def _rng_state() -> dict[str, Any]:
@@ -232,16 +244,28 @@ def train(
     run_dir: str | Path | None = None,
     resume: bool = False,
     registry: Registry | None = None,
+    overwrite: bool = False,
 ) -> dict[str, float]:
-    """Build the recipe's learner and data, train, evaluate; return the final metrics."""
+    """Build the recipe's learner and data, train, evaluate; return the final metrics.
+
+    A run directory that holds a run is never silently replaced: ``resume`` continues it
+    (with the same recipe), ``overwrite`` starts afresh.
+    """
+    return fit(recipe, run_dir, resume, registry, overwrite)[0]
+
+
+def fit(
+    recipe: Recipe,
+    run_dir: str | Path | None = None,
+    resume: bool = False,
+    registry: Registry | None = None,
+    overwrite: bool = False,
+) -> tuple[dict[str, float], Learner]:
+    """`train`, also returning the trained learner (for in-process use, `fw.run`)."""
     registry = registry or get_registry()
     run_dir = Path(run_dir) if run_dir is not None else default_run_dir(recipe)
     ckpt_path = run_dir / CHECKPOINT
-    if resume and not ckpt_path.exists():
-        raise FwError(
-            f"--resume: no checkpoint at {ckpt_path}. Pass the --out directory of the run to "
-            "continue (it holds checkpoints/last.ckpt)."
-        )
+    _check_run_dir(recipe, run_dir, resume, overwrite)
     os.environ[RUN_DIR_ENV] = str(run_dir)
 
     if recipe.trainer.threads:
@@ -258,24 +282,28 @@ def train(
     data = build("dataset", recipe.raw["data"], registry)
     eval_spec = recipe.raw.get("eval_data")
     eval_data = build("dataset", eval_spec, registry) if eval_spec else data
-    learner: Learner = build("learner", recipe.raw["learner"], registry)
+    learner: Learner = build("learner", recipe.raw["learner"], registry, "learner")
     cfg = recipe.trainer
     if cfg.batch_size is not None:  # before setup: full-batch learners cache p in dataset order
         learner.batch_size = cfg.batch_size
-    learner.setup(data)
-    optim = Optimization.of(learner.configure_optimizers())
+    with _recipe_values("while looking at the data"):
+        learner.setup(data)
+        optim = Optimization.of(learner.configure_optimizers())
     model, *optimizers = fabric.setup(learner, *optim.optimizers)
     schedulers = optim.schedulers
-
-    stream = BatchStream(
-        data, learner.batch_size, recipe.seed, fabric.global_rank, fabric.world_size
-    )
 
     start = 0
     if resume:
         state = {"learner": learner, **_optim_state(optimizers, schedulers)}
         state.update(step=0, rng=None, extra={})
-        fabric.load(ckpt_path, state)
+        try:
+            fabric.load(ckpt_path, state)
+        except Exception as err:  # truncated file, or the state of another learner
+            raise FwError(
+                f"--resume: cannot restore {ckpt_path} ({type(err).__name__}: "
+                f"{str(err).splitlines()[0][:200]}). The file is truncated or was written by "
+                "another recipe; run again with --overwrite to start afresh."
+            ) from err
         _load_schedulers(schedulers, state)
         start = int(state["step"])
         _set_rng_state(state["rng"])
@@ -297,17 +325,13 @@ def train(
 
     logger = MetricLogger(run_dir, recipe, enabled=rank0, resume_step=start)
     bar = _progress(cfg.progress and rank0, cfg.max_steps, start, recipe.name)
-    device_batch: dict[str, torch.Tensor] | None = None
     t0 = time.perf_counter()
     last: dict[str, float] = {}
+    stream = batches(
+        data, learner.batch_size, recipe.seed, start, cfg.max_steps, fabric, cfg.num_workers
+    )
     with StopRequest() as stop:
-        for step in range(start, cfg.max_steps):
-            if stream.batch_size is None:
-                if device_batch is None:
-                    device_batch = _to_device(stream.batch(step), fabric.device)
-                batch = device_batch
-            else:
-                batch = _to_device(stream.batch(step), fabric.device)
+        for step, batch in zip(range(start, cfg.max_steps), stream, strict=False):
             with fabric.autocast():
                 out = model(batch, step)
             loss = out["loss"]
@@ -344,7 +368,8 @@ def train(
 
     final: dict[str, float] = {}
     if rank0:
-        final = learner.evaluate(eval_data, run_dir)
+        with _recipe_values("while evaluating (the checkpoint is saved)"):
+            final = learner.evaluate(eval_data, run_dir)
         final.update({f"final_{k}": v for k, v in last.items()})
         final["steps"] = float(cfg.max_steps)
         final["train_seconds"] = elapsed
@@ -352,7 +377,70 @@ def train(
         logger.log(cfg.max_steps, final, split="eval")
     logger.finish(final)
     fabric.barrier()
-    return final
+    return final, learner
+
+
+def _message(err: BaseException) -> str:
+    return str(err.args[0]) if isinstance(err, KeyError) and err.args else str(err)
+
+
+@contextlib.contextmanager
+def _recipe_values(when: str) -> Iterator[None]:
+    """Turn a component's refusal of the recipe's values into an error naming what to fix."""
+    try:
+        yield
+    except FwError:
+        raise
+    except (ValueError, KeyError, TypeError, IndexError) as err:
+        raise FwError(
+            f"the learner rejected the recipe {when}: {_message(err)}. Fix the value under "
+            "'learner' (or 'data') in the recipe or its override."
+        ) from err
+    except RuntimeError as err:
+        if "allocate" not in str(err):
+            raise
+        raise FwError(
+            f"the recipe asks for more memory than this machine has ({when}); lower the sizes "
+            "under 'learner' or 'trainer' (batch_size, dimensions)"
+        ) from err
+
+
+def _check_run_dir(recipe: Recipe, run_dir: Path, resume: bool, overwrite: bool) -> None:
+    """Refuse to lose a run: resume needs its checkpoint and recipe; a finished run stays."""
+    ckpt_path = run_dir / CHECKPOINT
+    saved = run_dir / "recipe.yaml"
+    if resume and overwrite:
+        raise FwError("--resume and --overwrite contradict each other; pass one of them")
+    if resume:
+        if not ckpt_path.exists():
+            raise FwError(
+                f"--resume: no checkpoint at {ckpt_path}. Pass the --out directory of the run "
+                "to continue (it holds checkpoints/last.ckpt)."
+            )
+        if saved.exists():
+            before = yaml.safe_load(saved.read_text()) or {}
+            changed = [
+                k
+                for k in ("seed", "data", "eval_data", "learner")
+                if before.get(k) != recipe.raw.get(k)
+            ]
+            if changed:
+                raise FwError(
+                    f"--resume: {run_dir} holds a run of another recipe (its {', '.join(changed)} "
+                    f"differ; see {saved}). Resume with that recipe, or use another --out."
+                )
+        return
+    if os.environ.get(RUN_DIR_ENV) == str(run_dir) and os.environ.get("LOCAL_RANK"):
+        return  # a DDP child of the process that already checked (and cleared) the directory
+    finished = (run_dir / "metrics.json").exists()
+    if (finished or ckpt_path.exists()) and not overwrite:
+        what = "a finished run" if finished else "an interrupted run (continue it with --resume)"
+        raise FwError(
+            f"{run_dir} holds {what}; pass --overwrite to replace it, or choose another --out"
+        )
+    if overwrite:
+        for stale in (run_dir / "metrics.json", run_dir / "metrics.jsonl", ckpt_path):
+            stale.unlink(missing_ok=True)
 
 
 def _optim_state(optimizers: list[Any], schedulers: list[Any]) -> dict[str, Any]:
@@ -381,9 +469,3 @@ def _progress(enabled: bool, total: int, initial: int, desc: str) -> Any:
     from tqdm.auto import tqdm
 
     return tqdm(total=total, initial=initial, desc=desc, disable=not enabled, dynamic_ncols=True)
-
-
-def iterate_batches(stream: BatchStream, steps: int) -> Iterator[dict[str, torch.Tensor]]:
-    """The first ``steps`` batches of a stream (for tools and tests)."""
-    for step in range(steps):
-        yield stream.batch(step)

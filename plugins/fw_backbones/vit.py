@@ -9,17 +9,12 @@ the official repositories' at non-native sizes, and is identical at the native g
 
 from __future__ import annotations
 
-from typing import Literal
-
 import torch
 from torch import Tensor, nn
 
 from fw.errors import ShapeError
-from fw_backbones.base import Backbone, Output
-
-#: named weights (see `fw_backbones.weights.BACKBONES`); None = random initialisation
-DinoWeights = Literal["imagenet"] | None
-Dinov2Weights = Literal["lvd142m"] | None
+from fw_backbones.base import Backbone, make_builder
+from fw_backbones.weights import BACKBONES
 
 
 class DinoViT(Backbone):
@@ -63,99 +58,8 @@ class DinoViT(Backbone):
         return patches.transpose(1, 2).reshape(x.shape[0], self.dim, h, w)
 
 
-def dino_vits16(
-    weights: DinoWeights = "imagenet",
-    weights_path: str | None = None,
-    output: Output = "global",
-    frozen: bool = True,
-    image_size: int | None = None,
-    preprocess_inputs: bool = True,
-) -> DinoViT:
-    """DINO ViT-S/16, 384-d."""
-    return DinoViT(
-        "dino_vits16", weights, weights_path, output, frozen, image_size, preprocess_inputs
-    )
-
-
-def dino_vits8(
-    weights: DinoWeights = "imagenet",
-    weights_path: str | None = None,
-    output: Output = "global",
-    frozen: bool = True,
-    image_size: int | None = None,
-    preprocess_inputs: bool = True,
-) -> DinoViT:
-    """DINO ViT-S/8, 384-d."""
-    return DinoViT(
-        "dino_vits8", weights, weights_path, output, frozen, image_size, preprocess_inputs
-    )
-
-
-def dino_vitb16(
-    weights: DinoWeights = "imagenet",
-    weights_path: str | None = None,
-    output: Output = "global",
-    frozen: bool = True,
-    image_size: int | None = None,
-    preprocess_inputs: bool = True,
-) -> DinoViT:
-    """DINO ViT-B/16, 768-d."""
-    return DinoViT(
-        "dino_vitb16", weights, weights_path, output, frozen, image_size, preprocess_inputs
-    )
-
-
-def dino_vitb8(
-    weights: DinoWeights = "imagenet",
-    weights_path: str | None = None,
-    output: Output = "global",
-    frozen: bool = True,
-    image_size: int | None = None,
-    preprocess_inputs: bool = True,
-) -> DinoViT:
-    """DINO ViT-B/8, 768-d."""
-    return DinoViT(
-        "dino_vitb8", weights, weights_path, output, frozen, image_size, preprocess_inputs
-    )
-
-
-def dinov2_vits14(
-    weights: Dinov2Weights = "lvd142m",
-    weights_path: str | None = None,
-    output: Output = "global",
-    frozen: bool = True,
-    image_size: int | None = None,
-    preprocess_inputs: bool = True,
-) -> DinoViT:
-    """DINOv2 ViT-S/14, 384-d (the I-Con paper's "DiNO ViT-S/14")."""
-    return DinoViT(
-        "dinov2_vits14", weights, weights_path, output, frozen, image_size, preprocess_inputs
-    )
-
-
-def dinov2_vitb14(
-    weights: Dinov2Weights = "lvd142m",
-    weights_path: str | None = None,
-    output: Output = "global",
-    frozen: bool = True,
-    image_size: int | None = None,
-    preprocess_inputs: bool = True,
-) -> DinoViT:
-    """DINOv2 ViT-B/14, 768-d."""
-    return DinoViT(
-        "dinov2_vitb14", weights, weights_path, output, frozen, image_size, preprocess_inputs
-    )
-
-
-def dinov2_vitl14(
-    weights: Dinov2Weights = "lvd142m",
-    weights_path: str | None = None,
-    output: Output = "global",
-    frozen: bool = True,
-    image_size: int | None = None,
-    preprocess_inputs: bool = True,
-) -> DinoViT:
-    """DINOv2 ViT-L/14, 1024-d."""
-    return DinoViT(
-        "dinov2_vitl14", weights, weights_path, output, frozen, image_size, preprocess_inputs
-    )
+#: one recipe factory per timm entry of `fw_backbones.weights.BACKBONES`
+BUILDERS = {
+    name: make_builder(name, DinoViT) for name, spec in BACKBONES.items() if spec.library == "timm"
+}
+globals().update(BUILDERS)  # vit.dino_vits16(...) etc.

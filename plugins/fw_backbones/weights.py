@@ -139,6 +139,7 @@ class BackboneSpec:
     stride: int  # input pixels per cell of the dense map (after preprocessing)
     preprocess: Preprocess
     weights: Mapping[str, Weights]
+    title: str = ""  # how people name it, for the builder's docstring
     native_size: int = 224  # input size the checkpoint's position embeddings were trained at
     drop_keys: tuple[str, ...] = ()  # checkpoint keys with no role at inference, dropped
 
@@ -156,8 +157,10 @@ _DINOV2_TRAIN = "DINOv2 self-distillation on LVD-142M (Oquab et al. 2023)"
 
 
 def _dino(name: str, arch: str, dim: int, patch: int, file: str) -> BackboneSpec:
+    size = "S" if "small" in arch else "B"
     return BackboneSpec(
         name=name,
+        title=f"DINO ViT-{size}/{patch}",
         library="timm",
         arch=arch,
         dim=dim,
@@ -171,6 +174,7 @@ def _dinov2(name: str, arch: str, dim: int, short: str) -> BackboneSpec:
     url = f"{_DINOV2}dinov2_{short}/dinov2_{short}_pretrain.pth"
     return BackboneSpec(
         name=name,
+        title=f"DINOv2 ViT-{short[3].upper()}/14",
         library="timm",
         arch=arch,
         dim=dim,
@@ -182,9 +186,10 @@ def _dinov2(name: str, arch: str, dim: int, short: str) -> BackboneSpec:
     )
 
 
-def _torchvision(name: str, dim: int, resize: int, weights: Weights) -> BackboneSpec:
+def _torchvision(name: str, dim: int, resize: int, weights: Weights, title: str) -> BackboneSpec:
     return BackboneSpec(
         name=name,
+        title=f"{title} (torchvision)",
         library="torchvision",
         arch=name,
         dim=dim,
@@ -204,6 +209,7 @@ BACKBONES: dict[str, BackboneSpec] = {
             "supervised ImageNet-1k, 69.8% top-1",
             torchvision_name="ResNet18_Weights.IMAGENET1K_V1",
         ),
+        "ResNet-18",
     ),
     "resnet50": _torchvision(
         "resnet50",
@@ -214,6 +220,7 @@ BACKBONES: dict[str, BackboneSpec] = {
             "supervised ImageNet-1k (torchvision's new recipe), 80.9% top-1",
             torchvision_name="ResNet50_Weights.IMAGENET1K_V2",
         ),
+        "ResNet-50",
     ),
     "mobilenet_v2": _torchvision(
         "mobilenet_v2",
@@ -229,6 +236,7 @@ BACKBONES: dict[str, BackboneSpec] = {
             ),
             torchvision_name="MobileNet_V2_Weights.IMAGENET1K_V1",
         ),
+        "MobileNetV2",
     ),
     "dino_vits16": _dino(
         "dino_vits16", "vit_small_patch16_224", 384, 16, "dino_deitsmall16_pretrain"

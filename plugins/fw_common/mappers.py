@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 import torch
 from torch import Tensor, nn
@@ -15,6 +15,11 @@ from fw.errors import ShapeError
 def _as_float(x: Tensor) -> Tensor:
     """Integer inputs (pixels) become float32; float inputs keep their precision."""
     return x if x.is_floating_point() else x.float()
+
+
+def _check_dim(dim: int) -> None:
+    if dim < 1:
+        raise ValueError(f"dim must be >= 1, got {dim}")
 
 
 class Embedding(Featurizer):
@@ -35,6 +40,7 @@ class Embedding(Featurizer):
         seed: int = 0,
     ) -> None:
         super().__init__()
+        _check_dim(dim)
         self.dim = dim
         self.init = init
         self.init_std = init_std
@@ -66,8 +72,11 @@ class Embedding(Featurizer):
 class Linear(Featurizer):
     """A linear map of flattened inputs to ``dim`` features (PCA-style mapper, linear heads)."""
 
+    example: ClassVar[dict[str, Any]] = {"dim": 4}
+
     def __init__(self, dim: int, in_dim: int | None = None, bias: bool = True) -> None:
         super().__init__()
+        _check_dim(dim)
         self.dim = dim
         self.layer = (
             nn.LazyLinear(dim, bias=bias) if in_dim is None else nn.Linear(in_dim, dim, bias)
@@ -93,6 +102,7 @@ class MLP(Featurizer):
         batch_norm: bool = True,
     ) -> None:
         super().__init__()
+        _check_dim(dim)
         self.dim = dim
         layers: list[nn.Module] = []
         width = in_dim
@@ -116,3 +126,42 @@ class MLP(Featurizer):
         if x.dim() < 2:
             raise ShapeError(f"MLP mapper expects [B, ...] inputs, got shape {tuple(x.shape)}")
         return self.net(_as_float(x.flatten(1)))
+
+
+class OrthonormalProjection(Featurizer):
+    """``f(x) = W x`` with orthonormal rows ``W Wᵀ = I`` (a projection onto a ``dim``-subspace).
+
+    PCA's mapper (spec icon.md §3.3 #3): with the identity p and the σ→∞ Gaussian q
+    (``cohesion_variance``) the I-Con loss is ``−2 Var(W x)``, which an unconstrained linear map
+    drives to −∞; over orthonormal projections its minimisers span the top-``dim`` principal
+    subspace. ``W`` is kept orthonormal by `torch.nn.utils.parametrizations.orthogonal`.
+    """
+
+    def __init__(self, dim: int = 2, in_dim: int | None = None, seed: int = 0) -> None:
+        super().__init__()
+        self.dim = dim
+        self.in_dim = in_dim
+        self.seed = seed
+        self.layer: torch.nn.Module | None = None
+        if in_dim is not None:
+            self._build(in_dim)
+
+    def _build(self, in_dim: int) -> None:
+        from torch.nn.utils.parametrizations import orthogonal
+
+        if in_dim < self.dim:
+            raise ValueError(f"orthonormal_projection: dim {self.dim} > input width {in_dim}")
+        gen = torch.Generator().manual_seed(self.seed)
+        layer = torch.nn.Linear(in_dim, self.dim, bias=False)
+        with torch.no_grad():
+            layer.weight.copy_(torch.randn(self.dim, in_dim, generator=gen))
+        self.layer = orthogonal(layer)
+
+    def setup(self, data: Any) -> None:
+        if self.layer is None:
+            self._build(int(take(data, limit=1).flatten(1).shape[1]))
+
+    def forward(self, x: Tensor) -> Tensor:
+        if self.layer is None:
+            raise RuntimeError("orthonormal_projection: setup(data) must run first (or in_dim)")
+        return self.layer(x.flatten(1).float())

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 from fw import hookimpl
-from fw.learner import IConLearner
-from fw_common import mappers, optimizers
+from fw_common import augment, mappers, optimizers
+from fw_common.learner import IConLearner
 
 
 @hookimpl
@@ -14,9 +14,40 @@ def fw_optimizers():
 
 @hookimpl
 def fw_featurizers():
-    return {"embedding": mappers.Embedding, "linear": mappers.Linear, "mlp": mappers.MLP}
+    return {
+        "embedding": mappers.Embedding,
+        "linear": mappers.Linear,
+        "mlp": mappers.MLP,
+        "orthonormal_projection": mappers.OrthonormalProjection,
+    }
+
+
+@hookimpl
+def fw_augmentations():
+    return dict(augment.OPS)
 
 
 @hookimpl
 def fw_learners():
     return {"icon": IConLearner}
+
+
+@hookimpl
+def fw_table_cells():
+    from fw.table import RecipeTemplate
+
+    # every p family without a more specific template runs on the generic I-Con learner
+    generic = {
+        "seed": 0,
+        "data": {"name": "digits"},
+        "learner": {
+            "name": "icon",
+            "p": "{p}",
+            "q": "{q}",
+            "mapper": {"name": "mlp", "dim": "{dim}", "hidden": [256]},
+            "batch_size": 256,
+            "optimizer": {"name": "adam", "lr": 1e-3},
+        },
+        "trainer": {"max_steps": 500, "log_every": 50},
+    }
+    return [RecipeTemplate(generic)]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from fw import hookimpl
+from fw_data.arrays import arrays
 from fw_data.cifar10 import cifar10
 from fw_data.digits import digits
 from fw_data.fashion_mnist import fashion_mnist
@@ -18,4 +19,5 @@ def fw_datasets():
         "mnist5k": mnist5k,
         "cifar10": cifar10,
         "image_folder": image_folder,
+        "arrays": arrays,
     }

@@ -6,7 +6,7 @@ All are uniform over a given relation, ``1/Z · 1[...]``, normalised over the ca
 
 from __future__ import annotations
 
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import torch
 
@@ -82,6 +82,10 @@ class DataLabel(api.NeighborhoodDistribution):
     ``1/|C|`` printed in [P] Table 1 is a typo, spec §9.14); without it the columns are the
     points of ``LABELS_COL`` and a row is uniform over the columns of its class.
     """
+
+    table_params: ClassVar[dict[str, Any]] = {"p": {"num_classes": 10}}
+
+    example: ClassVar[dict[str, Any]] = {"num_classes": 3}
 
     family: ClassVar[str] = "Data-Label Pairs"
     role: ClassVar[str] = "supervisory"

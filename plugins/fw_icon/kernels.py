@@ -9,7 +9,7 @@ on the unit sphere ``‖u − v‖² = 2 − 2cos``, so ``τ = σ²`` for ``/2σ
 from __future__ import annotations
 
 import math
-from typing import ClassVar, Literal
+from typing import Any, ClassVar, Literal
 
 import torch
 import torch.nn.functional as F
@@ -101,6 +101,10 @@ class PrototypeSoftmax(api.NeighborhoodDistribution, nn.Module):
     the I-Con loss is exactly ``F.cross_entropy`` of these logits (spec §3.3 #15).
     """
 
+    table_params: ClassVar[dict[str, Any]] = {"q": {"num_classes": 10, "dim": 16}}
+
+    example: ClassVar[dict[str, Any]] = {"num_classes": 3, "dim": 4}
+
     family: ClassVar[str] = "Gaussian"
     role: ClassVar[str] = "learned"
     requires: ClassVar[tuple[str, ...]] = (api.FEATURES,)
@@ -164,6 +168,13 @@ class CohesionVariance(api.NeighborhoodDistribution):
     literal, normalised Gaussian ``exp(−d_ij/σ²)`` at that width, to check convergence.
     """
 
+    #: its loss is unbounded below for an unconstrained mapper (cohesion − 2·Var): generated
+    #: table recipes project orthonormally instead (`fw.table.generic_recipe`)
+    table_learner: ClassVar[dict[str, Any]] = {
+        "mapper": {"name": "orthonormal_projection", "dim": 2},
+        "optimizer": {"lr": 0.05},
+    }
+
     family: ClassVar[str] = "Gaussian σ→∞"
     role: ClassVar[str] = "learned"
     requires: ClassVar[tuple[str, ...]] = (api.FEATURES,)
@@ -213,6 +224,8 @@ class Triplet(api.NeighborhoodDistribution):
     (``hardest``) among the rest. p must put its mass on those positives only (e.g.
     ``positive_pairs`` with two views). ``normalize`` puts f on the unit sphere (FaceNet).
     """
+
+    table_params: ClassVar[dict[str, Any]] = {"q": {"positives": "labels"}}
 
     family: ClassVar[str] = "Gaussian σ→0"
     role: ClassVar[str] = "learned"

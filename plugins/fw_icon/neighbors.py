@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import ClassVar, Literal
+from typing import Any, ClassVar, Literal
 
 import torch
 import torch.nn.functional as F
@@ -40,6 +40,8 @@ class UniformKNN(api.NeighborhoodDistribution):
     ``symmetric`` makes the relation mutual-or: ``1/Z · 1[j ∈ kNN(i) or i ∈ kNN(j)]`` (the
     LGSimCLR form ``1[x_i ∈ kNN(x_j)]`` united with the usual one; spec p5).
     """
+
+    example: ClassVar[dict[str, Any]] = {"k": 3}
 
     family: ClassVar[str] = "Uniform over K-Neighbors"
     role: ClassVar[str] = "supervisory"

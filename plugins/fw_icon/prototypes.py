@@ -10,7 +10,7 @@ squared Euclidean, computed from differences so that logs of them stay exact nea
 
 from __future__ import annotations
 
-from typing import ClassVar, Literal
+from typing import Any, ClassVar, Literal
 
 import torch
 import torch.nn.functional as F
@@ -36,6 +36,8 @@ class Harmonic(api.NeighborhoodDistribution, nn.Module):
     §7.8): powers of small distances overflow. A feature exactly on a prototype has its
     distance floored at the dtype's smallest normal number, so that class gets all the mass.
     """
+
+    example: ClassVar[dict[str, Any]] = {"num_classes": 3, "dim": 4}
 
     family: ClassVar[str] = "Student-T"
     role: ClassVar[str] = "learned"
@@ -91,6 +93,8 @@ class PrototypeTriplet(api.NeighborhoodDistribution, nn.Module):
     candidate and the argmax is the nearest prototype. ``normalize`` puts features and
     prototypes on the unit sphere (without it, shrinking everything shrinks the loss).
     """
+
+    example: ClassVar[dict[str, Any]] = {"num_classes": 3, "dim": 4}
 
     family: ClassVar[str] = "Gaussian σ→0"
     role: ClassVar[str] = "learned"

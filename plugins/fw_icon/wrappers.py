@@ -10,7 +10,7 @@ it wraps (``union``: the family of its first component).
 from __future__ import annotations
 
 import math
-from typing import ClassVar, Literal
+from typing import Any, ClassVar, Literal
 
 import torch
 from torch import nn
@@ -52,6 +52,8 @@ class Debiased(_Wrapper):
     (spec §4.4); feature learning used 0.2–0.6 (spec §5.5).
     """
 
+    example: ClassVar[dict[str, Any]] = {"of": {"name": "knn", "k": 3}, "alpha": 0.2}
+
     def __init__(self, *, of: api.NeighborhoodDistribution, alpha: float = 0.6) -> None:
         super().__init__()
         if not 0.0 <= alpha <= 1.0:
@@ -73,6 +75,8 @@ class Propagated(_Wrapper):
     1-walks" of the paper's Table 4 (neighbours of neighbours, spec §4.3 note) is
     ``steps: 2`` on a ``knn`` p. Square contexts only.
     """
+
+    example: ClassVar[dict[str, Any]] = {"of": {"name": "knn", "k": 3}, "steps": 2}
 
     def __init__(
         self,
@@ -103,6 +107,8 @@ class Union(_Wrapper):
     where some part has no mass (``on_missing: skip``) is renormalised over the parts that do,
     so every row with any neighbour still sums to 1.
     """
+
+    example: ClassVar[dict[str, Any]] = {"of": [{"name": "knn", "k": 3}, {"name": "same_class"}]}
 
     def __init__(
         self,

@@ -24,6 +24,7 @@ from torch.utils.data import Dataset
 from fw import api
 from fw.data import ArrayDataset
 from fw.errors import DataError
+from fw.runs import load_run
 
 #: where the chained runs are kept unless a recipe says otherwise
 DEFAULT_CACHE = "~/.cache/fw"
@@ -37,6 +38,12 @@ def _as_array_dataset(data: Any, what: str) -> ArrayDataset:
     return data
 
 
+@api.example(
+    of={"name": "digits", "limit": 40},
+    featurizer={"name": "linear", "dim": 4},
+    progress=False,
+    cache_dir="/tmp/fw-smoke-cache",
+)
 def featurized(
     of: Dataset,
     featurizer: api.Featurizer,
@@ -57,6 +64,7 @@ def featurized(
     from fw.features import cached_features
 
     cache = Path(cache_dir).expanduser()
+    featurizer.setup(of)  # lazy layers and data-fitted featurizers see the data first
     feats = cached_features(of, featurizer, cache, batch_size=batch_size, progress=progress)
     feats_t = torch.from_numpy(np.array(feats, dtype=np.float32))
     if isinstance(of, ArrayDataset):
@@ -137,13 +145,8 @@ def chained(
         saved_env = os.environ.get(RUN_DIR_ENV)
         try:
             if not ((run_dir / CHECKPOINT).is_file() and (run_dir / "metrics.json").is_file()):
-                train(inner, run_dir, registry=registry)
-            learner = build("learner", inner.raw["learner"], registry)
-            learner.setup(data)
-            state = torch.load(run_dir / CHECKPOINT, map_location="cpu", weights_only=False)
-            learner.load_state_dict(state["learner"])
-            learner.load_extra_state(state.get("extra", {}))
-            learner.eval()
+                train(inner, run_dir, registry=registry, overwrite=True)
+            learner = load_run(run_dir, registry)
             full = data.full_batch()
             n = len(data)
             with torch.no_grad():

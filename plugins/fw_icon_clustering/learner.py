@@ -22,9 +22,8 @@ and ARI.
 
 from __future__ import annotations
 
-import copy
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 import torch
 from torch import Tensor, nn
@@ -33,11 +32,12 @@ from fw import api
 from fw.api import OptimizerFactory
 from fw.errors import ShapeError
 from fw.icon import icon_loss
+from fw_common.augment import Augmenter
+from fw_common.ema import ema_teacher, ema_update
 from fw_icon.wrappers import Debiased, Union
 from fw_icon_clustering.fused import compile_p, compile_q, sparse_icon_loss, sparse_p
 from fw_icon_clustering.walks import KNNWalks, Metric, knn_table, sample_walk_neighbors
 from fw_kmeans.distributions import ClusterKernel
-from fw_simclr.augment import Augmenter
 from fw_simclr.distributions import PositivePairs
 
 #: running-loss smoothing used to pick the head that evaluation reports
@@ -67,7 +67,7 @@ class IConClustering(api.Learner):
     - ``backbone``: frozen featurizer between inputs and heads (image views need it);
       ``input_norm``: ``none`` (paper), ``l2``, or ``standardize`` (data mean/std).
     - views: ``augment`` are image augmentations of the inputs before the backbone (a preset
-      name or op list of `fw_simclr.augment`; flat inputs are viewed as the dataset's
+      name or op list of `fw_common.augment`; flat inputs are viewed as the dataset's
       ``image_shape``); ``noise`` adds Gaussian noise of that many per-feature standard
       deviations and ``dropout`` drops features, both on the frozen features (feature-space
       views, cheap with cached features). None of them: the views are identical.
@@ -87,6 +87,8 @@ class IConClustering(api.Learner):
       `fw_icon_clustering.fused` recognises (same value and gradient as the generic dense
       path, which is used otherwise).
     """
+
+    example_data: ClassVar[dict[str, Any]] = {"name": "digits", "limit": 64}
 
     def __init__(
         self,
@@ -184,8 +186,6 @@ class IConClustering(api.Learner):
         self._inputs: Tensor | None = None
         self._knn_space: Tensor | None = None
         self._n = 0
-        self._optimizer: torch.optim.Optimizer | None = None
-        self._base_lrs: list[float] = []
 
     # -- frozen features and heads ----------------------------------------------------------
 
@@ -265,17 +265,25 @@ class IConClustering(api.Learner):
             sizes = [self.clusters] * self.num_heads + self.overcluster
             self.heads = nn.ModuleList(self._make_head(feats.shape[1], c) for c in sizes)
         if self.ema is not None and self.teacher is None:
-            self.teacher = copy.deepcopy(self.heads).requires_grad_(False)
+            self.teacher = ema_teacher(self.heads)
 
-    def configure_optimizers(self) -> torch.optim.Optimizer:
+    def configure_optimizers(self) -> api.Optimization:
         params = [p for p in self.heads.parameters() if p.requires_grad]
         if self.optimizer_factory is None:
             opt = torch.optim.Adam(params, lr=1e-3)
         else:
             opt = self.optimizer_factory(params)
-        self._optimizer = opt
-        self._base_lrs = [group["lr"] for group in opt.param_groups]
-        return opt
+        schedulers = []
+        if self.lr_decay_epochs > 0:  # lr × lr_decay every lr_decay_epochs epochs, per step
+            per_epoch = max(self._n // max(self.batch_size, 1), 1)
+            every = self.lr_decay_epochs
+            decay = self.lr_decay
+            schedulers.append(
+                torch.optim.lr_scheduler.LambdaLR(
+                    opt, lambda step: decay ** ((step // per_epoch) // every)
+                )
+            )
+        return api.Optimization([opt], schedulers)
 
     # -- training ---------------------------------------------------------------------------
 
@@ -326,22 +334,9 @@ class IConClustering(api.Learner):
 
     def _update_teacher(self) -> None:
         assert self.teacher is not None and self.ema is not None
-        with torch.no_grad():
-            for t, s in zip(self.teacher.parameters(), self.heads.parameters(), strict=True):
-                t.lerp_(s, 1.0 - self.ema)
-            for t, s in zip(self.teacher.buffers(), self.heads.buffers(), strict=True):
-                t.copy_(s)
-
-    def _set_lr(self, step: int, batch: int) -> None:
-        if self._optimizer is None or self.lr_decay_epochs <= 0:
-            return
-        epoch = step // max(self._n // max(batch, 1), 1)
-        factor = self.lr_decay ** (epoch // self.lr_decay_epochs)
-        for group, base in zip(self._optimizer.param_groups, self._base_lrs, strict=True):
-            group["lr"] = base * factor
+        ema_update(self.teacher, self.heads, self.ema)
 
     def training_step(self, batch: dict[str, Tensor], step: int) -> dict[str, Tensor]:
-        self._set_lr(step, len(batch["index"]))
         if self.teacher is not None and step > 0:
             self._update_teacher()
         ids, head_in, knn_feats = self._points(batch)

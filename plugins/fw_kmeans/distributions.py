@@ -56,6 +56,7 @@ class ClusterKernel(api.NeighborhoodDistribution):
 
     family: ClassVar[str] = api.CLUSTER_FAMILY
     role: ClassVar[str] = "learned"
+    table_dim: ClassVar[int] = 10  # one logit per cluster in generated table recipes
     requires: ClassVar[tuple[str, ...]] = (api.FEATURES,)
 
     def __init__(

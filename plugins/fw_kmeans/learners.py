@@ -28,7 +28,7 @@ from __future__ import annotations
 
 import copy
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 import torch
 from torch import Tensor, nn
@@ -37,7 +37,7 @@ from fw import api
 from fw.api import OptimizerFactory
 from fw.errors import check_choice
 from fw.icon import icon_loss
-from fw.learner import IConLearner, context_from_batch
+from fw_common.learner import IConLearner, context_from_batch
 from fw_kmeans.distributions import DEGREE
 
 
@@ -48,6 +48,16 @@ class ClusterLearner(IConLearner):
     ``p_scope`` (``batch`` | ``dataset``), ``p_featurizer``, ``degrees`` (``none`` | ``p``),
     ``restarts``, ``restart_steps``, ``select_points``.
     """
+
+    #: ``clusters: K`` in a recipe sets the mapper's output width (one logit per cluster), the
+    #: same key as the ``icon_clustering`` learner's
+    aliases: ClassVar[dict[str, str]] = {"clusters": "mapper.dim"}
+    example: ClassVar[dict[str, Any]] = {
+        "p": {"name": "knn", "k": 5},
+        "q": {"name": "cluster"},
+        "mapper": {"name": "linear", "dim": 10},
+        "batch_size": 32,
+    }
 
     def __init__(
         self,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from fw import hookimpl
 from fw_kmeans.distributions import ClusterKernel
-from fw_kmeans.featurizers import OrthonormalProjection, SpectralEmbedding
+from fw_kmeans.featurizers import SpectralEmbedding
 from fw_kmeans.learners import ClusterLearner
 
 
@@ -22,7 +22,6 @@ def fw_learners():
 def fw_featurizers():
     return {
         "spectral_embedding": SpectralEmbedding,
-        "orthonormal_projection": OrthonormalProjection,
     }
 
 

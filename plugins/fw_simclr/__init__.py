@@ -2,5 +2,5 @@
 
 The ``positive_pairs`` distribution, the view-based ``contrastive`` learner (SimCLR, SupCon,
 MoCo v3, t-SimCLR, VICReg and cross-entropy are recipes of it), batched augmentations
-(`fw_simclr.augment`) and small-image backbones (``cifar_resnet18``, ``convnet``).
+(`fw_common.augment`) and small-image backbones (``cifar_resnet18``, ``convnet``).
 """

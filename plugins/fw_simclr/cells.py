@@ -8,7 +8,7 @@ data-label column's Harmonic loss and "Error rate" gap (prototype kernels).
 
 from __future__ import annotations
 
-from fw.table import Cell
+from fw.table import Cell, RecipeTemplate
 
 PAIRS = "Uniform over Positive Pairs"
 XMODAL = "Cross-Modal Pairs"
@@ -159,5 +159,34 @@ CELLS = [
         p_name="cross_modal",
         q_name="student_t",
         gap=True,
+    ),
+]
+
+#: How `fw table --recipe` runs cells whose p pairs views (the view learner) or modalities.
+TEMPLATES = [
+    RecipeTemplate(
+        {
+            "seed": 0,
+            "data": {"name": "digits"},
+            "learner": {
+                "name": "contrastive",
+                "p": "{p}",
+                "q": "{q}",
+                "backbone": {"name": "mlp", "dim": 64, "hidden": [256]},
+                "head": {"name": "mlp", "dim": "{dim}", "hidden": [128]},
+                "views": 2,
+                "augment": "digits",
+                "batch_size": 128,
+                "optimizer": {"name": "adam", "lr": 1e-3},
+            },
+            "trainer": {"max_steps": 500, "log_every": 50},
+        },
+        p_families=("Uniform over Positive Pairs",),
+    ),
+    RecipeTemplate(
+        p_families=("Cross-Modal Pairs",),
+        refuse="it pairs points of two modalities, which the generic recipe does not make; "
+        "start from recipes/clip_digits.yaml (the digits' top and bottom halves as two "
+        "modalities) and set its learner.q",
     ),
 ]

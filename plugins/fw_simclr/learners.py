@@ -31,7 +31,7 @@ from __future__ import annotations
 import copy
 import warnings
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 import numpy as np
 import torch
@@ -43,7 +43,8 @@ from fw.api import OptimizerFactory
 from fw.data import collate_batched
 from fw.errors import ShapeError
 from fw.icon import icon_loss
-from fw_simclr.augment import Augmenter
+from fw_common.augment import Augmenter
+from fw_common.ema import ema_update
 from fw_simclr.featurizers import image_shape_of
 
 DATA_LABEL_FAMILY = "Data-Label Pairs"
@@ -61,7 +62,7 @@ class ContrastiveLearner(api.Learner):
     - ``backbone``: the featurizer whose output is the representation (evaluated by the
       probes); ``head``: projection head on top (e.g. ``{name: mlp, dim: 128, hidden: [512]}``;
       null: q sees the backbone features); ``predictor``: an extra student-only head (MoCo v3);
-    - ``views``: augmentations per item; ``augment``: a preset name of `fw_simclr.augment` or a
+    - ``views``: augmentations per item; ``augment``: a preset name of `fw_common.augment` or a
       list of ops (null: identity — every view is the raw input);
     - ``ema_momentum``: ``m`` of the EMA teacher (null: no teacher, square q over all views);
     - ``mode``: ``kl`` (the I-Con KL) or ``ce`` (cross-entropy ``H(p, q)``, what NT-Xent and
@@ -94,6 +95,17 @@ class ContrastiveLearner(api.Learner):
     of modality b (``retrieval_metric``: cosine or euclidean) is the same item, and
     ``retrieval_top1`` their mean over the ordered pairs.
     """
+
+    example_data: ClassVar[dict[str, Any]] = {"name": "digits", "limit": 64}
+
+    example: ClassVar[dict[str, Any]] = {
+        "p": {"name": "positive_pairs"},
+        "q": {"name": "gaussian", "metric": "cosine", "temperature": 0.5},
+        "backbone": {"name": "mlp", "dim": 8, "hidden": [16]},
+        "batch_size": 16,
+        "augment": "digits",
+        "linear_probe": False,
+    }
 
     def __init__(
         self,
@@ -285,15 +297,9 @@ class ContrastiveLearner(api.Learner):
         """``θ_t ← m·θ_t + (1 − m)·θ_s`` for backbone and head; buffers copied from the student."""
         if self.teacher is None or self.ema_momentum is None:
             return
-        m = self.ema_momentum
-        pairs = [(self.teacher["backbone"], self.backbone)]
+        ema_update(self.teacher["backbone"], self.backbone, self.ema_momentum)
         if self.head is not None:
-            pairs.append((self.teacher["head"], self.head))
-        for teacher, student in pairs:
-            for t, s in zip(teacher.parameters(), student.parameters(), strict=True):
-                t.mul_(m).add_(s.detach(), alpha=1.0 - m)
-            for t, s in zip(teacher.buffers(), student.buffers(), strict=True):
-                t.copy_(s)
+            ema_update(self.teacher["head"], self.head, self.ema_momentum)
 
     # -- the loss ---------------------------------------------------------------------------
 

@@ -25,6 +25,6 @@ def fw_learners():
 
 @hookimpl
 def fw_table_cells():
-    from fw_simclr.cells import CELLS
+    from fw_simclr.cells import CELLS, TEMPLATES
 
-    return CELLS
+    return CELLS + TEMPLATES

@@ -26,7 +26,7 @@ Conventions (spec icon.md §7.7), fixed here once for every kernel of this modul
 from __future__ import annotations
 
 import math
-from typing import Literal
+from typing import Any, ClassVar, Literal
 
 import torch
 import torch.nn.functional as F
@@ -163,6 +163,14 @@ class Gaussian(NeighborhoodDistribution):
     As p it runs under ``no_grad`` (the learner's doing); as q gradients reach the features
     (the perplexity-calibrated widths are constants).
     """
+
+    #: parameters a generated table recipe gives it (`fw.table.generic_recipe`)
+    table_params: ClassVar[dict[str, Any]] = {
+        "p": {"perplexity": 30},
+        "q": {"sigma": 0.7071067811865476},  # SNE's q: exp(-||z_i - z_j||²)
+    }
+
+    example: ClassVar[dict[str, Any]] = {"perplexity": 4.0}
 
     role = "either"
     family = "Gaussian"

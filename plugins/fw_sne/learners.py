@@ -1,6 +1,6 @@
 """SNE and t-SNE as I-Con learners: the generic p × q × mapper learner with their defaults.
 
-Both are `fw.learner.IConLearner`; what makes them work (perplexity calibration, joint
+Both are `fw_common.learner.IConLearner`; what makes them work (perplexity calibration, joint
 normalisation, PCA initialisation, early exaggeration, the momentum and gain schedule of the
 optimiser) are components and parameters a recipe spells out. The one addition is ``fused``:
 with a cached full-batch p and a radial-kernel q the same loss is computed by
@@ -17,7 +17,7 @@ from torch import Tensor
 
 from fw import api
 from fw.api import OptimizerFactory
-from fw.learner import IConLearner
+from fw_common.learner import IConLearner
 from fw_common.mappers import Embedding
 from fw_sne.distributions import Gaussian, StudentT
 from fw_sne.fused import radial_kernel, radial_kl

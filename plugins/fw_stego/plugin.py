@@ -4,14 +4,8 @@ from __future__ import annotations
 
 from fw import hookimpl
 from fw_stego.datasets import cityscapes27, cocostuff27, potsdam3
-from fw_stego.featurizers import mobilenet_v2_tap
 from fw_stego.learner import StegoLearner
 from fw_stego.texmosaic import texmosaic12
-
-
-@hookimpl
-def fw_featurizers():
-    return {"mobilenet_v2_tap": mobilenet_v2_tap}
 
 
 @hookimpl

@@ -24,12 +24,13 @@ from __future__ import annotations
 import inspect
 import math
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from fw.api import Augmentation
 from fw.errors import RecipeError, ShapeError
 
 #: Luma weights of torchvision's ``rgb_to_grayscale`` (Rec. 601, red rounded to 0.2989).
@@ -67,7 +68,7 @@ def _pair(value: float | Sequence[float], what: str) -> tuple[float, float]:
     return float(value[0]), float(value[1])
 
 
-class Op:
+class Op(Augmentation):
     """One augmentation; ``p`` is the per-image probability that it applies."""
 
     def __init__(self, p: float = 1.0) -> None:
@@ -386,6 +387,8 @@ class GaussianNoise(Op):
 class TorchvisionOp(Op):
     """Any ``torchvision.transforms.v2`` transform, applied image by image (slow; any params)."""
 
+    example: ClassVar[dict[str, Any]] = {"transform": "RandomHorizontalFlip"}
+
     def __init__(self, transform: str, p: float = 1.0, **kwargs: Any) -> None:
         super().__init__(p)
         from torchvision.transforms import v2
@@ -406,7 +409,7 @@ class TorchvisionOp(Op):
         return _where(_chance(x.shape[0], self.p, x), out, x)
 
 
-#: recipe name -> op class
+#: recipe name -> op class (registered by the ``common`` plugin's ``fw_augmentations``)
 OPS: dict[str, Callable[..., Op]] = {
     "random_resized_crop": RandomResizedCrop,
     "random_translate": RandomTranslate,
@@ -468,23 +471,15 @@ PRESETS: dict[str, list[dict[str, Any]]] = {
 }
 
 
-def _build_op(spec: Mapping[str, Any], where: str) -> Op:
+def _build_op(spec: Mapping[str, Any], where: str) -> Augmentation:
+    """An augmentation from the registry (any plugin's ``fw_augmentations``), validated."""
+    from fw.recipe import build, check_component
+
     if not isinstance(spec, Mapping) or "name" not in spec:
         raise RecipeError(f"{where}: an augmentation is written {{name: <op>, ...}}, got {spec!r}")
-    name = spec["name"]
-    if name not in OPS:
-        raise RecipeError(f"{where}: unknown augmentation '{name}'. Known: {', '.join(OPS)}.")
-    factory = OPS[name]
-    kwargs = {k: v for k, v in spec.items() if k != "name"}
-    params = inspect.signature(factory).parameters
-    takes_any = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values())
-    unknown = [k for k in kwargs if k not in params]
-    if unknown and not takes_any:
-        raise RecipeError(
-            f"{where}: augmentation '{name}' has no parameter(s) {unknown}. "
-            f"Allowed: {', '.join(params)}."
-        )
-    return factory(**kwargs)
+    return build(
+        "augmentation", check_component("augmentation", dict(spec), path=where), None, where
+    )
 
 
 class Augmenter:

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 import torch
 from torch import Tensor
 
 from fw import api
 from fw.api import OptimizerFactory
+from fw.data import load_all
 from fw.icon import icon_loss
 
 
@@ -34,6 +35,15 @@ class IConLearner(api.Learner):
     (t-SNE's early exaggeration). Evaluation clusters the learned representation (k-means, or
     argmax for cluster-kernel q) and scores it against the labels.
     """
+
+    example_data: ClassVar[dict[str, Any]] = {"name": "digits", "limit": 64}
+
+    example: ClassVar[dict[str, Any]] = {
+        "p": {"name": "gaussian", "perplexity": 5.0},
+        "q": {"name": "student_t"},
+        "mapper": {"name": "mlp", "dim": 2, "hidden": [16]},
+        "batch_size": 32,
+    }
 
     def __init__(
         self,
@@ -69,9 +79,9 @@ class IConLearner(api.Learner):
 
     def setup(self, data: Any) -> None:
         self.mapper.setup(data)
-        if self.batch_size is None and hasattr(data, "full_batch"):
+        if self.batch_size is None:
             with torch.no_grad():
-                self._p_cache = self.supervisory(data.full_batch())
+                self._p_cache = self.supervisory(load_all(data))
 
     def configure_optimizers(self) -> torch.optim.Optimizer:
         params = [p for p in self.parameters() if p.requires_grad]
@@ -116,7 +126,7 @@ class IConLearner(api.Learner):
         was_training = self.training
         self.eval()
         device = next(self.parameters(), torch.empty(0)).device
-        batch = {k: v.to(device) for k, v in data.full_batch().items()}
+        batch = {k: v.to(device) for k, v in load_all(data).items()}
         z = self.infer(batch).cpu()
         self.train(was_training)
         return evaluate_embedding(
