@@ -83,6 +83,7 @@ class StegoLearner(api.Learner):
     """
 
     headline = ("cluster_miou", "cluster_accuracy", "linear_miou", "linear_accuracy")
+    example_data: ClassVar[dict[str, Any]] = {"name": "texmosaic12", "n": 8, "progress": False}
     example: ClassVar[dict[str, Any]] = {
         "backbone": {"name": "mobilenet_v2_tap", "tap": "s8", "weights": None},
         "n_classes": 3,
