@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from fw import hookimpl
-from fw_denseav import aggregators
+from fw_denseav import aggregators, audio, image
 
 
 @hookimpl
@@ -12,4 +12,13 @@ def fw_aggregators():
         "max_mean": aggregators.MaxMean,
         "mean_mean": aggregators.MeanMean,
         "max_max": aggregators.MaxMax,
+    }
+
+
+@hookimpl
+def fw_featurizers():
+    return {
+        "log_mel_encoder": audio.log_mel_encoder,
+        "hubert": audio.hubert,
+        "mobilenet_v2_dilated": image.DilatedMobileNet,
     }
