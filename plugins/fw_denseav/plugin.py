@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from fw import hookimpl
-from fw_denseav import aggregators, audio, image
+from fw_denseav import aggregators, audio, image, spoken_objects
 
 
 @hookimpl
@@ -22,3 +22,8 @@ def fw_featurizers():
         "hubert": audio.hubert,
         "mobilenet_v2_dilated": image.DilatedMobileNet,
     }
+
+
+@hookimpl
+def fw_datasets():
+    return {"spoken_objects": spoken_objects.spoken_objects}
