@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from fw import hookimpl
-from fw_denseav import aggregators, audio, image, spoken_objects
+from fw_denseav import aggregators, audio, datasets, image, spoken_objects
 
 
 @hookimpl
@@ -26,4 +26,8 @@ def fw_featurizers():
 
 @hookimpl
 def fw_datasets():
-    return {"spoken_objects": spoken_objects.spoken_objects}
+    return {
+        "spoken_objects": spoken_objects.spoken_objects,
+        "places_audio": datasets.places_audio,
+        "audioset_clips": datasets.audioset_clips,
+    }
