@@ -9,7 +9,7 @@ import sys
 import textwrap
 from collections.abc import Sequence
 
-from fw import __version__
+from fw import __version__, localize_cli
 from fw.errors import FwError, Interrupted
 
 EXIT_USAGE = 2
@@ -91,6 +91,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="write a runnable recipe for a cell, given as a method name or 'p_name,q_name'",
     )
     table.add_argument("--out", help="where --recipe writes (default: stdout)")
+    localize_cli.add_parser(sub, common)
     return parser
 
 
@@ -145,6 +146,7 @@ def cmd_table(args: argparse.Namespace) -> int:
 
 
 COMMANDS = {"run": cmd_run, "show": cmd_show, "plugins": cmd_plugins, "table": cmd_table}
+COMMANDS["localize"] = localize_cli.cmd_localize
 
 
 def main(argv: Sequence[str] | None = None) -> int:

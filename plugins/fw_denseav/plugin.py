@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from fw import hookimpl
-from fw_denseav import aggregators, audio, datasets, image, spoken_objects
+from fw_denseav import aggregators, audio, datasets, image, learner, spoken_objects
 
 
 @hookimpl
@@ -31,3 +31,8 @@ def fw_datasets():
         "places_audio": datasets.places_audio,
         "audioset_clips": datasets.audioset_clips,
     }
+
+
+@hookimpl
+def fw_learners():
+    return {"denseav": learner.DenseAV}

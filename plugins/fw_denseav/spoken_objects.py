@@ -331,6 +331,10 @@ class SpokenObjects(Dataset):
         )
 
 
+def _single_thread() -> None:
+    torch.set_num_threads(1)
+
+
 def _generate_range(split: str, start: int, stop: int) -> list[Item]:
     seed, pool_name, voice_set = SPLITS[split]
     pool = fashion_pool(pool_name)
@@ -359,8 +363,9 @@ def generate_split(
         import multiprocessing as mp
         from concurrent.futures import ProcessPoolExecutor
 
-        fashion_pool(SPLITS[split][1])  # load once before forking
-        with ProcessPoolExecutor(workers, mp_context=mp.get_context("fork")) as pool:
+        # spawn, not fork: a forked child of a process whose OpenMP pool has run can hang
+        ctx = mp.get_context("spawn")
+        with ProcessPoolExecutor(workers, mp_context=ctx, initializer=_single_thread) as pool:
             futures = [pool.submit(_generate_range, split, a, b) for a, b in ranges]
             for fut, (start, stop) in zip(futures, ranges, strict=True):
                 items += fut.result()
