@@ -59,12 +59,15 @@ class ClippedAdamW(torch.optim.AdamW):
         return super().step(closure)
 
 
-def warmup_cosine(warmup: int, total: int) -> Any:
-    """Learning-rate factor: linear warm-up over ``warmup`` steps, then cosine to 0 at ``total``."""
+def warmup_cosine(warmup: int, total: int, cosine: bool = True) -> Any:
+    """Learning-rate factor: linear warm-up over ``warmup`` steps, then cosine to 0 at ``total``
+    (or constant when ``cosine`` is False, as the authors' ``lr_schedule: ~``)."""
 
     def factor(step: int) -> float:
         if step < warmup:
             return (step + 1) / warmup
+        if not cosine:
+            return 1.0
         progress = min(1.0, (step - warmup) / max(1, total - warmup))
         return 0.5 * (1 + math.cos(math.pi * progress))
 
@@ -111,6 +114,7 @@ class DenseAV(Learner):
         grad_clip: float = 10.0,
         warmup_steps: int = 100,
         steps: int = 1500,
+        schedule: Literal["cosine", "constant"] = "cosine",
         train_pool: int = 2,
         cache_image_features: bool = True,
         cal_init: float = 1.0,
@@ -145,7 +149,7 @@ class DenseAV(Learner):
         self.batch_size = batch_size
         self.optimizer_factory = optimizer
         self.lr, self.weight_decay, self.grad_clip = lr, weight_decay, grad_clip
-        self.warmup_steps, self.steps = warmup_steps, steps
+        self.warmup_steps, self.steps, self.schedule = warmup_steps, steps, schedule
         self.train_pool = train_pool
         self.cache_image_features = cache_image_features
         self.lambdas = {
@@ -208,7 +212,9 @@ class DenseAV(Learner):
             opt = self.optimizer_factory(params)
         else:
             opt = ClippedAdamW(params, self.grad_clip, lr=self.lr, weight_decay=self.weight_decay)
-        sched = torch.optim.lr_scheduler.LambdaLR(opt, warmup_cosine(self.warmup_steps, self.steps))
+        sched = torch.optim.lr_scheduler.LambdaLR(
+            opt, warmup_cosine(self.warmup_steps, self.steps, self.schedule == "cosine")
+        )
         return Optimization([opt], [sched])
 
     def training_step(self, batch: dict[str, Tensor], step: int) -> dict[str, Tensor]:
