@@ -237,7 +237,9 @@ class DenseAV(Learner):
         # spliced negatives and padding are both pushed to zero similarity (Eq. D.1, thesis)
         splice_w = torch.where(amask, neg_tok, torch.ones_like(neg_tok))
 
-        a_all = Dense(gather_across(a.features, self.fabric), gather_across(amask, self.fabric))
+        # masks travel as uint8: collective back-ends do not all support bool tensors
+        gathered_mask = gather_across(amask.to(torch.uint8), self.fabric).bool()
+        a_all = Dense(gather_across(a.features, self.fabric), gathered_mask)
         v_all = Dense(gather_across(v.features, self.fabric))
         scores = self.aggregator(a_all, v_all)  # [B, B] rows audio, columns images
         nce = symmetric_infonce(self.calibrator(scores))
