@@ -121,6 +121,7 @@ def evaluate(learner: DenseAV, data: Any, run_dir: Path | None = None) -> dict[s
             )
             out.update({f"{prefix}{subset}_{k}": v for k, v in res.items()})
     out["two_items"] = float(two.sum())
+    out.update(spotting(heat_t, items, rows, lengths, hop))
     if learner.prompts:
         out.update(prompted(learner, image, items, n))
     if run_dir is not None and learner.pictures > 0:
@@ -132,6 +133,46 @@ def evaluate(learner: DenseAV, data: Any, run_dir: Path | None = None) -> dict[s
         (Path(run_dir) / "eval_items.json").write_text(
             json.dumps({"items": len(rows), "two": int(two.sum())})
         )
+    return out
+
+
+@torch.no_grad()
+def spotting(
+    heat_t: Tensor,
+    items: dict[str, Tensor],
+    rows: list[tuple[int, int]],
+    lengths: Tensor,
+    hop: float,
+) -> dict[str, float]:
+    """spot and spot-disc (§3.7) from c_j(t), the mean upsampled s(t) inside mask j.
+
+    spot: the argmax of c_j over valid tokens lies within j's tokens ±1. spot-disc (two-object
+    items): the mean of c_j over j's tokens > over the other name's tokens (ties ½).
+    """
+    spot, spot_disc = [], []
+    for i, j in rows:
+        length = int(lengths[i])
+        seg = items["seg"][i]
+        mask = (seg == j + 1).float()
+        up = nn.functional.interpolate(
+            heat_t[i, :length][None].float(),
+            size=tuple(seg.shape),
+            mode="bilinear",
+            align_corners=False,
+        )[0]
+        c = (up * mask).flatten(1).sum(1) / mask.sum().clamp_min(1)  # [T]
+        span = items["spans"][i, j]
+        own = span_tokens(float(span[0]), float(span[1]), length, hop).nonzero().squeeze(1)
+        best = int(c.argmax())
+        spot.append(float(int(own.min()) - 1 <= best <= int(own.max()) + 1))
+        if int(items["cls"][i, 1]) >= 0:
+            o = items["spans"][i, 1 - j]
+            other = span_tokens(float(o[0]), float(o[1]), length, hop)
+            a, b = c[own].mean(), c[other].mean()
+            spot_disc.append(float(a > b) + 0.5 * float(a == b))
+    out = {"all_spot": float(np.mean(spot))}
+    if spot_disc:
+        out["two_spot_disc"] = float(np.mean(spot_disc))
     return out
 
 
