@@ -117,7 +117,7 @@ def main() -> None:
     for title, cols in (
         ("localisation (two-object items: two_*)", LOC),
         ("word spotting", SPOT),
-        ("prompted, held-out voices", PROMPT),,
+        ("prompted, held-out voices", PROMPT),
         ("retrieval", RETR),
     ):
         print(f"\n## {title}")
