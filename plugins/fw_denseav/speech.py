@@ -16,6 +16,7 @@ import tempfile
 import threading
 import wave
 from pathlib import Path
+from typing import Any
 
 import attrs
 import numpy as np
@@ -176,34 +177,105 @@ def espeak() -> Espeak:
 
 
 def espeak_synth(text: str, voice: str, rate: int, pitch: int) -> Speech:
-    """Speak ``text`` from a fresh espeak-ng state, so the result depends on the arguments alone.
+    """Speak ``text`` from a pristine espeak-ng state, so the result depends on the arguments alone.
 
     espeak-ng keeps state between utterances (observed: the same caption comes out a few
     samples longer or shorter depending on what was spoken before, even after re-initialising
-    or seeding rand), which would break item-by-item regeneration. Each call therefore runs in
-    a forked child that initialises the library afresh (≈10 ms overhead).
+    or seeding rand), which would break item-by-item regeneration. A small helper process
+    (numpy and ctypes only) initialises the library once and forks a child per caption, so
+    every caption starts from the same just-initialised state (a few ms per caption).
     """
+    return _server().request((text, voice, int(rate), int(pitch)))
+
+
+class _EspeakServer:
+    """Client side of the helper process that forks one espeak-ng child per caption."""
+
+    def __init__(self) -> None:
+        import os
+        import subprocess
+        import sys
+
+        code = "from fw_denseav.speech import _serve; _serve()"
+        self.pid = os.getpid()
+        self.proc = subprocess.Popen(
+            [sys.executable, "-c", code], stdin=subprocess.PIPE, stdout=subprocess.PIPE
+        )
+        self.lock = threading.Lock()
+
+    def request(self, args: tuple[str, str, int, int]) -> Speech:
+        import pickle
+
+        with self.lock:
+            assert self.proc.stdin is not None and self.proc.stdout is not None
+            _send(self.proc.stdin, args)
+            result = _receive(self.proc.stdout)
+        if result is None:
+            raise DataError(f"the espeak-ng helper process died (exit {self.proc.poll()})")
+        result = pickle.loads(result)
+        if isinstance(result, Exception):
+            raise result
+        return result
+
+
+_SERVERS: dict[int, _EspeakServer] = {}
+
+
+def _server() -> _EspeakServer:
+    import os
+
+    pid = os.getpid()  # one helper per process (forked or spawned workers start their own)
+    if pid not in _SERVERS or _SERVERS[pid].proc.poll() is not None:
+        _SERVERS[pid] = _EspeakServer()
+    return _SERVERS[pid]
+
+
+def _send(stream: Any, obj: object) -> None:
+    import pickle
+    import struct
+
+    data = pickle.dumps(obj)
+    stream.write(struct.pack("<Q", len(data)) + data)
+    stream.flush()
+
+
+def _receive(stream: Any) -> bytes | None:
+    import struct
+
+    head = stream.read(8)
+    if len(head) < 8:
+        return None
+    (size,) = struct.unpack("<Q", head)
+    return stream.read(size)
+
+
+def _serve() -> None:
+    """Helper main loop: initialise espeak-ng once, fork a child per request (see espeak_synth)."""
     import os
     import pickle
+    import sys
 
-    read, write = os.pipe()
-    pid = os.fork()
-    if pid == 0:  # child: synthesise, send, exit without running the parent's handlers
-        os.close(read)
-        try:
-            result: object = Espeak().synth(text, voice, rate, pitch)
-        except BaseException as err:  # noqa: BLE001 - sent back to the parent and re-raised
-            result = DataError(str(err))
-        with os.fdopen(write, "wb") as fh:
-            pickle.dump(result, fh)
-        os._exit(0)
-    os.close(write)
-    with os.fdopen(read, "rb") as fh:
-        result = pickle.load(fh)
-    os.waitpid(pid, 0)
-    if isinstance(result, Exception):
-        raise result
-    return result
+    try:
+        engine: Espeak | Exception = Espeak()
+    except DataError as err:
+        engine = err
+    stdin, stdout = sys.stdin.buffer, sys.stdout.buffer
+    while True:
+        raw = _receive(stdin)
+        if raw is None:
+            return
+        text, voice, rate, pitch = pickle.loads(raw)
+        pid = os.fork()
+        if pid == 0:
+            try:
+                if isinstance(engine, Exception):
+                    raise engine
+                result: object = engine.synth(text, voice, rate, pitch)
+            except Exception as err:  # sent back and re-raised by the client
+                result = err if isinstance(err, DataError) else DataError(str(err))
+            _send(stdout, result)
+            os._exit(0)
+        os.waitpid(pid, 0)
 
 
 def _flite() -> str:
