@@ -87,3 +87,39 @@ def test_dilated_mobilenet_is_stride_16_and_frozen():
     assert not any(p.requires_grad for p in net.parameters())
     net.train()
     assert not net.trunk.training
+
+
+def test_hubert_forward_dense_on_a_tiny_wav2vec2():
+    """The HuBERT wrapper's layer choice and length mask, on a tiny random torchaudio model."""
+    try:
+        from torchaudio.models import wav2vec2_model
+    except (ImportError, OSError) as err:
+        pytest.skip(f"torchaudio unusable here: {err}")
+    net = wav2vec2_model(
+        extractor_mode="group_norm",
+        extractor_conv_layer_config=[(8, 10, 5), (8, 3, 2)],
+        extractor_conv_bias=False,
+        encoder_embed_dim=16,
+        encoder_projection_dropout=0.0,
+        encoder_pos_conv_kernel=4,
+        encoder_pos_conv_groups=2,
+        encoder_num_layers=3,
+        encoder_num_heads=2,
+        encoder_attention_dropout=0.0,
+        encoder_ff_interm_features=32,
+        encoder_ff_interm_dropout=0.0,
+        encoder_dropout=0.0,
+        encoder_layer_norm_first=False,
+        encoder_layer_drop=0.0,
+        aux_num_out=None,
+    ).eval()
+    hub = HuBERT.from_model(net, layer=2, frozen=True)
+    wav = torch.randn(2, 1, 1600)
+    mask = lengths_to_mask(torch.tensor([1600, 800]), 1600)
+    dense = hub.forward_dense(wav, mask)
+    frames = hub.output_length(1600)
+    assert dense.features.shape == (2, 16, frames) and hub.dim == 16
+    assert dense.mask[0].all() and int(dense.mask[1].sum()) == hub.output_length(800)
+    layers, _ = net.extract_features(wav[:, 0], None, num_layers=2)
+    torch.testing.assert_close(hub(wav), layers[-1].transpose(1, 2))
+    assert not any(p.requires_grad for p in hub.parameters())

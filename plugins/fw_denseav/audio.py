@@ -261,10 +261,23 @@ class HuBERT(AudioFeaturizer):
         if frozen:
             self.requires_grad_(False)
 
+    @classmethod
+    def from_model(cls, net: nn.Module, layer: int | None = None, frozen: bool = False) -> HuBERT:
+        """Wrap an already built torchaudio ``Wav2Vec2Model`` (e.g. loaded from a local file)."""
+        self = cls.__new__(cls)
+        AudioFeaturizer.__init__(self)
+        self.net, self.model_name, self.layer, self.frozen = net, "custom", layer, frozen
+        self.dim = int(net.encoder.transformer.layers[0].attention.embed_dim)
+        self.patch_size = 320
+        if frozen:
+            self.requires_grad_(False)
+        return self
+
     def output_length(self, samples: int) -> int:
         length = samples
-        for _, kernel, stride in self.net.feature_extractor.conv_layers_config:  # type: ignore[attr-defined]
-            length = (length - kernel) // stride + 1
+        for block in self.net.feature_extractor.conv_layers:  # type: ignore[union-attr]
+            conv = block.conv
+            length = (length - conv.kernel_size[0]) // conv.stride[0] + 1
         return length
 
     def _run(self, x: Tensor, lengths: Tensor | None) -> tuple[Tensor, Tensor | None]:
