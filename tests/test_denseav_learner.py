@@ -142,3 +142,45 @@ def test_untrained_model_is_at_chance_on_spoken_objects():
     assert out["two_pointing"] < out["objectness_two_pointing"]
     assert out["r10_a2i"] < 0.35 and out["r10_i2a"] < 0.35  # chance 10/80
     assert out["target_oracle_two_map"] > 0.8  # the metric code sees the masks
+
+
+def test_aligner_warmup_detaches_the_backbones():
+    learner = _learner(cache_image_features=False, aligner_warmup=5)
+    learner.training_step(_batch(), 0)["loss"].backward()
+    assert all(p.grad is None for p in learner.audio.parameters())
+    assert learner.audio_aligner.proj.weight.grad is not None
+    learner.zero_grad()
+    learner.training_step(_batch(), 5)["loss"].backward()
+    assert any(
+        p.grad is not None and float(p.grad.abs().sum()) > 0 for p in learner.audio.parameters()
+    )
+
+
+def test_conv_audio_aligner_pools_nine_frames_and_masks_padding():
+    from fw_denseav.learner import AudioConvAligner
+
+    aligner = AudioConvAligner(8, 12, attention_heads=6).eval()
+    x = torch.randn(2, 8, 90)
+    mask = lengths_to_mask(torch.tensor([90, 20]), 90)
+    out, valid = aligner(x, mask)
+    assert out.shape == (2, 12, 10) and valid.sum(1).tolist() == [10, 3]
+    x2 = x.clone()
+    x2[1, :, 27:] = 100.0  # frames feeding only padded tokens
+    out2, _ = aligner(x2, mask)
+    torch.testing.assert_close(out2[1, :, :3], out[1, :, :3])  # padding never attended to
+    learner = DenseAV(
+        image=_TinyImage(),  # type: ignore[arg-type]
+        audio=LogMelEncoder(dim=8, width=8),
+        aggregator=MaxMean(heads=2),
+        dim=12,
+        audio_aligner="conv",
+        prompts=False,
+        cache_image_features=False,
+    )
+    batch = _batch()
+    batch["audio"] = torch.randn(4, 1, 12800 * 9) * 0.1
+    batch["audio_mask"] = lengths_to_mask(torch.tensor([115200, 60000, 30000, 12800]), 115200)
+    out = learner.training_step(batch, 0)
+    out["loss"].backward()
+    assert torch.isfinite(out["loss"]) and learner.audio_aligner.conv1.weight.grad is not None
+    assert learner.localize_hop == pytest.approx(0.72)

@@ -84,7 +84,7 @@ def evaluate(learner: DenseAV, data: Any, run_dir: Path | None = None) -> dict[s
     out = M.retrieval(scores, items.get("label"))
     if not {"seg", "cls", "spans"} <= set(items):
         return out
-    hop = learner.audio.patch_size / RATE
+    hop = learner.samples_per_token / RATE
     grid = tuple(image.spatial)
     lengths = audio.mask.sum(1)
     heat_tokens = []
@@ -185,7 +185,7 @@ def prompted(learner: DenseAV, image: Dense, items: dict[str, Tensor], n: int) -
     """Prompted localisation (mAP, pointing, disc per held-out voice) and presence AUROC."""
     from fw_denseav.spoken_objects import MAX_SAMPLES, PROMPT_VOICES, prompts
 
-    hop = learner.audio.patch_size / RATE
+    hop = learner.samples_per_token / RATE
     per_voice: dict[str, list[dict[str, float]]] = {}
     present, absent = [], []
     for p in _cached_prompts(prompts):

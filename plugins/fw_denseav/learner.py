@@ -44,6 +44,49 @@ class Aligner(nn.Module):
         return self.proj(flat).reshape(shape[0], -1, *shape[2:])
 
 
+class AudioConvAligner(nn.Module):
+    """The authors' audio aligner (spec §2.1): channel LN, two kernel-3 stride-3 convs, then one
+    pre-norm self-attention block over the tokens with a learned CLS token (dropped after).
+
+    Returns features ``[B, dim, T // 9]`` (about) and the resampled validity mask: a token is
+    valid when its first input frame is.
+    """
+
+    def __init__(self, channels: int, dim: int, attention_heads: int = 6) -> None:
+        super().__init__()
+        self.norm = ChannelNorm(channels)
+        self.conv1 = nn.Conv1d(channels, dim, 3, stride=3)
+        self.conv2 = nn.Conv1d(dim, dim, 3, stride=3)
+        self.cls = nn.Parameter(torch.zeros(1, 1, dim))
+        self.block = nn.TransformerEncoderLayer(
+            dim,
+            attention_heads,
+            4 * dim,
+            dropout=0.0,
+            batch_first=True,
+            norm_first=True,
+            layer_norm_eps=1e-4,
+            activation="gelu",
+        )
+
+    @staticmethod
+    def _shrink(lengths: Tensor, size: int) -> Tensor:
+        return torch.clamp(torch.div(lengths + 2, 3, rounding_mode="floor"), max=size)
+
+    def forward(self, x: Tensor, mask: Tensor | None) -> tuple[Tensor, Tensor]:
+        h = self.conv2(self.conv1(self.norm(x)))  # [B, dim, T'']
+        b, _, t = h.shape
+        lengths = (
+            mask.sum(1) if mask is not None else torch.full((b,), x.shape[-1], device=x.device)
+        )
+        lengths = self._shrink(self._shrink(lengths, (x.shape[-1] - 3) // 3 + 1), t)
+        valid = torch.arange(t, device=x.device)[None] < lengths[:, None]
+        tokens = torch.cat([self.cls.expand(b, -1, -1), h.transpose(1, 2)], dim=1)
+        pad = torch.cat([torch.zeros(b, 1, dtype=torch.bool, device=x.device), ~valid], dim=1)
+        out = self.block(tokens, src_key_padding_mask=pad)[:, 1:]
+        return out.transpose(1, 2), valid
+
+
 class ClippedAdamW(torch.optim.AdamW):
     """AdamW that clips the global gradient norm of its parameters before each step."""
 
@@ -106,7 +149,7 @@ class DenseAV(Learner):
         audio: Featurizer,
         aggregator: Aggregator | None = None,
         dim: int = 64,
-        audio_aligner: Literal["linear", "none"] = "linear",
+        audio_aligner: Literal["linear", "conv", "none"] = "linear",
         batch_size: int = 48,
         optimizer: OptimizerFactory | None = None,
         lr: float = 1e-3,
@@ -116,6 +159,7 @@ class DenseAV(Learner):
         steps: int = 1500,
         schedule: Literal["cosine", "constant"] = "cosine",
         train_pool: int = 2,
+        aligner_warmup: int = 0,
         cache_image_features: bool = True,
         cal_init: float = 1.0,
         lambda_dis: float = 0.05,
@@ -144,13 +188,18 @@ class DenseAV(Learner):
             raise ShapeError(
                 f"audio_aligner 'none' needs audio.dim == dim, got {audio.dim} != {dim}"
             )
-        self.audio_aligner = Aligner(audio.dim, dim) if audio_aligner == "linear" else nn.Identity()
+        self.audio_aligner: nn.Module = nn.Identity()
+        if audio_aligner == "linear":
+            self.audio_aligner = Aligner(audio.dim, dim)
+        elif audio_aligner == "conv":
+            self.audio_aligner = AudioConvAligner(audio.dim, dim)
         self.calibrator = Calibrator(cal_init)
         self.batch_size = batch_size
         self.optimizer_factory = optimizer
         self.lr, self.weight_decay, self.grad_clip = lr, weight_decay, grad_clip
         self.warmup_steps, self.steps, self.schedule = warmup_steps, steps, schedule
         self.train_pool = train_pool
+        self.aligner_warmup = aligner_warmup
         self.cache_image_features = cache_image_features
         self.lambdas = {
             "dis": lambda_dis,
@@ -191,18 +240,25 @@ class DenseAV(Learner):
         if self.cache_image_features and self.image_frozen:
             self._cache = self.image_maps(data, desc="caching training image features")
 
-    def encode_image(self, batch: dict[str, Tensor], pool: int = 1) -> Dense:
+    def encode_image(self, batch: dict[str, Tensor], pool: int = 1, detach: bool = False) -> Dense:
+        """Aligned image codes ``[B, dim, h, w]`` (cached backbone maps while training)."""
         if self._cache is not None and self.training and "index" in batch:
             feats = self._cache[batch["index"].cpu()].to(batch["audio"].device).float()
         else:
             feats = self.image(_images(batch["x"]))
+        if detach:
+            feats = feats.detach()
         if pool > 1:
             feats = nn.functional.avg_pool2d(feats, pool)
         return Dense(self.image_aligner(feats))
 
-    def encode_audio(self, audio: Tensor, mask: Tensor) -> Dense:
+    def encode_audio(self, audio: Tensor, mask: Tensor, detach: bool = False) -> Dense:
+        """Aligned audio codes ``[B, dim, T']`` with their validity mask."""
         dense = self.audio.forward_dense(audio, mask)
-        return Dense(self.audio_aligner(dense.features), dense.mask)
+        feats = dense.features.detach() if detach else dense.features
+        if isinstance(self.audio_aligner, AudioConvAligner):
+            return Dense(*self.audio_aligner(feats, dense.mask))
+        return Dense(self.audio_aligner(feats), dense.mask)
 
     # -- training ----------------------------------------------------------------------------
 
@@ -225,15 +281,18 @@ class DenseAV(Learner):
             audio, neg = splice_negatives(
                 audio, mask, p=self.splice_p, min_seconds=lo, max_seconds=hi
             )
-        a = self.encode_audio(audio, mask)
-        v = self.encode_image(batch, self.train_pool)
+        # phase 1 (spec §2.4): only the aligners and γ learn while the backbones' outputs are
+        # detached for the first ``aligner_warmup`` steps
+        warm = step < self.aligner_warmup
+        a = self.encode_audio(audio, mask, detach=warm)
+        v = self.encode_image(batch, self.train_pool, detach=warm)
         tokens = a.features.shape[-1]
         amask = (
             a.mask
             if a.mask is not None
             else torch.ones(a.batch, tokens, dtype=torch.bool, device=audio.device)
         )
-        neg_tok = to_tokens(neg, tokens, self.audio.patch_size)
+        neg_tok = to_tokens(neg, tokens, self.samples_per_token)
         # spliced negatives and padding are both pushed to zero similarity (Eq. D.1, thesis)
         splice_w = torch.where(amask, neg_tok, torch.ones_like(neg_tok))
 
@@ -279,9 +338,15 @@ class DenseAV(Learner):
         return vol.amax(dim=1)
 
     @property
+    def samples_per_token(self) -> int:
+        """Audio samples per aligned token (the conv aligner pools 9 featurizer frames)."""
+        factor = 9 if isinstance(self.audio_aligner, AudioConvAligner) else 1
+        return self.audio.patch_size * factor
+
+    @property
     def localize_hop(self) -> float:
         """Seconds per audio token (for `fw localize`)."""
-        return self.audio.patch_size / 16_000
+        return self.samples_per_token / 16_000
 
     @torch.no_grad()
     def localize(self, image: Tensor, audio: Tensor, mask: Tensor) -> Tensor:
