@@ -97,6 +97,8 @@ def timeline_figure(
             ax.plot(t.numpy(), curve.numpy(), color=colours[j], label=_word(data, i, j))
             s, e = items["spans"][i, j].tolist()
             ax.axvspan(s, e, color=colours[j], alpha=0.15)
+        alen = float(data[i]["audio_mask"].sum()) / 16_000
+        ax.set_xlim(0, alen)  # the clip itself; padded tokens are not part of the caption
         ax.set_xlabel("time (s)", fontsize=8)
         ax.set_ylabel("mean similarity in mask", fontsize=8)
         ax.legend(fontsize=7)
