@@ -8,7 +8,7 @@ import textwrap
 from collections.abc import Sequence
 from pathlib import Path
 
-from fw import __version__, explain_cli
+from fw import __version__, explain_cli, localize_cli
 from fw.errors import FwError, Interrupted
 
 EXIT_USAGE = 2
@@ -92,6 +92,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     table.add_argument("--out", help="where --recipe writes (default: stdout)")
     explain_cli.add_parser(sub, common)
+    localize_cli.add_parser(sub, common)
     return parser
 
 
@@ -175,6 +176,7 @@ def cmd_table(args: argparse.Namespace) -> int:
 
 COMMANDS = {"run": cmd_run, "show": cmd_show, "plugins": cmd_plugins, "table": cmd_table}
 COMMANDS["explain"] = explain_cli.cmd_explain
+COMMANDS["localize"] = localize_cli.cmd_localize
 
 
 def main(argv: Sequence[str] | None = None) -> int:

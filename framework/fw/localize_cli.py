@@ -1,0 +1,142 @@
+"""``fw localize RUN_DIR --image IMG --audio WAV``: where a trained run hears the sound.
+
+Works with any learner that has ``localize(image [1, 3, H, W], audio [1, 1, T], mask [1, T])``
+returning the similarity over time and space ``[T', h, w]`` and ``patch_size`` seconds per
+token through ``localize_hop`` (DenseAV does). Writes a PNG: the image with the heat of the
+chosen time span (default: the whole clip) and the best similarity over time.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+from typing import Any
+
+from fw.errors import DataError, FwError
+
+
+def add_parser(sub: Any, common: argparse.ArgumentParser) -> None:
+    """Register the ``localize`` sub-command."""
+    p = sub.add_parser(
+        "localize",
+        parents=[common],
+        help="heat map of where a trained run hears a clip in an image",
+        description="Load RUN_DIR's recipe and checkpoint, then write the heat map of the audio "
+        "clip over the image (averaged over --span, default the whole clip).",
+    )
+    p.add_argument("run_dir", help="a run directory (holds recipe.yaml and checkpoints/last.ckpt)")
+    p.add_argument("--image", required=True, help="an image file (JPEG, PNG)")
+    p.add_argument("--audio", required=True, help="a PCM WAV file (resampled to 16 kHz)")
+    p.add_argument("--span", nargs=2, type=float, metavar=("START", "END"), help="seconds")
+    p.add_argument("--size", type=int, default=224, help="image side after resize and crop")
+    p.add_argument("--out", help="PNG path (default RUN_DIR/localize-<image>-<audio>.png)")
+
+
+def load_learner(run_dir: Path) -> Any:
+    """The learner of a finished run, with its last checkpoint loaded."""
+    import torch
+    import yaml
+
+    from fw.recipe import build
+
+    recipe, ckpt = run_dir / "recipe.yaml", run_dir / "checkpoints" / "last.ckpt"
+    for path in (recipe, ckpt):
+        if not path.is_file():
+            raise DataError(f"{path} not found: pass the directory of a finished `fw run`")
+    learner = build("learner", yaml.safe_load(recipe.read_text())["learner"])
+    state = torch.load(ckpt, map_location="cpu", weights_only=False)
+    learner.load_state_dict(state["learner"])
+    return learner.eval()
+
+
+def cmd_localize(args: argparse.Namespace) -> int:
+    import torch
+
+    from fw.plots import pyplot, save_figure
+
+    run_dir = Path(args.run_dir)
+    learner = load_learner(run_dir)
+    if not hasattr(learner, "localize"):
+        raise FwError(f"the learner of {run_dir} ({type(learner).__name__}) cannot localize audio")
+    image, audio, mask = _inputs(Path(args.image), Path(args.audio), args.size)
+    with torch.no_grad():
+        heat_t = learner.localize(image, audio, mask)  # [T', h, w]
+    hop = learner.localize_hop
+    t = torch.arange(heat_t.shape[0]) * hop
+    if args.span:
+        sel = (t < args.span[1]) & (t + hop > args.span[0])
+        if not bool(sel.any()):
+            raise FwError(f"--span {args.span} covers no audio token (clip {len(t) * hop:.2f} s)")
+    else:
+        sel = torch.ones(len(t), dtype=torch.bool)
+    heat = heat_t[sel].mean(0)
+    up = torch.nn.functional.interpolate(
+        heat[None, None], size=image.shape[-2:], mode="bilinear", align_corners=False
+    )[0, 0]
+    plt = pyplot()
+    fig, (ax, ax_t) = plt.subplots(1, 2, figsize=(9, 4), dpi=110)
+    ax.imshow(image[0].permute(1, 2, 0).numpy())
+    ax.imshow(up.numpy(), cmap="inferno", alpha=0.55)
+    ax.axis("off")
+    ax.set_title(f"{Path(args.audio).name} over {Path(args.image).name}", fontsize=8)
+    ax_t.plot(t.numpy(), heat_t.flatten(1).amax(1).numpy())
+    if args.span:
+        ax_t.axvspan(*args.span, alpha=0.2)
+    ax_t.set_xlabel("time (s)")
+    ax_t.set_ylabel("max similarity over the image")
+    stem = f"localize-{Path(args.image).stem}-{Path(args.audio).stem}.png"
+    out = save_figure(fig, Path(args.out) if args.out else run_dir / stem)
+    print(out)
+    return 0
+
+
+def _inputs(image_path: Path, audio_path: Path, size: int) -> tuple[Any, Any, Any]:
+    import numpy as np
+    import torch
+    from PIL import Image, UnidentifiedImageError
+
+    if not image_path.is_file():
+        raise DataError(f"image file {image_path} not found")
+    try:
+        with Image.open(image_path) as img:
+            img = img.convert("RGB")
+            scale = size / min(img.size)
+            img = img.resize(
+                (max(size, round(img.size[0] * scale)), max(size, round(img.size[1] * scale)))
+            )
+            left, top = (img.size[0] - size) // 2, (img.size[1] - size) // 2
+            arr = np.asarray(img.crop((left, top, left + size, top + size)), np.float32) / 255.0
+    except UnidentifiedImageError as err:
+        raise DataError(f"{image_path} is not an image PIL can read") from err
+    wav = read_wav_16k(audio_path)
+    audio = torch.from_numpy(wav.astype(np.float32))[None, None]
+    return (
+        torch.from_numpy(arr).permute(2, 0, 1)[None],
+        audio,
+        torch.ones(1, len(wav), dtype=torch.bool),
+    )
+
+
+def read_wav_16k(path: Path) -> Any:
+    """Mono samples in [-1, 1] of a PCM WAV file, resampled to 16 kHz."""
+    import wave
+    from math import gcd
+
+    import numpy as np
+    from scipy.signal import resample_poly
+
+    if not path.is_file():
+        raise DataError(f"audio file {path} not found")
+    try:
+        with wave.open(str(path)) as fh:
+            rate, width, channels = fh.getframerate(), fh.getsampwidth(), fh.getnchannels()
+            raw = fh.readframes(fh.getnframes())
+    except (wave.Error, EOFError) as err:
+        raise DataError(
+            f"{path} is not a PCM WAV file ({err}); convert it, e.g. with ffmpeg"
+        ) from err
+    if width != 2:
+        raise DataError(f"{path}: {8 * width}-bit WAV; use 16-bit PCM")
+    x = np.frombuffer(raw, np.int16).astype(np.float64).reshape(-1, channels).mean(1) / 32767.0
+    g = gcd(16000, rate)
+    return x if rate == 16000 else resample_poly(x, 16000 // g, rate // g)

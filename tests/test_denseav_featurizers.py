@@ -1,0 +1,125 @@
+"""DenseAV featurizers: log-mel front-end, token masks, HuBERT offline error, dilated MobileNet."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from fw.dense import lengths_to_mask
+from fw.errors import DataError
+from fw_denseav.audio import HuBERT, LogMel, LogMelEncoder, hubert_cache_path, mel_filterbank
+
+
+def test_mel_filterbank_matches_torchaudio():
+    try:
+        from torchaudio.functional import melscale_fbanks
+    except (ImportError, OSError) as err:  # a torchaudio build that does not match torch
+        pytest.skip(f"torchaudio unusable here: {err}")
+    want = melscale_fbanks(257, 0.0, 8000.0, 64, 16000, norm=None, mel_scale="htk")
+    torch.testing.assert_close(mel_filterbank(257, 64, 16000), want, atol=1e-5, rtol=1e-4)
+
+
+def test_log_mel_frames_equal_a_per_frame_dft():
+    mel = LogMel(n_mels=32)
+    wav = torch.randn(1, 1, 4000)
+    out = mel(wav)
+    assert out.shape == (1, 32, 4000 // 160)
+    x = np.pad(wav[0, 0].numpy().astype(np.float64), (0, 240))
+    win = np.hanning(401)[:-1]  # periodic Hann of length 400
+    fb = mel.fbank.numpy().astype(np.float64)
+    for i in (0, 7, 24):
+        frame = x[i * 160 : i * 160 + 400] * win
+        power = np.abs(np.fft.rfft(frame, n=512)) ** 2
+        np.testing.assert_allclose(
+            out[0, :, i].numpy(), np.log(power @ fb + 1e-6), rtol=1e-3, atol=1e-3
+        )
+
+
+def test_encoder_resamples_the_mask_and_ignores_padding():
+    enc = LogMelEncoder(dim=8, width=16).eval()
+    wav = torch.randn(2, 1, 12800)
+    mask = lengths_to_mask(torch.tensor([12800, 3000]), 12800)
+    dense = enc.forward_dense(wav * mask[:, None], mask)
+    assert dense.features.shape == (2, 8, 10)  # one token per 80 ms
+    assert dense.mask.sum(1).tolist() == [10, 3]  # ceil(3000 / 1280)
+
+
+def test_encoder_setup_standardises_log_mels():
+    from fw.data import ArrayDataset
+
+    wav = torch.randn(6, 1, 6400) * 0.3
+    data = ArrayDataset({"x": torch.zeros(6, 1), "audio": wav})
+    enc = LogMelEncoder(dim=8, width=16)
+    enc.setup(data)
+    mel = (enc.mel(wav) - enc.mel_mean[:, None]) / enc.mel_std[:, None]
+    assert float(mel.mean()) == pytest.approx(0.0, abs=1e-4)
+    assert float(mel.std()) == pytest.approx(1.0, abs=0.05)
+
+
+def test_hubert_offline_error_names_file_and_cache(tmp_path, monkeypatch):
+    try:
+        import torchaudio.pipelines  # noqa: F401
+    except (ImportError, OSError):
+        with pytest.raises(DataError, match="torchaudio"):
+            HuBERT("hubert_base")
+        return
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path))
+    with pytest.raises(DataError) as err:
+        HuBERT("hubert_base")
+    msg = str(err.value)
+    path = hubert_cache_path("hubert_fairseq_base_ls960.pth")
+    assert str(tmp_path) in str(path)
+    assert "hubert_fairseq_base_ls960.pth" in msg and str(path) in msg
+    assert "https://download.pytorch.org/torchaudio/models/" in msg
+
+
+def test_dilated_mobilenet_is_stride_16_and_frozen():
+    from fw_denseav.image import DilatedMobileNet
+
+    try:
+        net = DilatedMobileNet()
+    except DataError as err:
+        pytest.skip(str(err))
+    x = torch.rand(1, 3, 96, 128)
+    out = net(x)
+    assert out.shape == (1, 160, 6, 8)
+    assert not any(p.requires_grad for p in net.parameters())
+    net.train()
+    assert not net.trunk.training
+
+
+def test_hubert_forward_dense_on_a_tiny_wav2vec2():
+    """The HuBERT wrapper's layer choice and length mask, on a tiny random torchaudio model."""
+    try:
+        from torchaudio.models import wav2vec2_model
+    except (ImportError, OSError) as err:
+        pytest.skip(f"torchaudio unusable here: {err}")
+    net = wav2vec2_model(
+        extractor_mode="group_norm",
+        extractor_conv_layer_config=[(8, 10, 5), (8, 3, 2)],
+        extractor_conv_bias=False,
+        encoder_embed_dim=16,
+        encoder_projection_dropout=0.0,
+        encoder_pos_conv_kernel=4,
+        encoder_pos_conv_groups=2,
+        encoder_num_layers=3,
+        encoder_num_heads=2,
+        encoder_attention_dropout=0.0,
+        encoder_ff_interm_features=32,
+        encoder_ff_interm_dropout=0.0,
+        encoder_dropout=0.0,
+        encoder_layer_norm_first=False,
+        encoder_layer_drop=0.0,
+        aux_num_out=None,
+    ).eval()
+    hub = HuBERT.from_model(net, layer=2, frozen=True)
+    wav = torch.randn(2, 1, 1600)
+    mask = lengths_to_mask(torch.tensor([1600, 800]), 1600)
+    dense = hub.forward_dense(wav, mask)
+    frames = hub.output_length(1600)
+    assert dense.features.shape == (2, 16, frames) and hub.dim == 16
+    assert dense.mask[0].all() and int(dense.mask[1].sum()) == hub.output_length(800)
+    layers, _ = net.extract_features(wav[:, 0], None, num_layers=2)
+    torch.testing.assert_close(hub(wav), layers[-1].transpose(1, 2))
+    assert not any(p.requires_grad for p in hub.parameters())

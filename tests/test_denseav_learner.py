@@ -1,0 +1,186 @@
+"""The DenseAV learner and SpokenObjects metrics: gradients reach both aligners, metric checks."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from fw.dense import lengths_to_mask
+from fw_denseav import metrics as M
+from fw_denseav.aggregators import MaxMean
+from fw_denseav.audio import LogMelEncoder
+from fw_denseav.learner import DenseAV
+from fw_denseav.splice import splice_negatives, to_tokens
+
+
+class _TinyImage(torch.nn.Module):
+    """A frozen random conv as the image featurizer (stride 8)."""
+
+    dim = 8
+    dense = True
+    patch_size = 8
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = torch.nn.Conv2d(3, 8, 8, stride=8)
+        self.requires_grad_(False)
+
+    def forward(self, x):
+        return self.conv(x)
+
+
+def _learner(**kw) -> DenseAV:
+    return DenseAV(
+        image=_TinyImage(),  # type: ignore[arg-type]
+        audio=LogMelEncoder(dim=8, width=8),
+        aggregator=MaxMean(heads=2),
+        dim=8,
+        batch_size=4,
+        prompts=False,
+        **kw,
+    )
+
+
+def _batch(b: int = 4) -> dict[str, torch.Tensor]:
+    t = 12800
+    return {
+        "x": torch.rand(b, 3, 32, 32),
+        "audio": torch.randn(b, 1, t) * 0.1,
+        "audio_mask": lengths_to_mask(torch.tensor([t, 9000, 6400, 3000][:b]), t),
+        "index": torch.arange(b),
+    }
+
+
+def test_training_step_trains_both_aligners_and_the_temperature():
+    """The authors' forward_image ran under no_grad (spec §6 #7): here the image side learns."""
+    learner = _learner(cache_image_features=False)
+    out = learner.training_step(_batch(), 0)
+    assert torch.isfinite(out["loss"])
+    out["loss"].backward()
+    for name in ("image_aligner.proj.weight", "audio_aligner.proj.weight", "calibrator.log_gamma"):
+        grad = dict(learner.named_parameters())[name].grad
+        assert grad is not None and float(grad.abs().sum()) > 0, name
+    assert all(p.grad is None for p in learner.image.parameters())
+
+
+def test_untrained_loss_is_log_batch():
+    learner = _learner(lambda_splice=0, lambda_nonneg=0, lambda_tv=0, lambda_dis=0)
+    with torch.no_grad():
+        learner.image_aligner.proj.weight.mul_(1e-4)
+    out = learner.training_step(_batch(), 0)
+    assert float(out["nce"]) == pytest.approx(float(torch.log(torch.tensor(4.0))), abs=1e-3)
+
+
+def test_splice_weights_mark_the_pasted_clip():
+    audio = torch.zeros(3, 1, 16000)
+    audio[1] = 1.0
+    audio[2] = 2.0
+    mask = torch.ones(3, 16000, dtype=torch.bool)
+    gen = torch.Generator().manual_seed(0)
+    out, w = splice_negatives(audio, mask, p=1.0, min_seconds=0.4, max_seconds=0.4, generator=gen)
+    assert float(w.max()) == pytest.approx(1.0, abs=1e-3)
+    assert int((w > 0).sum(1).max()) == 6400
+    inside = w[0] > 0
+    ratio = out[0, 0][inside] / w[0][inside]  # item 0 is silent: out = w · donor's constant
+    assert float(ratio.min()) == pytest.approx(float(ratio.max()))
+    assert float(ratio[0]) in (pytest.approx(1.0), pytest.approx(2.0))
+    assert float(out[0, 0][~inside].abs().max()) == 0.0
+    assert to_tokens(w, 12, 1280).shape == (3, 12)
+
+
+def test_word_independent_heat_has_disc_exactly_half():
+    """An image's two items share one map, so exactly one of them wins (benchmarks.md §3.8)."""
+    gen = torch.Generator().manual_seed(1)
+    heat = torch.rand(5, 8, 8, generator=gen)
+    masks = torch.zeros(5, 2, 8, 8, dtype=torch.bool)
+    masks[:, 0, :4] = True
+    masks[:, 1, 5:] = True
+    both = torch.cat([heat, heat])
+    target = torch.cat([masks[:, 0], masks[:, 1]])
+    other = torch.cat([masks[:, 1], masks[:, 0]])
+    assert float(M.disc(both, target, other).mean()) == 0.5
+
+
+def test_retrieval_ranks_and_label_set_ceiling():
+    scores = torch.tensor([[3.0, 1.0, 0.0], [2.0, 2.0, 0.0], [0.0, 5.0, 1.0]])
+    out = M.retrieval(scores, torch.tensor([0, 0, 1]), ks=(1, 2))
+    # rows: item 0 rank 1; item 1 ties with item 0 -> rank 2; item 2 rank 2
+    assert out["r1_a2i"] == pytest.approx(1 / 3) and out["r2_a2i"] == 1.0
+    assert out["r1_ceiling"] == pytest.approx(2 / 3)
+    assert out["p_chance"] == pytest.approx((4 + 1) / 9)
+
+
+def test_map_and_pointing_of_an_oracle_and_its_negation():
+    target = torch.zeros(4, 16, 16, dtype=torch.bool)
+    target[:, 2:6, 3:9] = True
+    classes = torch.tensor([0, 0, 1, 1])
+    oracle = target.float()
+    assert M.class_map(oracle, target, classes)[0] == pytest.approx(1.0)
+    assert float(M.pointing(oracle, target).mean()) == 1.0
+    assert float(M.pointing(-oracle, target).mean()) == 0.0
+    assert M.class_miou(oracle, target, classes)["miou"] == pytest.approx(1.0)
+
+
+@pytest.mark.slow
+def test_untrained_model_is_at_chance_on_spoken_objects():
+    """benchmarks.md §3.8: the reference model at init scores like the random row."""
+    pytest.importorskip("skimage")
+    from fw.errors import DataError
+    from fw_denseav.image import DilatedMobileNet
+    from fw_denseav.spoken_objects import spoken_objects
+
+    try:
+        data = spoken_objects("test", limit=80, progress=False, workers=1)
+        image = DilatedMobileNet()
+    except DataError as err:
+        pytest.skip(str(err))
+    learner = DenseAV(image, LogMelEncoder(), MaxMean(heads=1), prompts=False, pictures=0)
+    learner.audio.setup(data)
+    out = learner.evaluate(data)
+    assert abs(out["two_disc"] - 0.5) < 0.2  # chance is exactly 0.5
+    assert abs(out["two_map"] - out["random_two_map"]) < 0.1
+    assert out["two_pointing"] < out["objectness_two_pointing"]
+    assert out["r10_a2i"] < 0.35 and out["r10_i2a"] < 0.35  # chance 10/80
+    assert out["target_oracle_two_map"] > 0.8  # the metric code sees the masks
+
+
+def test_aligner_warmup_detaches_the_backbones():
+    learner = _learner(cache_image_features=False, aligner_warmup=5)
+    learner.training_step(_batch(), 0)["loss"].backward()
+    assert all(p.grad is None for p in learner.audio.parameters())
+    assert learner.audio_aligner.proj.weight.grad is not None
+    learner.zero_grad()
+    learner.training_step(_batch(), 5)["loss"].backward()
+    assert any(
+        p.grad is not None and float(p.grad.abs().sum()) > 0 for p in learner.audio.parameters()
+    )
+
+
+def test_conv_audio_aligner_pools_nine_frames_and_masks_padding():
+    from fw_denseav.learner import AudioConvAligner
+
+    aligner = AudioConvAligner(8, 12, attention_heads=6).eval()
+    x = torch.randn(2, 8, 90)
+    mask = lengths_to_mask(torch.tensor([90, 20]), 90)
+    out, valid = aligner(x, mask)
+    assert out.shape == (2, 12, 10) and valid.sum(1).tolist() == [10, 3]
+    x2 = x.clone()
+    x2[1, :, 27:] = 100.0  # frames feeding only padded tokens
+    out2, _ = aligner(x2, mask)
+    torch.testing.assert_close(out2[1, :, :3], out[1, :, :3])  # padding never attended to
+    learner = DenseAV(
+        image=_TinyImage(),  # type: ignore[arg-type]
+        audio=LogMelEncoder(dim=8, width=8),
+        aggregator=MaxMean(heads=2),
+        dim=12,
+        audio_aligner="conv",
+        prompts=False,
+        cache_image_features=False,
+    )
+    batch = _batch()
+    batch["audio"] = torch.randn(4, 1, 12800 * 9) * 0.1
+    batch["audio_mask"] = lengths_to_mask(torch.tensor([115200, 60000, 30000, 12800]), 115200)
+    out = learner.training_step(batch, 0)
+    out["loss"].backward()
+    assert torch.isfinite(out["loss"]) and learner.audio_aligner.conv1.weight.grad is not None
+    assert learner.localize_hop == pytest.approx(0.72)
