@@ -75,10 +75,10 @@ def test_hubert_offline_error_names_file_and_cache(tmp_path, monkeypatch):
 
 
 def test_dilated_mobilenet_is_stride_16_and_frozen():
-    from fw_denseav.image import DilatedMobileNet
+    from fw_backbones.taps import mobilenet_v2_tap
 
     try:
-        net = DilatedMobileNet()
+        net = mobilenet_v2_tap("s16d")
     except DataError as err:
         pytest.skip(str(err))
     x = torch.rand(1, 3, 96, 128)

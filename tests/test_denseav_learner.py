@@ -126,12 +126,12 @@ def test_untrained_model_is_at_chance_on_spoken_objects():
     """benchmarks.md §3.8: the reference model at init scores like the random row."""
     pytest.importorskip("skimage")
     from fw.errors import DataError
-    from fw_denseav.image import DilatedMobileNet
+    from fw_backbones.taps import mobilenet_v2_tap
     from fw_denseav.spoken_objects import spoken_objects
 
     try:
         data = spoken_objects("test", limit=80, progress=False, workers=1)
-        image = DilatedMobileNet()
+        image = mobilenet_v2_tap("s16d")
     except DataError as err:
         pytest.skip(str(err))
     learner = DenseAV(image, LogMelEncoder(), MaxMean(heads=1), prompts=False, pictures=0)

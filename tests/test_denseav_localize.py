@@ -27,7 +27,7 @@ seed: 0
 data: {name: spoken_objects, split: test, limit: 8, progress: false, workers: 1}
 learner:
   name: denseav
-  image: {name: mobilenet_v2_dilated, weights: null}
+  image: {name: mobilenet_v2_tap, tap: s16d, weights: null}
   audio: {name: log_mel_encoder, dim: 16, width: 16}
   dim: 16
   audio_aligner: none

@@ -135,7 +135,7 @@ class DenseAV(Learner):
 
     headline: ClassVar[tuple[str, ...]] = ("two_map", "two_disc", "prompt_map", "r10_a2i")
     example: ClassVar[dict[str, Any]] = {
-        "image": {"name": "mobilenet_v2_dilated", "weights": None},
+        "image": {"name": "mobilenet_v2_tap", "tap": "s16d", "weights": None},
         "audio": {"name": "log_mel_encoder", "dim": 16, "width": 16},
         "dim": 16,
         "batch_size": 4,

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from fw import hookimpl
-from fw_denseav import aggregators, audio, datasets, image, learner, spoken_objects
+from fw_denseav import aggregators, audio, datasets, learner, spoken_objects
 
 
 @hookimpl
@@ -20,7 +20,6 @@ def fw_featurizers():
     return {
         "log_mel_encoder": audio.log_mel_encoder,
         "hubert": audio.hubert,
-        "mobilenet_v2_dilated": image.DilatedMobileNet,
     }
 
 
