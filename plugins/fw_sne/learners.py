@@ -16,11 +16,15 @@ import torch
 from torch import Tensor
 
 from fw import api
+from fw.errors import check_choice
+from fw.icon import icon_loss
 from fw.learner import IConLearner
 from fw.recipe import OptimizerFactory
+from fw.sparse import SparseNeighborhood
 from fw_common.mappers import Embedding
-from fw_sne.distributions import Gaussian, StudentT
+from fw_sne.distributions import Gaussian, ScaleError, StudentT
 from fw_sne.fused import radial_kernel, radial_kl
+from fw_sne.scale import Repulsion, pair_ids, sparse_q
 from fw_sne.optim import TSNEGradientDescent, tsne_gd
 
 #: SNE's q, ``exp(-||φ_i - φ_j||²)`` (spec §2.3 q1), is exp(-d / 2σ²) with σ = 1/√2.
@@ -45,6 +49,8 @@ class SNE(IConLearner):
         exaggeration_steps: int = 0,
         mode: Literal["kl", "ce"] = "kl",
         fused: bool = True,
+        repulsion: Repulsion = "exact",
+        negatives: int = 64,
         eval_clusters: int | None = None,
         plot: bool = True,
     ) -> None:
@@ -60,12 +66,23 @@ class SNE(IConLearner):
             eval_clusters=eval_clusters,
             plot=plot,
         )
+        check_choice(repulsion, ("exact", "sampled", "fft"), "learner repulsion")
+        if negatives < 1:
+            raise ScaleError(f"learner 'negatives' must be >= 1, got {negatives}")
         self.fused = fused
+        self.repulsion = repulsion
+        self.negatives = negatives
         self._dense_p: tuple[Tensor, float, bool, bool] | None = None
+        self._sparse: tuple[Tensor, Tensor, float] | None = None
+        self._generator = torch.Generator()
 
     def setup(self, data: Any) -> None:
         super().setup(data)
         self._dense_p = None
+        self._sparse = None
+        if self.repulsion != "exact" or isinstance(self._p_cache, SparseNeighborhood):
+            self._setup_sparse(data)
+            return
         p = self._p_cache
         if not self.fused or p is None or radial_kernel(self.q) is None:
             return
@@ -85,7 +102,67 @@ class SNE(IConLearner):
         symmetric = joint and bool(torch.equal(prob, prob.T))
         self._dense_p = (prob.contiguous(), p_log_p, joint, symmetric)
 
+    def _setup_sparse(self, data: Any) -> None:
+        """Cache the sparse p's pair ids and ``mean_r Σ p log p`` for the estimated-Z path."""
+        p = self._p_cache
+        if not isinstance(p, SparseNeighborhood):
+            raise ScaleError(
+                f"learner.repulsion {self.repulsion!r} needs a sparse p over the whole dataset: "
+                "set learner.p.scale to 'sparse' and leave the batch size unset (full batch)"
+            )
+        if self.repulsion == "exact":
+            return  # small data: dense q gathered at p's ids by the generic path
+        spec = radial_kernel(self.q)
+        if spec is None:
+            raise ScaleError(
+                f"learner.repulsion {self.repulsion!r} estimates the normaliser of a radial "
+                f"kernel q ('student_t' or a euclidean 'gaussian' with 'sigma'), got "
+                f"{type(self.q).__name__}"
+            )
+        q_joint = getattr(self.q, "normalization", "conditional") == "joint"
+        p_joint = p.num_cols != len(data)
+        if q_joint != p_joint:
+            raise ScaleError(
+                "learner.p and learner.q must share a normalization ('joint' or 'conditional') "
+                "to cover the same pairs"
+            )
+        rows, cols = pair_ids(p, len(data))
+        prob = p.prob
+        p_log_p = float((prob * p.log_prob.masked_fill(prob <= 0, 0.0)).sum(dim=1).mean())
+        self._sparse = (rows, cols, p_log_p)
+        self._generator.manual_seed(int(torch.initial_seed()) % (2**63))
+
+    def _sparse_step(self, batch: dict[str, Tensor], step: int) -> dict[str, Tensor]:
+        """The I-Con loss with an estimated log Z; also logs the (un-exaggerated) KL estimate."""
+        assert self._sparse is not None and isinstance(self._p_cache, SparseNeighborhood)
+        rows, cols, p_log_p = self._sparse
+        p = self._p_cache
+        index = batch["index"]
+        if not torch.equal(index, torch.arange(index.numel(), device=index.device)):
+            raise ScaleError(
+                "the sparse t-SNE path trains on the whole dataset in order: leave "
+                "trainer.batch_size unset"
+            )
+        if p.index.device != index.device:
+            p = p.to(index.device)
+            rows, cols = rows.to(index.device), cols.to(index.device)
+            self._p_cache, self._sparse = p, (rows, cols, p_log_p)
+        z = self.mapper(batch[self.mapper.input_key])
+        kind, param = radial_kernel(self.q)  # type: ignore[misc]
+        q = sparse_q(
+            z, kind, param, p, rows, cols, self.repulsion, self.negatives, self._generator
+        )
+        alpha = self.exaggeration if step < self.exaggeration_steps else 1.0
+        loss = icon_loss(p, q, mode="ce", exaggeration=alpha)
+        assert q.log_norm is not None
+        with torch.no_grad():  # loss = α·H(p, q) − (α − 1)·log Z, so H(p, q) and KL follow
+            cross = (loss.detach() + (alpha - 1.0) * q.log_norm.mean()) / alpha
+            kl = cross + p_log_p
+        return {"loss": loss + p_log_p if self.mode == "kl" else loss, "kl": kl}
+
     def training_step(self, batch: dict[str, Tensor], step: int) -> dict[str, Tensor]:
+        if self._sparse is not None:
+            return self._sparse_step(batch, step)
         if self._dense_p is None or self.direction != "forward":
             return super().training_step(batch, step)
         prob, p_log_p, joint, symmetric = self._dense_p
@@ -140,6 +217,8 @@ class TSNE(SNE):
         exaggeration_steps: int = 250,
         mode: Literal["kl", "ce"] = "kl",
         fused: bool = True,
+        repulsion: Repulsion = "exact",
+        negatives: int = 64,
         eval_clusters: int | None = None,
         plot: bool = True,
     ) -> None:
@@ -152,6 +231,8 @@ class TSNE(SNE):
             exaggeration_steps=exaggeration_steps,
             mode=mode,
             fused=fused,
+            repulsion=repulsion,
+            negatives=negatives,
             eval_clusters=eval_clusters,
             plot=plot,
         )
