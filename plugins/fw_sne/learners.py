@@ -9,6 +9,7 @@ with a cached full-batch p and a radial-kernel q the same loss is computed by
 
 from __future__ import annotations
 
+import math
 import warnings
 from typing import Any, Literal
 
@@ -24,11 +25,28 @@ from fw.sparse import SparseNeighborhood
 from fw_common.mappers import Embedding
 from fw_sne.distributions import Gaussian, ScaleError, StudentT
 from fw_sne.fused import radial_kernel, radial_kl
-from fw_sne.scale import Repulsion, pair_ids, sparse_q
+from fw_sne.scale import (
+    Repulsion,
+    attraction,
+    pair_ids,
+    sampled_log_norm,
+    sparse_q_log_norm,
+)
 from fw_sne.optim import TSNEGradientDescent, tsne_gd
 
 #: SNE's q, ``exp(-||φ_i - φ_j||²)`` (spec §2.3 q1), is exp(-d / 2σ²) with σ = 1/√2.
 SNE_Q_SIGMA = 2.0**-0.5
+
+
+def _is_symmetric(rows: Tensor, cols: Tensor, prob: Tensor, n: int) -> bool:
+    """Whether a list of pairs with weights equals its transpose."""
+    key = rows * n + cols
+    order = torch.argsort(key)
+    t_key = cols * n + rows
+    t_order = torch.argsort(t_key)
+    return bool(
+        torch.equal(key[order], t_key[t_order]) and torch.equal(prob[order], prob[t_order])
+    )
 
 
 class SNE(IConLearner):
@@ -127,38 +145,47 @@ class SNE(IConLearner):
                 "to cover the same pairs"
             )
         rows, cols = pair_ids(p, len(data))
-        prob = p.prob
-        p_log_p = float((prob * p.log_prob.masked_fill(prob <= 0, 0.0)).sum(dim=1).mean())
-        self._sparse = (rows, cols, p_log_p)
+        keep = p.mask & (p.log_prob > -math.inf)
+        rows, cols, prob = rows[keep], cols[keep], p.log_prob[keep].exp()
+        p_log_p = float(torch.dot(prob, p.log_prob[keep]) / p.log_prob.shape[0])
+        if p_joint and _is_symmetric(rows, cols, prob, len(data)):
+            # p_ij = p_ji and w_ij = w_ji: the pair (j, i) repeats (i, j), so keep i < j, twice
+            upper = rows < cols
+            rows, cols, prob = rows[upper], cols[upper], 2.0 * prob[upper]
+        self._sparse = (rows.contiguous(), cols.contiguous(), prob, p_log_p)
         self._generator.manual_seed(int(torch.initial_seed()) % (2**63))
 
     def _sparse_step(self, batch: dict[str, Tensor], step: int) -> dict[str, Tensor]:
-        """The I-Con loss with an estimated log Z; also logs the (un-exaggerated) KL estimate."""
+        """I-Con loss with an estimated log Z (`fw_sne.scale`), and the KL estimate at α = 1.
+
+        Per row ``α·Σ_j p_rj (-ℓ_rj) + log Ẑ_r + Σ_j p_rj log p_rj``: the same value as
+        `fw.icon.icon_loss` on `fw_sne.scale.sparse_q` (the tests compare both).
+        """
         assert self._sparse is not None and isinstance(self._p_cache, SparseNeighborhood)
-        rows, cols, p_log_p = self._sparse
-        p = self._p_cache
+        rows, cols, prob, p_log_p = self._sparse
         index = batch["index"]
         if not torch.equal(index, torch.arange(index.numel(), device=index.device)):
             raise ScaleError(
                 "the sparse t-SNE path trains on the whole dataset in order: leave "
                 "trainer.batch_size unset"
             )
-        if p.index.device != index.device:
-            p = p.to(index.device)
-            rows, cols = rows.to(index.device), cols.to(index.device)
-            self._p_cache, self._sparse = p, (rows, cols, p_log_p)
+        if rows.device != index.device:
+            rows, cols, prob = rows.to(index.device), cols.to(index.device), prob.to(index.device)
+            self._sparse = (rows, cols, prob, p_log_p)
         z = self.mapper(batch[self.mapper.input_key])
         kind, param = radial_kernel(self.q)  # type: ignore[misc]
-        q = sparse_q(
-            z, kind, param, p, rows, cols, self.repulsion, self.negatives, self._generator
-        )
+        n_rows = self._p_cache.log_prob.shape[0]
+        attract = attraction(z, kind, param, rows, cols, prob, n_rows)
+        joint = n_rows != z.shape[0]
+        if self.repulsion == "fft":
+            log_norm = sparse_q_log_norm(z, kind, param, joint, "fft")
+        else:
+            log_norm = sampled_log_norm(z, kind, param, self.negatives, joint, self._generator)
         alpha = self.exaggeration if step < self.exaggeration_steps else 1.0
-        loss = icon_loss(p, q, mode="ce", exaggeration=alpha)
-        assert q.log_norm is not None
-        with torch.no_grad():  # loss = α·H(p, q) − (α − 1)·log Z, so H(p, q) and KL follow
-            cross = (loss.detach() + (alpha - 1.0) * q.log_norm.mean()) / alpha
-            kl = cross + p_log_p
-        return {"loss": loss + p_log_p if self.mode == "kl" else loss, "kl": kl}
+        log_z = log_norm.mean()
+        loss = alpha * attract + log_z + (p_log_p if self.mode == "kl" else 0.0)
+        kl = (attract + log_z).detach() + p_log_p
+        return {"loss": loss, "kl": kl}
 
     def training_step(self, batch: dict[str, Tensor], step: int) -> dict[str, Tensor]:
         if self._sparse is not None:

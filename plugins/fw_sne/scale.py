@@ -148,6 +148,60 @@ def sampled_log_norm(
     return torch.logsumexp(logits, dim=1) + scale
 
 
+class _Attraction(torch.autograd.Function):
+    """``Σ_e p_e · (-ℓ_e) / R`` over the listed pairs, with its gradient formed in the forward.
+
+    Per coordinate c the gradient is ``2 h_e (z_ic - z_jc)`` added to i and subtracted from j,
+    ``h_e = -p_e ∂ℓ/∂d`` (``(ν+1)/(2ν) / (1 + d/ν)`` for Student-t, ``1/2σ²`` for the
+    Gaussian), summed with ``bincount``: one-dimensional gathers and scatters, several times
+    faster on CPUs than autograd through ``z[rows]`` ``[nnz, dim]``.
+    """
+
+    @staticmethod
+    def forward(
+        ctx: Any,
+        z: Tensor,
+        rows: Tensor,
+        cols: Tensor,
+        p: Tensor,
+        kind: str,
+        param: float,
+        n_rows: int,
+    ) -> Tensor:
+        n, dim = z.shape
+        zt = z.detach().T.contiguous()
+        diffs = [zt[c].index_select(0, rows) - zt[c].index_select(0, cols) for c in range(dim)]
+        d = diffs[0] * diffs[0]
+        for dc in diffs[1:]:
+            d.addcmul_(dc, dc)
+        if kind == "student_t":
+            u = torch.log1p(d / param) if param != 1.0 else torch.log1p(d)
+            value = torch.dot(p, u) * ((param + 1.0) / 2.0)
+            h = p / d.div_(param).add_(1.0) * ((param + 1.0) / param)  # 2·h_e, in place of d
+        else:
+            value = torch.dot(p, d) * param
+            h = p * (2.0 * param)
+        grad = torch.empty_like(zt)
+        for c, dc in enumerate(diffs):
+            g = dc.mul_(h)
+            grad[c] = torch.bincount(rows, g, minlength=n) - torch.bincount(cols, g, minlength=n)
+        ctx.save_for_backward(grad.T.contiguous() / n_rows)
+        return value / n_rows
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx: Any, grad_out: Tensor) -> tuple[Tensor | None, ...]:
+        (grad,) = ctx.saved_tensors
+        return grad * grad_out, None, None, None, None, None, None
+
+
+def attraction(
+    z: Tensor, kind: str, param: float, rows: Tensor, cols: Tensor, p: Tensor, n_rows: int
+) -> Tensor:
+    """Attractive term ``(1/R) Σ_r Σ_j p_rj (-ℓ_rj)`` on flat pair lists (``rows``, ``cols``)."""
+    return _Attraction.apply(z, rows, cols, p.to(z.dtype), kind, param, n_rows)
+
+
 class _FFTLogNorm(torch.autograd.Function):
     """log Z of the joint Cauchy kernel and its gradient, from openTSNE's FFT interpolation."""
 
@@ -195,6 +249,28 @@ def fft_log_norm(z: Tensor) -> Tensor:
     return _FFTLogNorm.apply(z, FFT_PARAMS)
 
 
+def sparse_q_log_norm(
+    z: Tensor,
+    kind: str,
+    param: float,
+    joint: bool,
+    repulsion: Repulsion,
+    negatives: int = 64,
+    generator: torch.Generator | None = None,
+) -> Tensor:
+    """log Ẑ of a radial kernel by the chosen estimator: ``[1]`` (joint) or ``[N]``."""
+    if repulsion == "sampled":
+        return sampled_log_norm(z, kind, param, negatives, joint, generator)
+    if repulsion == "fft":
+        if not (joint and kind == "student_t" and param == 1.0):
+            raise ScaleError(
+                "learner.repulsion 'fft' is t-SNE's joint Student-t q with dof 1; "
+                "use learner.repulsion 'sampled' for other kernels"
+            )
+        return fft_log_norm(z)
+    raise ScaleError(f"learner.repulsion must be 'sampled' or 'fft' here, got {repulsion!r}")
+
+
 def sparse_q(
     z: Tensor,
     kind: str,
@@ -210,16 +286,6 @@ def sparse_q(
     joint = p.num_cols != z.shape[0]
     d = (z[rows] - z[cols]).pow(2).sum(dim=-1)
     logits = kernel_logits(kind, param, d)
-    if repulsion == "sampled":
-        log_norm = sampled_log_norm(z, kind, param, negatives, joint, generator)
-    elif repulsion == "fft":
-        if not (joint and kind == "student_t" and param == 1.0):
-            raise ScaleError(
-                "learner.repulsion 'fft' is t-SNE's joint Student-t q with dof 1; "
-                "use learner.repulsion 'sampled' for other kernels"
-            )
-        log_norm = fft_log_norm(z)
-    else:
-        raise ScaleError(f"learner.repulsion must be 'sampled' or 'fft' here, got {repulsion!r}")
+    log_norm = sparse_q_log_norm(z, kind, param, joint, repulsion, negatives, generator)
     log_prob = (logits - log_norm.unsqueeze(1)).masked_fill(~p.mask, -math.inf)
     return SparseNeighborhood(p.index, log_prob, p.mask, p.num_cols, log_norm)
