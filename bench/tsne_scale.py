@@ -1,4 +1,4 @@
-"""t-SNE at scale: fw's sparse p + FFT repulsion beside scikit-learn's Barnes–Hut, openTSNE, TorchDR.
+"""t-SNE at scale: fw (sparse p, FFT repulsion) beside scikit-learn Barnes–Hut, openTSNE, TorchDR.
 
 For N ∈ {1797 (digits), 10000, 70000 (Fashion-MNIST, raw pixels)} each method runs in its own
 process (so its peak RSS is its own) on the same data with the same settings: perplexity 30,
@@ -96,24 +96,36 @@ def fit_other(method: str, x: np.ndarray, seed: int) -> tuple[np.ndarray, float]
         from sklearn.manifold import TSNE
 
         emb = TSNE(
-            perplexity=PERPLEXITY, init="pca", learning_rate="auto", max_iter=STEPS,
-            method="barnes_hut", n_jobs=1, random_state=seed,
+            perplexity=PERPLEXITY,
+            init="pca",
+            learning_rate="auto",
+            max_iter=STEPS,
+            method="barnes_hut",
+            n_jobs=1,
+            random_state=seed,
         ).fit_transform(x)
     elif method == "opentsne":
         from openTSNE import TSNE
 
         emb = np.asarray(
             TSNE(
-                perplexity=PERPLEXITY, n_iter=STEPS - EXAGGERATION_STEPS,
-                early_exaggeration_iter=EXAGGERATION_STEPS, initialization="pca", n_jobs=1,
-                random_state=seed, negative_gradient_method="fft",
+                perplexity=PERPLEXITY,
+                n_iter=STEPS - EXAGGERATION_STEPS,
+                early_exaggeration_iter=EXAGGERATION_STEPS,
+                initialization="pca",
+                n_jobs=1,
+                random_state=seed,
+                negative_gradient_method="fft",
             ).fit(x)
         )
     elif method == "torchdr":
         import torchdr
 
         emb = torchdr.InfoTSNE(
-            perplexity=PERPLEXITY, max_iter=STEPS, device="cpu", random_state=seed,
+            perplexity=PERPLEXITY,
+            max_iter=STEPS,
+            device="cpu",
+            random_state=seed,
             early_exaggeration_iter=EXAGGERATION_STEPS,
         ).fit_transform(torch.from_numpy(x))
         emb = emb.detach().numpy() if torch.is_tensor(emb) else np.asarray(emb)
@@ -196,7 +208,9 @@ def print_table(path: Path) -> None:
         rows.setdefault((rec["n"], rec["method"]), []).append(rec)
     keys = ("wall_s", "peak_rss_mib", "kl", "trustworthiness", "kmeans_accuracy")
     print(f"{'N':>6} {'method':<11} {'seeds':>5} " + " ".join(f"{k:>20}" for k in keys))
-    for (n, method), recs in sorted(rows.items(), key=lambda kv: (kv[0][0], METHODS.index(kv[0][1]))):
+    for (n, method), recs in sorted(
+        rows.items(), key=lambda kv: (kv[0][0], METHODS.index(kv[0][1]))
+    ):
         cells = []
         for k in keys:
             vals = np.array([r[k] for r in recs], dtype=float)

@@ -12,7 +12,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from scipy.sparse import csr_matrix
 from sklearn.datasets import load_digits
 from sklearn.manifold._t_sne import _joint_probabilities_nn
 from sklearn.neighbors import NearestNeighbors
@@ -254,3 +253,32 @@ def test_fashion_mnist_5k_recipe_separates_classes(tmp_path):
     assert metrics["trustworthiness"] >= 0.95
     assert metrics["kmeans_hungarian_accuracy"] >= 0.5
     assert math.isfinite(losses[-1])
+
+
+@pytest.mark.parametrize("cell,repulsion", [("SNE", "sampled"), ("t-SNE", "fft")])
+def test_table_builds_the_sparse_variant_of_kernel_cells(cell, repulsion):
+    import yaml
+
+    from fw.recipe import recipe_from_dict
+    from fw.registry import get_registry
+    from fw.table import scaled_recipe
+
+    registry = get_registry()
+    raw = yaml.safe_load(scaled_recipe(cell, "sparse", registry))
+    raw["learner"]["exaggeration_steps"] = 10  # compare losses without exaggeration
+    recipe = recipe_from_dict(raw, registry)
+    learner = build("learner", recipe.raw["learner"])
+    assert learner.p.scale == "sparse" and learner.repulsion == repulsion
+    data = build("dataset", recipe.raw["data"])
+    losses = _train(learner, data, 40)
+    assert isinstance(learner._p_cache, SparseNeighborhood)
+    assert losses[-1] < losses[10]
+
+
+def test_table_refuses_a_scale_a_cell_does_not_have():
+    from fw.errors import FwError
+    from fw.registry import get_registry
+    from fw.table import scaled_recipe
+
+    with pytest.raises(FwError, match="no 'sparse' variant; cells with one: SNE, t-SNE"):
+        scaled_recipe("Dual t-SNE", "sparse", get_registry())

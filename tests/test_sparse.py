@@ -1,4 +1,4 @@
-"""fw.sparse: a sparse neighbourhood gives the same I-Con loss as its dense form (spec §1.1, §7.4)."""
+"""fw.sparse: a sparse neighbourhood gives the I-Con loss of its dense form (spec §1.1, §7.4)."""
 
 from __future__ import annotations
 
@@ -13,8 +13,13 @@ from fw.icon import icon_loss
 from fw.sparse import SparseNeighborhood
 
 
-def _loop_kl(p: torch.Tensor, log_q: torch.Tensor, mode: str = "kl", alpha: float = 1.0,
-             log_norm: torch.Tensor | None = None) -> float:
+def _loop_kl(
+    p: torch.Tensor,
+    log_q: torch.Tensor,
+    mode: str = "kl",
+    alpha: float = 1.0,
+    log_norm: torch.Tensor | None = None,
+) -> float:
     """Hand-written mean_i Σ_j p (log p − log q), skipping p = 0, with exaggerated rows."""
     total = 0.0
     n, m = p.shape

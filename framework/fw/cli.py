@@ -91,6 +91,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="write a runnable recipe for a cell, given as a method name or 'p_name,q_name'",
     )
     table.add_argument("--out", help="where --recipe writes (default: stdout)")
+    table.add_argument(
+        "--scale",
+        metavar="NAME",
+        help="with --recipe: the cell's variant NAME (e.g. 'sparse', large data)",
+    )
     return parser
 
 

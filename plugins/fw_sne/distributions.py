@@ -265,7 +265,6 @@ class Gaussian(NeighborhoodDistribution):
         log_norm = None if nb.log_norm is None else nb.log_norm.to(dtype)
         return Neighborhood(nb.log_prob.to(dtype), nb.mask, log_norm)
 
-
     def sparse_log_prob(self, ctx: api.Context) -> SparseNeighborhood:
         """p on each point's k nearest neighbours (`fw_sne.scale.sparse_gaussian`)."""
         from fw_sne.scale import sparse_gaussian

@@ -18,13 +18,13 @@ from torch import Tensor
 
 from fw import api
 from fw.errors import check_choice
-from fw.icon import icon_loss
 from fw.learner import IConLearner
 from fw.recipe import OptimizerFactory
 from fw.sparse import SparseNeighborhood
 from fw_common.mappers import Embedding
 from fw_sne.distributions import Gaussian, ScaleError, StudentT
 from fw_sne.fused import radial_kernel, radial_kl
+from fw_sne.optim import TSNEGradientDescent, tsne_gd
 from fw_sne.scale import (
     Repulsion,
     attraction,
@@ -32,7 +32,6 @@ from fw_sne.scale import (
     sampled_log_norm,
     sparse_q_log_norm,
 )
-from fw_sne.optim import TSNEGradientDescent, tsne_gd
 
 #: SNE's q, ``exp(-||φ_i - φ_j||²)`` (spec §2.3 q1), is exp(-d / 2σ²) with σ = 1/√2.
 SNE_Q_SIGMA = 2.0**-0.5
@@ -44,9 +43,7 @@ def _is_symmetric(rows: Tensor, cols: Tensor, prob: Tensor, n: int) -> bool:
     order = torch.argsort(key)
     t_key = cols * n + rows
     t_order = torch.argsort(t_key)
-    return bool(
-        torch.equal(key[order], t_key[t_order]) and torch.equal(prob[order], prob[t_order])
-    )
+    return bool(torch.equal(key[order], t_key[t_order]) and torch.equal(prob[order], prob[t_order]))
 
 
 class SNE(IConLearner):
