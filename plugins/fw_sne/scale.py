@@ -47,14 +47,19 @@ def default_neighbors(perplexity: float, n: int) -> int:
 
 
 @torch.no_grad()
-def knn_sq_distances(
-    x: Tensor, k: int, knn_index: str = "auto", ivf_threshold: int = 20_000
-) -> tuple[Tensor, Tensor, Tensor]:
-    """``(ids [N, k], squared distances [N, k] float64, valid mask [N, k])`` from faiss."""
+def knn_sq_distances(x: Tensor, k: int, knn_index: str = "auto") -> tuple[Tensor, Tensor, Tensor]:
+    """``(ids [N, k], squared distances [N, k] float64, valid mask [N, k])`` from faiss.
+
+    ``knn_index`` is `fw.features.knn`'s ``index``; ``auto`` is its exact search below 100,000
+    points. Measured on 20,000 Fashion-MNIST images (784 pixels, k = 90, one thread): exact
+    search 16-18 s; IVF-SQ8 37-43 s at recall 0.95-0.99 (its training and its 4k-candidate
+    re-ranking cost more than they save at this size); PCA-50 candidates re-ranked exactly 33 s
+    at recall 0.97. Exact search is BLAS-bound, O(N² D): ~3.5 minutes at 70,000.
+    """
     from fw.features import knn
 
     feats = np.ascontiguousarray(x.detach().cpu().float().numpy())
-    ids, d = knn(feats, k, metric="l2", index=knn_index, ivf_threshold=ivf_threshold)
+    ids, d = knn(feats, k, metric="l2", index=knn_index)
     ids_t = torch.from_numpy(ids).long()
     valid = ids_t >= 0  # an IVF search may come back short (id -1)
     d_t = torch.from_numpy(d).double().clamp_min(0.0).masked_fill(~valid, 0.0)
