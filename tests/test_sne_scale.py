@@ -282,3 +282,26 @@ def test_table_refuses_a_scale_a_cell_does_not_have():
 
     with pytest.raises(FwError, match="no 'sparse' variant; cells with one: SNE, t-SNE"):
         scaled_recipe("Dual t-SNE", "sparse", get_registry())
+
+
+def test_tsne_gd_final_lr_switches_the_rate_after_exaggeration():
+    """Hand-computed updates: lr before the switch, final_lr ('auto' = N/4) after it."""
+    from fw_sne.optim import tsne_gd
+
+    n = 400
+    x = torch.nn.Parameter(torch.zeros(n, 2, dtype=DT))
+    opt = tsne_gd(
+        [x], lr=10.0, momentum=0.0, final_momentum=0.0, momentum_switch_step=2, final_lr="auto"
+    )
+    steps = []
+    for _ in range(4):
+        before = x.detach().clone()
+        x.grad = torch.ones_like(x)
+        opt.step()
+        steps.append(float((x.detach() - before)[0, 0]))
+    # gains start at 1: the first update is 0 (same sign) so ×0.8; then the update (< 0)
+    # opposes the gradient (> 0) so +0.2 -> 1.0. The switch resets gains and the update.
+    assert steps[0] == pytest.approx(-0.8 * 10.0)
+    assert steps[1] == pytest.approx(-1.0 * 10.0)
+    assert steps[2] == pytest.approx(-0.8 * n / 4)
+    assert steps[3] == pytest.approx(-1.0 * n / 4)
