@@ -148,31 +148,41 @@ def child(method: str, n: int, seed: int, out: Path) -> None:
 
 
 @torch.no_grad()
-def exact_kl(x: np.ndarray, emb: np.ndarray) -> float:
-    """KL(P || Q) with fw's sparse joint P and Z summed exactly over all pairs, in blocks."""
+def scoring_p(x: np.ndarray, cache: Path) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """fw's sparse joint P as (rows, cols, p) pair lists, computed once per N and kept on disk."""
     from fw_sne.distributions import Gaussian
     from fw_sne.scale import pair_ids
 
+    if cache.is_file():
+        return torch.load(cache)
     n = x.shape[0]
     p = Gaussian(perplexity=PERPLEXITY, normalization="joint", scale="sparse")(
         {"features": torch.from_numpy(x)}
     )
-    z = torch.from_numpy(emb)
     rows, cols = pair_ids(p, n)
-    prob = p.prob.double().reshape(-1)
-    log_p = p.log_prob.double().reshape(-1)
-    d = (z[rows.reshape(-1)] - z[cols.reshape(-1)]).pow(2).sum(1)
+    out = (rows.reshape(-1), cols.reshape(-1), p.log_prob.double().reshape(-1).exp())
+    torch.save(out, cache)
+    return out
+
+
+@torch.no_grad()
+def exact_kl(p: tuple[torch.Tensor, torch.Tensor, torch.Tensor], emb: np.ndarray) -> float:
+    """KL(P || Q) with fw's sparse joint P and Z summed exactly over all pairs, in blocks."""
+    rows, cols, prob = p
+    z = torch.from_numpy(emb)
+    n = z.shape[0]
+    d = (z[rows] - z[cols]).pow(2).sum(1)
     attract = float((prob * torch.log1p(d)).sum())
     total = 0.0
     sq = z.pow(2).sum(1)
-    for lo in range(0, n, 2048):
-        blk = z[lo : lo + 2048]
-        dist = (sq[lo : lo + 2048, None] + sq[None, :] - 2 * blk @ z.T).clamp_min(0)
-        total += float((1.0 / (1.0 + dist)).sum()) - blk.shape[0]  # drop i = j (w_ii = 1)
-    return float((prob * log_p).sum()) + attract + np.log(total)
+    for lo in range(0, n, 512):
+        blk = z[lo : lo + 512]
+        dist = (sq[lo : lo + 512, None] + sq[None, :] - 2 * blk @ z.T).clamp_min_(0)
+        total += float(dist.add_(1.0).reciprocal_().sum()) - blk.shape[0]  # drop i = j
+    return float((prob * prob.log()).sum()) + attract + np.log(total)
 
 
-def score(x: np.ndarray, y: np.ndarray, emb: np.ndarray) -> dict[str, float]:
+def score(x: np.ndarray, y: np.ndarray, emb: np.ndarray, p_cache: Path) -> dict[str, float]:
     """KL, trustworthiness on a fixed 5k subsample, k-means Hungarian accuracy."""
     from sklearn.cluster import KMeans
     from sklearn.manifold import trustworthiness
@@ -182,7 +192,7 @@ def score(x: np.ndarray, y: np.ndarray, emb: np.ndarray) -> dict[str, float]:
     sub = np.random.default_rng(0).permutation(len(x))[:SUBSAMPLE]
     pred = KMeans(n_clusters=10, n_init=10, random_state=0).fit_predict(emb)
     return {
-        "kl": exact_kl(x, emb),
+        "kl": exact_kl(scoring_p(x, p_cache), emb),
         "trustworthiness": float(trustworthiness(x[sub], emb[sub], n_neighbors=5)),
         "kmeans_accuracy": float(hungarian_accuracy(y, pred)),
     }
@@ -253,7 +263,8 @@ def main() -> None:
                         continue
                     rec = {"n": n, "method": method, "seed": seed}
                     rec.update(json.loads(npy.with_suffix(".json").read_text()))
-                    rec.update(score(x, y, np.load(npy)))
+                    p_cache = args.out.parent / f"tsne_scale-p-{n}.pt"
+                    rec.update(score(x, y, np.load(npy), p_cache))
                     with args.out.open("a") as fh:
                         fh.write(json.dumps(rec) + "\n")
                     print(json.dumps(rec), flush=True)
