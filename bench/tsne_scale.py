@@ -62,7 +62,7 @@ def recipe_overrides(n: int) -> tuple[Path, list[str]]:
     return path, ["data.split=train", f"data.limit={n}"]
 
 
-def fit_fw(n: int, seed: int, exact: bool) -> np.ndarray:
+def fit_fw(n: int, seed: int, exact: bool) -> tuple[np.ndarray, float]:
     """Build the recipe and run its learner's steps (fw.train's loop minus logging)."""
     from fw.recipe import build, load_recipe
 
