@@ -93,6 +93,11 @@ def build_parser() -> argparse.ArgumentParser:
     table.add_argument("--out", help="where --recipe writes (default: stdout)")
     explain_cli.add_parser(sub, common)
     localize_cli.add_parser(sub, common)
+    table.add_argument(
+        "--scale",
+        metavar="NAME",
+        help="with --recipe: the cell's variant NAME (e.g. 'sparse', large data)",
+    )
     return parser
 
 
@@ -159,8 +164,14 @@ def cmd_table(args: argparse.Namespace) -> int:
     from fw.plots import periodic_table
 
     registry = _registry(args)
+    scale = getattr(args, "scale", None)
+    if scale and not args.recipe:
+        raise FwError("--scale needs --recipe CELL (the cell whose recipe it scales)")
     if args.recipe:
-        text = table.cell_recipe(args.recipe, registry)
+        if scale:
+            text = table.scaled_recipe(args.recipe, scale, registry)
+        else:
+            text = table.cell_recipe(args.recipe, registry)
         if args.out:
             Path(args.out).write_text(text)
             print(f"wrote {args.out}")

@@ -62,7 +62,14 @@ def icon_loss(
     repulsive ``log Z`` alone (early exaggeration, van der Maaten 2014): rows become
     ``α·H(p, q) − (α − 1)·log Z + Σ p log p``, whose gradient is ``−Σ (α·p − q)∇log w``. It
     needs ``q.log_norm`` (kernels built with `Neighborhood.from_logits`).
+
+    A `fw.sparse.SparseNeighborhood` p (with q sparse on its ids, or dense) goes to
+    `fw.sparse.sparse_icon_loss`, which applies the same rules.
     """
+    if not isinstance(p, Neighborhood) or not isinstance(q, Neighborhood):
+        from fw.sparse import sparse_icon_loss
+
+        return sparse_icon_loss(p, q, direction, mode, reduction, exaggeration)
     _check_pair(p, q)
     if direction == "forward":
         p = p.detach()

@@ -63,6 +63,8 @@ class Cell:
     ``recipe`` is a file under ``recipes/`` that runs it; without one, ``p_name``/``q_name``
     (registered distribution names, with ``p_params``/``q_params``) let `fw table --recipe`
     generate a generic recipe. ``note`` says what is missing when neither exists.
+    ``scales`` names variants of the cell's recipe as dotted overrides (e.g. ``"sparse"``: the
+    large-data form of a kernel cell), built by ``fw table --recipe CELL --scale NAME``.
     """
 
     method: str
@@ -78,6 +80,7 @@ class Cell:
     p_params: Mapping[str, Any] = attrs.field(factory=dict, converter=dict, hash=False)
     q_params: Mapping[str, Any] = attrs.field(factory=dict, converter=dict, hash=False)
     plugin: str = ""
+    scales: Mapping[str, tuple[str, ...]] = attrs.field(factory=dict, converter=dict, hash=False)
 
 
 @attrs.frozen
@@ -307,6 +310,24 @@ def status(cell: Cell, registry: Registry) -> Status:
         first = str(exc).strip().splitlines()[0]
         return Status(False, "invalid", first)
     return Status(False, "unavailable", cell.note or "no recipe and no registered p/q")
+
+
+def scaled_recipe(cell_name: str, scale: str, registry: Registry) -> str:
+    """YAML text of a cell's recipe with the overrides of its ``scale`` variant applied."""
+    from fw.recipe import apply_overrides, recipe_from_dict
+
+    cell = find_cell(build_table(registry), cell_name)
+    if scale not in cell.scales:
+        having = sorted(c.method for c in build_table(registry).methods() if scale in c.scales)
+        raise FwError(
+            f"--scale: cell '{cell.method}' has no '{scale}' variant; cells with one: "
+            f"{', '.join(having) or 'none'}"
+        )
+    raw = apply_overrides(cell_recipe_dict(cell, registry), cell.scales[scale])
+    raw.pop("extends", None)
+    raw["description"] = f"{cell.method}, scale '{scale}' ({', '.join(cell.scales[scale])})"
+    recipe_from_dict(raw, registry)  # fail here, not at `fw run`
+    return yaml.safe_dump(raw, sort_keys=False, allow_unicode=True, default_flow_style=None)
 
 
 def cell_recipe(cell_or_pair: str, registry: Registry) -> str:

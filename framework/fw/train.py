@@ -351,7 +351,8 @@ def fit(
             if done % max(cfg.log_every, 1) == 0 or done == cfg.max_steps:
                 last = {k: float(v.detach()) for k, v in out.items() if torch.is_tensor(v)}
                 logger.log(done, last)
-                bar.set_postfix(loss=f"{last['loss']:.4g}")
+                shown = {"loss": last["loss"], **({"kl": last["kl"]} if "kl" in last else {})}
+                bar.set_postfix({k: f"{v:.4g}" for k, v in shown.items()})  # kl: an estimate
             bar.update(1)
             if cfg.checkpoint_every and done % cfg.checkpoint_every == 0:
                 save(done)

@@ -9,6 +9,11 @@ from fw.table import Cell
 
 DR = "Dimensionality Reduction"
 
+#: ``fw table --recipe SNE --scale sparse``: p on each point's 3·perplexity nearest neighbours,
+#: the normaliser estimated (fw_sne.scale) — memory and time linear in N.
+SNE_SPARSE = ("learner.p.scale=sparse", "learner.repulsion=sampled")
+TSNE_SPARSE = ("learner.p.scale=sparse", "learner.repulsion=fft")
+
 CELLS = [
     Cell(
         "SNE",
@@ -19,6 +24,7 @@ CELLS = [
         recipe="sne_digits.yaml",
         p_name="gaussian",
         q_name="gaussian",
+        scales={"sparse": SNE_SPARSE},
     ),
     Cell(
         "t-SNE",
@@ -29,6 +35,7 @@ CELLS = [
         recipe="tsne_digits.yaml",
         p_name="gaussian",
         q_name="student_t",
+        scales={"sparse": TSNE_SPARSE},
     ),
     Cell(
         "Dual t-SNE",

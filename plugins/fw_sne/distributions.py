@@ -34,9 +34,15 @@ from torch import Tensor
 
 from fw import api
 from fw.api import Neighborhood, NeighborhoodDistribution
-from fw.errors import check_choice
+from fw.errors import FwError, check_choice
+from fw.sparse import SparseNeighborhood
 
 Normalization = Literal["conditional", "joint"]
+
+
+class ScaleError(FwError, ValueError):
+    """A sparse / approximate (large-data) setting that cannot work; names the recipe key."""
+
 
 #: scikit-learn's perplexity search settings (sklearn/manifold/_utils.pyx).
 PERPLEXITY_TOLERANCE = 1e-5
@@ -182,8 +188,20 @@ class Gaussian(NeighborhoodDistribution):
         metric: Literal["euclidean", "cosine"] = "euclidean",
         temperature: float = 1.0,
         normalization: Normalization = "conditional",
+        scale: Literal["dense", "sparse"] = "dense",
+        neighbors: int | None = None,
+        knn_index: Literal["auto", "flat", "ivf", "ivf_sq8"] = "auto",
     ) -> None:
         _check_normalization(normalization)
+        check_choice(scale, ("dense", "sparse"), "Gaussian scale")
+        check_choice(knn_index, ("auto", "flat", "ivf", "ivf_sq8"), "Gaussian knn_index")
+        if scale == "sparse" and (metric != "euclidean" or perplexity is None):
+            raise ScaleError(
+                "Gaussian scale 'sparse' calibrates a perplexity on each point's nearest "
+                "neighbours: it needs metric 'euclidean' and a 'perplexity'"
+            )
+        if neighbors is not None and scale != "sparse":
+            raise ScaleError("Gaussian 'neighbors' applies to scale 'sparse' only")
         if metric == "euclidean":
             if (sigma is None) == (perplexity is None):
                 raise ValueError(
@@ -218,6 +236,9 @@ class Gaussian(NeighborhoodDistribution):
         self.metric = metric
         self.temperature = temperature
         self.normalization = normalization
+        self.scale = scale
+        self.neighbors = neighbors
+        self.knn_index = knn_index
 
     def logits(self, ctx: api.Context) -> tuple[Tensor, Tensor, bool]:
         """Unnormalised log-kernel ``[n, m]``, candidate mask, and whether it is rectangular."""
@@ -241,6 +262,8 @@ class Gaussian(NeighborhoodDistribution):
         return -d * beta.unsqueeze(1), mask, rectangular
 
     def log_prob(self, ctx: api.Context) -> Neighborhood:
+        if self.scale == "sparse":
+            return self.sparse_log_prob(ctx)  # type: ignore[return-value]
         logits, mask, rectangular = self.logits(ctx)
         per_row_widths = self.perplexity is not None
         nb = _finish(logits, mask, self.normalization, rectangular, per_row_widths)
@@ -249,6 +272,20 @@ class Gaussian(NeighborhoodDistribution):
             return nb
         log_norm = None if nb.log_norm is None else nb.log_norm.to(dtype)
         return Neighborhood(nb.log_prob.to(dtype), nb.mask, log_norm)
+
+    def sparse_log_prob(self, ctx: api.Context) -> SparseNeighborhood:
+        """p on each point's k nearest neighbours (`fw_sne.scale.sparse_gaussian`)."""
+        from fw_sne.scale import sparse_gaussian
+
+        if ctx.get(api.FEATURES_COL) is not None:
+            raise ScaleError(
+                "Gaussian scale 'sparse' finds neighbours among the rows themselves; drop "
+                "'features_col' or use scale 'dense'"
+            )
+        assert self.perplexity is not None
+        return sparse_gaussian(
+            _features(ctx), self.perplexity, self.neighbors, self.normalization, self.knn_index
+        )
 
 
 class StudentT(NeighborhoodDistribution):

@@ -9,6 +9,7 @@ with a cached full-batch p and a radial-kernel q the same loss is computed by
 
 from __future__ import annotations
 
+import math
 import warnings
 from typing import Any, Literal
 
@@ -17,14 +18,32 @@ from torch import Tensor
 
 from fw import api
 from fw.api import OptimizerFactory
+from fw.errors import check_choice
+from fw.sparse import SparseNeighborhood
 from fw_common.learner import IConLearner
 from fw_common.mappers import Embedding
-from fw_sne.distributions import Gaussian, StudentT
+from fw_sne.distributions import Gaussian, ScaleError, StudentT
 from fw_sne.fused import radial_kernel, radial_kl
 from fw_sne.optim import TSNEGradientDescent, tsne_gd
+from fw_sne.scale import (
+    Repulsion,
+    attraction,
+    pair_ids,
+    sampled_log_norm,
+    sparse_q_log_norm,
+)
 
 #: SNE's q, ``exp(-||φ_i - φ_j||²)`` (spec §2.3 q1), is exp(-d / 2σ²) with σ = 1/√2.
 SNE_Q_SIGMA = 2.0**-0.5
+
+
+def _is_symmetric(rows: Tensor, cols: Tensor, prob: Tensor, n: int) -> bool:
+    """Whether a list of pairs with weights equals its transpose."""
+    key = rows * n + cols
+    order = torch.argsort(key)
+    t_key = cols * n + rows
+    t_order = torch.argsort(t_key)
+    return bool(torch.equal(key[order], t_key[t_order]) and torch.equal(prob[order], prob[t_order]))
 
 
 class SNE(IConLearner):
@@ -45,6 +64,8 @@ class SNE(IConLearner):
         exaggeration_steps: int = 0,
         mode: Literal["kl", "ce"] = "kl",
         fused: bool = True,
+        repulsion: Repulsion = "exact",
+        negatives: int = 64,
         eval_clusters: int | None = None,
         plot: bool = True,
     ) -> None:
@@ -60,12 +81,23 @@ class SNE(IConLearner):
             eval_clusters=eval_clusters,
             plot=plot,
         )
+        check_choice(repulsion, ("exact", "sampled", "fft"), "learner repulsion")
+        if negatives < 1:
+            raise ScaleError(f"learner 'negatives' must be >= 1, got {negatives}")
         self.fused = fused
+        self.repulsion = repulsion
+        self.negatives = negatives
         self._dense_p: tuple[Tensor, float, bool, bool] | None = None
+        self._sparse: tuple[Tensor, Tensor, float] | None = None
+        self._generator = torch.Generator()
 
     def setup(self, data: Any) -> None:
         super().setup(data)
         self._dense_p = None
+        self._sparse = None
+        if self.repulsion != "exact" or isinstance(self._p_cache, SparseNeighborhood):
+            self._setup_sparse(data)
+            return
         p = self._p_cache
         if not self.fused or p is None or radial_kernel(self.q) is None:
             return
@@ -85,7 +117,76 @@ class SNE(IConLearner):
         symmetric = joint and bool(torch.equal(prob, prob.T))
         self._dense_p = (prob.contiguous(), p_log_p, joint, symmetric)
 
+    def _setup_sparse(self, data: Any) -> None:
+        """Cache the sparse p's pair ids and ``mean_r Σ p log p`` for the estimated-Z path."""
+        p = self._p_cache
+        if not isinstance(p, SparseNeighborhood):
+            raise ScaleError(
+                f"learner.repulsion {self.repulsion!r} needs a sparse p over the whole dataset: "
+                "set learner.p.scale to 'sparse' and leave the batch size unset (full batch)"
+            )
+        if self.repulsion == "exact":
+            return  # small data: dense q gathered at p's ids by the generic path
+        spec = radial_kernel(self.q)
+        if spec is None:
+            raise ScaleError(
+                f"learner.repulsion {self.repulsion!r} estimates the normaliser of a radial "
+                f"kernel q ('student_t' or a euclidean 'gaussian' with 'sigma'), got "
+                f"{type(self.q).__name__}"
+            )
+        q_joint = getattr(self.q, "normalization", "conditional") == "joint"
+        p_joint = p.num_cols != len(data)
+        if q_joint != p_joint:
+            raise ScaleError(
+                "learner.p and learner.q must share a normalization ('joint' or 'conditional') "
+                "to cover the same pairs"
+            )
+        rows, cols = pair_ids(p, len(data))
+        keep = p.mask & (p.log_prob > -math.inf)
+        rows, cols, prob = rows[keep], cols[keep], p.log_prob[keep].exp()
+        p_log_p = float(torch.dot(prob, p.log_prob[keep]) / p.log_prob.shape[0])
+        if p_joint and _is_symmetric(rows, cols, prob, len(data)):
+            # p_ij = p_ji and w_ij = w_ji: the pair (j, i) repeats (i, j), so keep i < j, twice
+            upper = rows < cols
+            rows, cols, prob = rows[upper], cols[upper], 2.0 * prob[upper]
+        self._sparse = (rows.contiguous(), cols.contiguous(), prob, p_log_p)
+        self._generator.manual_seed(int(torch.initial_seed()) % (2**63))
+
+    def _sparse_step(self, batch: dict[str, Tensor], step: int) -> dict[str, Tensor]:
+        """I-Con loss with an estimated log Z (`fw_sne.scale`), and the KL estimate at α = 1.
+
+        Per row ``α·Σ_j p_rj (-ℓ_rj) + log Ẑ_r + Σ_j p_rj log p_rj``: the same value as
+        `fw.icon.icon_loss` on `fw_sne.scale.sparse_q` (the tests compare both).
+        """
+        assert self._sparse is not None and isinstance(self._p_cache, SparseNeighborhood)
+        rows, cols, prob, p_log_p = self._sparse
+        index = batch["index"]
+        if not torch.equal(index, torch.arange(index.numel(), device=index.device)):
+            raise ScaleError(
+                "the sparse t-SNE path trains on the whole dataset in order: leave "
+                "trainer.batch_size unset"
+            )
+        if rows.device != index.device:
+            rows, cols, prob = rows.to(index.device), cols.to(index.device), prob.to(index.device)
+            self._sparse = (rows, cols, prob, p_log_p)
+        z = self.mapper(batch[self.mapper.input_key])
+        kind, param = radial_kernel(self.q)  # type: ignore[misc]
+        n_rows = self._p_cache.log_prob.shape[0]
+        attract = attraction(z, kind, param, rows, cols, prob, n_rows)
+        joint = n_rows != z.shape[0]
+        if self.repulsion == "fft":
+            log_norm = sparse_q_log_norm(z, kind, param, joint, "fft")
+        else:
+            log_norm = sampled_log_norm(z, kind, param, self.negatives, joint, self._generator)
+        alpha = self.exaggeration if step < self.exaggeration_steps else 1.0
+        log_z = log_norm.mean()
+        loss = alpha * attract + log_z + (p_log_p if self.mode == "kl" else 0.0)
+        kl = (attract + log_z).detach() + p_log_p
+        return {"loss": loss, "kl": kl}
+
     def training_step(self, batch: dict[str, Tensor], step: int) -> dict[str, Tensor]:
+        if self._sparse is not None:
+            return self._sparse_step(batch, step)
         if self._dense_p is None or self.direction != "forward":
             return super().training_step(batch, step)
         prob, p_log_p, joint, symmetric = self._dense_p
@@ -140,6 +241,8 @@ class TSNE(SNE):
         exaggeration_steps: int = 250,
         mode: Literal["kl", "ce"] = "kl",
         fused: bool = True,
+        repulsion: Repulsion = "exact",
+        negatives: int = 64,
         eval_clusters: int | None = None,
         plot: bool = True,
     ) -> None:
@@ -152,6 +255,8 @@ class TSNE(SNE):
             exaggeration_steps=exaggeration_steps,
             mode=mode,
             fused=fused,
+            repulsion=repulsion,
+            negatives=negatives,
             eval_clusters=eval_clusters,
             plot=plot,
         )

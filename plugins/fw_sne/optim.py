@@ -9,6 +9,9 @@ The optimiser of van der Maaten & Hinton (2008) as scikit-learn runs it
     x     <- x + update
 
 with ``momentum`` for the first ``momentum_switch_step`` steps and ``final_momentum`` after.
+``final_lr`` (default: ``lr`` throughout) sets the rate after the switch; its ``"auto"`` is
+``max(N / 4, 50)``, the ``N / α`` rule of Belkina et al. (2019) with α = 1 once exaggeration
+ends, which openTSNE follows (its gradient omits t-SNE's factor 4, hence N/4 here).
 scikit-learn runs the two phases as two calls of ``_gradient_descent``, so gains and the update
 restart at the switch; ``reset_at_switch`` keeps that behaviour (False: carry them over, as
 van der Maaten's original code does). scikit-learn's early stopping (``min_grad_norm``,
@@ -37,9 +40,16 @@ class TSNEGradientDescent(torch.optim.Optimizer):
         min_gain: float = 0.01,
         early_exaggeration: float = 12.0,
         reset_at_switch: bool = True,
+        final_lr: float | Literal["auto"] | None = None,
     ) -> None:
         if lr != "auto" and not (isinstance(lr, (int, float)) and lr > 0):
             raise ValueError(f"tsne_gd lr must be a positive number or 'auto', got {lr!r}")
+        if final_lr not in (None, "auto") and not (
+            isinstance(final_lr, (int, float)) and final_lr > 0
+        ):
+            raise ValueError(
+                f"tsne_gd final_lr must be a positive number, 'auto' or null, got {final_lr!r}"
+            )
         for name, value in (("momentum", momentum), ("final_momentum", final_momentum)):
             if not 0.0 <= value < 1.0:
                 raise ValueError(f"tsne_gd {name} must lie in [0, 1), got {value}")
@@ -59,6 +69,7 @@ class TSNEGradientDescent(torch.optim.Optimizer):
             min_gain=min_gain,
             early_exaggeration=early_exaggeration,
             reset_at_switch=reset_at_switch,
+            final_lr=final_lr,
         )
         super().__init__(params, defaults)
 
@@ -92,7 +103,10 @@ class TSNEGradientDescent(torch.optim.Optimizer):
                     state["gains"].fill_(1.0)
                 momentum = group["momentum"] if step < switch else group["final_momentum"]
                 n = param.shape[0] if param.dim() > 0 else 1
-                lr = self.resolve_lr(group["lr"], n, group["early_exaggeration"])
+                if step >= switch and group.get("final_lr") is not None:
+                    lr = self.resolve_lr(group["final_lr"], n, 1.0)
+                else:
+                    lr = self.resolve_lr(group["lr"], n, group["early_exaggeration"])
                 grad, update, gains = param.grad, state["update"], state["gains"]
                 opposite = (update * grad) < 0.0
                 gains.copy_(torch.where(opposite, gains + 0.2, gains * 0.8))
@@ -112,6 +126,7 @@ def tsne_gd(
     min_gain: float = 0.01,
     early_exaggeration: float = 12.0,
     reset_at_switch: bool = True,
+    final_lr: float | Literal["auto"] | None = None,
 ) -> torch.optim.Optimizer:
     """t-SNE's gradient descent (momentum schedule, gains); ``lr: auto`` follows scikit-learn."""
     return TSNEGradientDescent(
@@ -123,4 +138,5 @@ def tsne_gd(
         min_gain=min_gain,
         early_exaggeration=early_exaggeration,
         reset_at_switch=reset_at_switch,
+        final_lr=final_lr,
     )
