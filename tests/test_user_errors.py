@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import random
 from pathlib import Path
@@ -138,11 +139,34 @@ def _fuzz_cases(rng: random.Random) -> list[tuple[str, str, str, object]]:
 
 def test_fuzz_every_component_parameter(capsys):
     """Validation and construction of each component with bad values: FwError or success only."""
-    from fw.recipe import build
 
     registry = get_registry()
     cases = _fuzz_cases(random.Random(0))
     outcomes = {"accepted": 0, "refused": 0}
+    with _memory_cap(3 << 30):  # a huge size must fail fast, not fill the machine
+        _fuzz(cases, registry, outcomes)
+    with capsys.disabled():
+        print(f"\nfuzzed {len(cases)} component-parameter cases: {outcomes}")
+
+
+@contextlib.contextmanager
+def _memory_cap(extra: int):
+    """Limit this process's address space to its current size plus ``extra`` bytes."""
+    import resource
+
+    with open("/proc/self/status") as fh:
+        size = next(int(line.split()[1]) * 1024 for line in fh if line.startswith("VmSize"))
+    before = resource.getrlimit(resource.RLIMIT_AS)
+    resource.setrlimit(resource.RLIMIT_AS, (size + extra, before[1]))
+    try:
+        yield
+    finally:
+        resource.setrlimit(resource.RLIMIT_AS, before)
+
+
+def _fuzz(cases, registry, outcomes) -> None:
+    from fw.recipe import build
+
     for kind, name, pname, value in cases:
         spec = {"name": name, **example_params(registry.get(kind, name).factory), pname: value}
         try:
@@ -155,8 +179,6 @@ def test_fuzz_every_component_parameter(capsys):
             outcomes["refused"] += 1
         except Exception as err:  # noqa: BLE001 - the point: anything else is a bug
             pytest.fail(f"{kind} '{name}' {pname}={value!r} raised {type(err).__name__}: {err}")
-    with capsys.disabled():
-        print(f"\nfuzzed {len(cases)} component-parameter cases: {outcomes}")
 
 
 def test_fuzz_cli_runs_of_the_tsne_recipe(capsys, tmp_path):
