@@ -134,6 +134,13 @@ class DenseAV(Learner):
     """
 
     headline: ClassVar[tuple[str, ...]] = ("two_map", "two_disc", "prompt_map", "r10_a2i")
+    example_data: ClassVar[dict[str, Any]] = {
+        "name": "spoken_objects",
+        "split": "test",
+        "limit": 8,
+        "progress": False,
+        "workers": 1,
+    }
     example: ClassVar[dict[str, Any]] = {
         "image": {"name": "mobilenet_v2_tap", "tap": "s16d", "weights": None},
         "audio": {"name": "log_mel_encoder", "dim": 16, "width": 16},
