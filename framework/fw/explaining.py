@@ -43,6 +43,9 @@ from fw.registry import Registry, get_registry
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
+#: torch interpolation for image and heatmap resizing (an F.interpolate mode)
+RESIZE_MODE = "bilinear"
+
 
 @attrs.define
 class PlayersConfig:
@@ -152,7 +155,7 @@ def load_image(path: str | Path, size: int) -> Tensor:
 def resize(image: Tensor, size: int) -> Tensor:
     """``[3, H, W]`` -> ``[3, size, size]``, bilinear with antialiasing."""
     out = torch.nn.functional.interpolate(
-        image[None], size=(size, size), mode="bilinear", antialias=True, align_corners=False
+        image[None], size=(size, size), mode=RESIZE_MODE, antialias=True, align_corners=False
     )
     return out[0].clamp(0, 1)
 
@@ -339,7 +342,7 @@ def heatmap(phi: Tensor, setup: Setup, side: Literal["query", "match"] = "match"
         cells = phi[labels][None, None]
         size = tuple(pixels.shape)
         return torch.nn.functional.interpolate(
-            cells, size=size, mode="bilinear", align_corners=False
+            cells, size=size, mode=RESIZE_MODE, align_corners=False
         )[0, 0]
     return phi[pixels]
 

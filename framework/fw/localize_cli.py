@@ -14,6 +14,9 @@ from typing import Any
 
 from fw.errors import DataError, FwError
 
+#: torch interpolation for resizing the image and its heatmap (an F.interpolate mode)
+RESIZE_MODE = "bilinear"
+
 
 def add_parser(sub: Any, common: argparse.ArgumentParser) -> None:
     """Register the ``localize`` sub-command."""
@@ -71,7 +74,7 @@ def cmd_localize(args: argparse.Namespace) -> int:
         sel = torch.ones(len(t), dtype=torch.bool)
     heat = heat_t[sel].mean(0)
     up = torch.nn.functional.interpolate(
-        heat[None, None], size=image.shape[-2:], mode="bilinear", align_corners=False
+        heat[None, None], size=image.shape[-2:], mode=RESIZE_MODE, align_corners=False
     )[0, 0]
     plt = pyplot()
     fig, (ax, ax_t) = plt.subplots(1, 2, figsize=(9, 4), dpi=110)

@@ -564,7 +564,9 @@ def build(
         return functools.partial(entry.factory, **kwargs)
     try:
         obj = entry.factory(**kwargs)
-    except FwError:
+    except FwError as err:
+        if isinstance(err, ValueError) and not isinstance(err, RecipeError):
+            raise RecipeError(f"{path}: {err}") from err  # a value error: name the key
         raise
     except Exception as err:  # any other refusal of the recipe's values (--debug shows it)
         if isinstance(err, RuntimeError) and "allocate" in str(err):
