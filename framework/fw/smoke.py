@@ -102,7 +102,10 @@ def _featurizer(entry: Entry, obj: api.Featurizer) -> None:
 
     shape = tuple(s or 8 for s in obj.input_shape)
     inputs = torch.rand(16, *shape)
-    data = ArrayDataset({"x": inputs, obj.input_key: inputs, "label": torch.arange(16) % 3})
+    tensors = {"x": inputs, "label": torch.arange(16) % 3}
+    if obj.input_key != "index":  # ids come from the dataset itself
+        tensors[obj.input_key] = inputs
+    data = ArrayDataset(tensors)
     obj.setup(data)
     x = torch.arange(4) if obj.input_key == "index" else torch.rand(2, *shape)
     out = obj(x)
