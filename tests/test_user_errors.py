@@ -195,11 +195,14 @@ def test_fuzz_cli_runs_of_the_tsne_recipe(capsys, tmp_path):
     rng = random.Random(1)
     tried = 0
     for key in keys:
-        for value in rng.sample(BAD_VALUES, 2):
+        # a step count of 10**12 is valid, only endless: the run length is not fuzzed upwards
+        values = [v for v in BAD_VALUES if not (key == "trainer.max_steps" and v == 10**12)]
+        for value in rng.sample(values, 2):
             text = json.dumps(value)
-            code, err = _run(
-                capsys, TSNE, *FAST, f"{key}={text}", "--out", str(tmp_path / f"f{tried}")
-            )
+            with _memory_cap(3 << 30):
+                code, err = _run(
+                    capsys, TSNE, *FAST, f"{key}={text}", "--out", str(tmp_path / f"f{tried}")
+                )
             assert code in (0, 2), (key, value, err)
             assert "Traceback" not in err, (key, value, err)
             if code == 2:
