@@ -97,19 +97,19 @@ def load_explain_recipe(
     path: str | Path, overrides: Iterable[str] = (), registry: Registry | None = None
 ) -> ExplainRecipe:
     """Read an explain recipe (``extends`` and dotted overrides as for training recipes)."""
-    from fw.recipe import _Checker, _load_with_extends, apply_overrides
+    from fw.recipe import RecipeChecker, apply_overrides, read_recipe_file
 
     path = Path(path)
-    raw, lines = _load_with_extends(path)
+    raw, lines = read_recipe_file(path)
     raw = apply_overrides(raw, overrides)
-    return _validate(raw, _Checker(registry or get_registry(), path, lines), path)
+    return _validate(raw, RecipeChecker(registry or get_registry(), path, lines), path)
 
 
 def explain_recipe_from_dict(raw: Mapping[str, Any], registry: Registry | None = None):
     """Validate an explain recipe given as a mapping."""
-    from fw.recipe import _Checker
+    from fw.recipe import RecipeChecker
 
-    return _validate(dict(raw), _Checker(registry or get_registry(), None, {}), None)
+    return _validate(dict(raw), RecipeChecker(registry or get_registry(), None, {}), None)
 
 
 def _validate(raw: dict[str, Any], checker: Any, source: Path | None) -> ExplainRecipe:
@@ -117,7 +117,7 @@ def _validate(raw: dict[str, Any], checker: Any, source: Path | None) -> Explain
     for key in raw:
         if key not in allowed:
             raise checker.fail(
-                str(key), checker._unknown(str(key), sorted(allowed), "an explain recipe")
+                str(key), checker.unknown(str(key), sorted(allowed), "an explain recipe")
             )
     for key in ("featurizer", "explainer"):
         if key not in raw:

@@ -149,9 +149,10 @@ def _deep_merge(base: dict[str, Any], top: Mapping[str, Any]) -> dict[str, Any]:
     return out
 
 
-def _load_with_extends(
+def read_recipe_file(
     path: Path, seen: tuple[Path, ...] = ()
 ) -> tuple[dict[str, Any], dict[str, int]]:
+    """A recipe file's mapping with its ``extends`` chain merged, and its key -> line numbers."""
     path = path.resolve() if path.exists() else path
     if path in seen:
         chain = " -> ".join(str(p) for p in (*seen, path))
@@ -168,7 +169,7 @@ def _load_with_extends(
                 f"{path}:{lines.get('extends', '?')}: extends '{parent}', but {parent_path} "
                 "does not exist (paths are relative to the recipe file)"
             )
-        parent_data, _ = _load_with_extends(parent_path, (*seen, path))
+        parent_data, _ = read_recipe_file(parent_path, (*seen, path))
         merged = _deep_merge(merged, parent_data)
     return _deep_merge(merged, data), lines
 
@@ -215,9 +216,9 @@ def load_recipe(
 ) -> Recipe:
     """Read, merge ``extends``, apply overrides, validate and fill defaults."""
     path = Path(path)
-    raw, lines = _load_with_extends(path)
+    raw, lines = read_recipe_file(path)
     raw = apply_overrides(raw, overrides)
-    checker = _Checker(registry or get_registry(), path, lines)
+    checker = RecipeChecker(registry or get_registry(), path, lines)
     return Recipe(checker.check_recipe(raw), path, lines)
 
 
@@ -225,12 +226,12 @@ def check_component(
     kind: str, spec: Any, registry: Registry | None = None, path: str | None = None
 ) -> dict[str, Any]:
     """Validate one component spec of ``kind`` (names, types, defaults); return it resolved."""
-    return _Checker(registry or get_registry(), None, {}).component(path or kind, spec, kind)
+    return RecipeChecker(registry or get_registry(), None, {}).component(path or kind, spec, kind)
 
 
 def recipe_from_dict(raw: Mapping[str, Any], registry: Registry | None = None) -> Recipe:
     """Validate a recipe given as a mapping (tests, programmatic use)."""
-    checker = _Checker(registry or get_registry(), None, {})
+    checker = RecipeChecker(registry or get_registry(), None, {})
     return Recipe(checker.check_recipe(copy.deepcopy(dict(raw))), None, {})
 
 
@@ -272,7 +273,9 @@ def _takes_any(factory: Callable[..., Any]) -> bool:
     )
 
 
-class _Checker:
+class RecipeChecker:
+    """Validates a raw recipe mapping against the registry; errors name file, line and key."""
+
     def __init__(self, registry: Registry, source: Path | None, lines: dict[str, int]) -> None:
         self.registry = registry
         self.source = source
@@ -323,7 +326,7 @@ class _Checker:
         out = {}
         for key, v in value.items():
             if key not in fields:
-                raise self.fail(f"{path}.{key}", self._unknown(key, list(fields), path))
+                raise self.fail(f"{path}.{key}", self.unknown(key, list(fields), path))
             out[key] = self.value(f"{path}.{key}", v, hints[key])
             low = fields[key].metadata.get("min")
             if low is not None and isinstance(out[key], int) and out[key] < low:
@@ -333,7 +336,8 @@ class _Checker:
         return out
 
     @staticmethod
-    def _unknown(key: str, allowed: list[str], what: str) -> str:
+    def unknown(key: str, allowed: list[str], what: str) -> str:
+        """The message for an unknown key, with the closest allowed name."""
         close = difflib.get_close_matches(key, allowed, n=1, cutoff=0.5)
         hint = f" Did you mean '{close[0]}'?" if close else ""
         names = ", ".join(allowed) or "none"
@@ -365,7 +369,7 @@ class _Checker:
                 out[key] = value  # passed through to the factory's **kwargs
                 continue
             if key not in params:
-                raise self.fail(f"{path}.{key}", self._unknown(key, list(params), what))
+                raise self.fail(f"{path}.{key}", self.unknown(key, list(params), what))
             out[key] = self.value(f"{path}.{key}", value, hints.get(key, params[key].annotation))
         for pname, param in params.items():
             if pname in out:

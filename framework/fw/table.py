@@ -279,9 +279,9 @@ def cell_recipe_dict(cell: Cell, registry: Registry) -> dict[str, Any]:
         path = recipes_dir() / cell.recipe
         if not path.is_file():
             raise FwError(f"'{cell.method}' names recipe {path}, which does not exist (yet)")
-        from fw.recipe import _load_with_extends
+        from fw.recipe import read_recipe_file
 
-        raw, _ = _load_with_extends(path)
+        raw, _ = read_recipe_file(path)
         return raw
     if cell.p_name and cell.q_name:
         return generic_recipe(

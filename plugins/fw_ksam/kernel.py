@@ -233,7 +233,44 @@ def kernel_explain(
     return to_matrix(beta[n + 1 :], n, pairs).float(), evaluations
 
 
-class KSAM(Explainer):
+class _KernelRegression(Explainer):
+    """Shared state of the kernel-regression explainers: sampler settings and evaluation count."""
+
+    orders: ClassVar[tuple[int, ...]] = (1, 2)
+    example: ClassVar[dict] = {"samples": 64}
+    constraint: ClassVar[Constraint]
+
+    def __init__(
+        self,
+        samples: int,
+        sampling: Sampling,
+        paired: bool,
+        seed: int,
+        penalty: float = 1e8,
+        cross_only: bool = False,
+    ) -> None:
+        check_choice(sampling, ("direct", "weighting"), "sampling")
+        self.samples, self.sampling, self.paired, self.seed = samples, sampling, paired, seed
+        self.penalty, self.cross_only = penalty, cross_only
+        self.evaluations = 0
+
+    def explain(self, game: Game, order: int = 1) -> Tensor:
+        self.check_order(order)
+        phi, self.evaluations = kernel_explain(
+            game,
+            order,
+            self.samples,
+            self.sampling,
+            self.constraint,
+            self.paired,
+            self.seed,
+            self.penalty,
+            self.cross_only,
+        )
+        return phi
+
+
+class KSAM(_KernelRegression):
     """Kernel SAM: kernel regression with exact efficiency constraints, orders 1 and 2.
 
     ``samples`` coalitions (besides ∅, N and, for order 2, the singletons) are drawn from the
@@ -244,8 +281,7 @@ class KSAM(Explainer):
     Shapley–Taylor values.
     """
 
-    orders: ClassVar[tuple[int, ...]] = (1, 2)
-    example: ClassVar[dict] = {"samples": 64}
+    constraint: ClassVar[Constraint] = "exact"
 
     def __init__(
         self,
@@ -255,27 +291,10 @@ class KSAM(Explainer):
         cross_only: bool = False,
         seed: int = 0,
     ) -> None:
-        check_choice(sampling, ("direct", "weighting"), "sampling")
-        self.samples, self.sampling, self.paired, self.seed = samples, sampling, paired, seed
-        self.cross_only = cross_only
-        self.evaluations = 0
-
-    def explain(self, game: Game, order: int = 1) -> Tensor:
-        self.check_order(order)
-        phi, self.evaluations = kernel_explain(
-            game,
-            order,
-            self.samples,
-            self.sampling,
-            "exact",
-            self.paired,
-            self.seed,
-            cross_only=self.cross_only,
-        )
-        return phi
+        super().__init__(samples, sampling, paired, seed, cross_only=cross_only)
 
 
-class KernelSHAP(Explainer):
+class KernelSHAP(_KernelRegression):
     """KernelSHAP as the thesis ran it: Shapley (or Λ) kernel, constraints as weight 1e8.
 
     Same coalition sampler as :class:`KSAM` (from the kernel, paired); the only difference is
@@ -283,8 +302,7 @@ class KernelSHAP(Explainer):
     free intercept, so efficiency holds to about 1/penalty rather than exactly.
     """
 
-    orders: ClassVar[tuple[int, ...]] = (1, 2)
-    example: ClassVar[dict] = {"samples": 64}
+    constraint: ClassVar[Constraint] = "penalty"
 
     def __init__(
         self,
@@ -294,21 +312,4 @@ class KernelSHAP(Explainer):
         penalty: float = 1e8,
         seed: int = 0,
     ) -> None:
-        check_choice(sampling, ("direct", "weighting"), "sampling")
-        self.samples, self.sampling, self.paired = samples, sampling, paired
-        self.penalty, self.seed = penalty, seed
-        self.evaluations = 0
-
-    def explain(self, game: Game, order: int = 1) -> Tensor:
-        self.check_order(order)
-        phi, self.evaluations = kernel_explain(
-            game,
-            order,
-            self.samples,
-            self.sampling,
-            "penalty",
-            self.paired,
-            self.seed,
-            self.penalty,
-        )
-        return phi
+        super().__init__(samples, sampling, paired, seed, penalty=penalty)
