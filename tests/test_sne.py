@@ -26,6 +26,7 @@ from fw_sne.distributions import Gaussian, StudentT
 from fw_sne.fused import radial_kl
 from fw_sne.learners import SNE, TSNE
 from fw_sne.optim import TSNEGradientDescent, tsne_gd
+from tests.support.training import train_full_batch
 
 ROOT = Path(__file__).resolve().parents[1]
 DT = torch.float64
@@ -339,31 +340,17 @@ def test_recipe_rejects_both_sigma_and_perplexity():
         build("learner", recipe.raw["learner"])
 
 
-def _train(learner, data, steps: int) -> list[float]:
-    learner.setup(data)
-    opt = learner.configure_optimizers()
-    batch = data.full_batch()
-    losses = []
-    for step in range(steps):
-        out = learner.training_step(batch, step)
-        opt.zero_grad()
-        out["loss"].backward()
-        opt.step()
-        losses.append(float(out["loss"].detach()))
-    return losses
-
-
 def test_tsne_learner_fused_and_generic_paths_agree():
     data = build("dataset", {"name": "digits", "limit": 150})
-    fused = _train(TSNE(fused=True, exaggeration_steps=5), data, 12)
-    generic = _train(TSNE(fused=False, exaggeration_steps=5), data, 12)
+    fused = train_full_batch(TSNE(fused=True, exaggeration_steps=5), data, 12)
+    generic = train_full_batch(TSNE(fused=False, exaggeration_steps=5), data, 12)
     np.testing.assert_allclose(fused, generic, rtol=1e-4)
     assert fused[-1] < fused[5]  # the KL falls once exaggeration is off
 
 
 def test_sne_learner_trains():
     data = build("dataset", {"name": "digits", "limit": 150})
-    losses = _train(SNE(), data, 40)
+    losses = train_full_batch(SNE(), data, 40)
     assert losses[-1] < losses[0]
 
 
@@ -373,7 +360,7 @@ def test_tsne_recipe_reaches_sklearn_quality_on_digits():
     data = build("dataset", recipe.raw["data"])
     learner = build("learner", recipe.raw["learner"])
     learner.plot = False
-    _train(learner, data, recipe.trainer.max_steps)
+    train_full_batch(learner, data, recipe.trainer.max_steps)
     metrics = learner.evaluate(data)
     assert metrics["kmeans_hungarian_accuracy"] >= 0.93
     assert metrics["trustworthiness"] >= 0.98

@@ -30,6 +30,7 @@ from fw_sne.scale import (
     sampled_log_norm,
     sparse_q,
 )
+from tests.support.training import train_full_batch
 
 ROOT = Path(__file__).resolve().parents[1]
 DT = torch.float64
@@ -150,30 +151,16 @@ def test_sparse_and_sampled_loss_converges_to_exact_loss(digits, normalization):
     assert joint == (sp.log_prob.shape[0] == 1)
 
 
-def _train(learner, data, steps: int) -> list[float]:
-    learner.setup(data)
-    opt = learner.configure_optimizers()
-    batch = data.full_batch()
-    losses = []
-    for step in range(steps):
-        out = learner.training_step(batch, step)
-        opt.zero_grad()
-        out["loss"].backward()
-        opt.step()
-        losses.append(float(out["loss"].detach()))
-    return losses
-
-
 def test_sparse_learner_with_every_pair_follows_the_exact_learner():
     """k = m = N − 1: sparse p + sampled repulsion trains exactly like the dense fused path."""
     data = build("dataset", {"name": "digits", "limit": 100})
-    exact = _train(TSNE(exaggeration_steps=5), data, 10)
+    exact = train_full_batch(TSNE(exaggeration_steps=5), data, 10)
     sparse_p = Gaussian(perplexity=30, normalization="joint", scale="sparse", neighbors=99)
-    sparse = _train(
+    sparse = train_full_batch(
         TSNE(p=sparse_p, repulsion="sampled", negatives=99, exaggeration_steps=5), data, 10
     )
     np.testing.assert_allclose(sparse, exact, rtol=1e-4)
-    fft = _train(TSNE(p=sparse_p, repulsion="fft", exaggeration_steps=5), data, 10)
+    fft = train_full_batch(TSNE(p=sparse_p, repulsion="fft", exaggeration_steps=5), data, 10)
     np.testing.assert_allclose(fft, exact, rtol=2e-2)
 
 
@@ -247,7 +234,7 @@ def test_fashion_mnist_5k_recipe_separates_classes(tmp_path):
         pytest.skip(f"Fashion-MNIST not installed: {exc}")
     learner = build("learner", recipe.raw["learner"])
     learner.plot = False
-    losses = _train(learner, data, recipe.trainer.max_steps)
+    losses = train_full_batch(learner, data, recipe.trainer.max_steps)
     metrics = learner.evaluate(data)
     assert losses[-1] < losses[300]
     assert metrics["trustworthiness"] >= 0.95
@@ -270,7 +257,7 @@ def test_table_builds_the_sparse_variant_of_kernel_cells(cell, repulsion):
     learner = build("learner", recipe.raw["learner"])
     assert learner.p.scale == "sparse" and learner.repulsion == repulsion
     data = build("dataset", recipe.raw["data"])
-    losses = _train(learner, data, 40)
+    losses = train_full_batch(learner, data, 40)
     assert isinstance(learner._p_cache, SparseNeighborhood)
     assert losses[-1] < losses[10]
 
