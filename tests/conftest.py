@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import signal
 from pathlib import Path
 
 import pytest
 import torch
 
 from fw.registry import Registry, get_registry
+from fw_common.learner import IConLearner
 from tests.support import toy_plugin
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -44,3 +46,20 @@ trainer: {max_steps: 20, log_every: 5, progress: false}
 """
     )
     return path
+
+
+@pytest.fixture
+def interrupt_at(monkeypatch):
+    """Send a real SIGINT to this process during a given training step of a learner class."""
+
+    def arm(at_step: int, learner_cls: type = IConLearner) -> None:
+        original = learner_cls.training_step
+
+        def step(self, batch, step):
+            if step == at_step:
+                signal.raise_signal(signal.SIGINT)
+            return original(self, batch, step)
+
+        monkeypatch.setattr(learner_cls, "training_step", step)
+
+    return arm

@@ -6,6 +6,7 @@ neighbours, exact sums over all pairs written out here, and fw's exact dense t-S
 
 from __future__ import annotations
 
+import json
 import math
 from pathlib import Path
 
@@ -292,3 +293,45 @@ def test_tsne_gd_final_lr_switches_the_rate_after_exaggeration():
     assert steps[1] == pytest.approx(-1.0 * 10.0)
     assert steps[2] == pytest.approx(-0.8 * n / 4)
     assert steps[3] == pytest.approx(-1.0 * n / 4)
+
+
+def test_sampled_repulsion_resumes_with_the_negatives_it_would_have_drawn(
+    registry, tmp_path, interrupt_at, monkeypatch
+):
+    """Ctrl-C then --resume of a sampled-repulsion run equals the uninterrupted run."""
+    from fw.errors import Interrupted
+    from fw.train import train
+
+    overrides = [
+        "data.limit=150",
+        "learner.p.scale=sparse",
+        "learner.p.neighbors=40",
+        "learner.p.perplexity=10",
+        "learner.repulsion=sampled",
+        "learner.negatives=16",
+        "learner.exaggeration_steps=5",
+        "learner.optimizer.momentum_switch_step=5",
+        "learner.plot=false",
+        "trainer.max_steps=12",
+        "trainer.log_every=4",
+        "trainer.checkpoint_every=1",
+        "trainer.progress=false",
+    ]
+
+    def run(out, resume=False):
+        recipe = load_recipe(ROOT / "recipes" / "tsne_digits.yaml", overrides, registry)
+        train(recipe, out, resume=resume, registry=registry)
+        return [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()]
+
+    full = run(tmp_path / "full")
+    interrupt_at(7, TSNE)
+    with pytest.raises(Interrupted, match="--resume"):
+        run(tmp_path / "cut")
+    monkeypatch.undo()
+    resumed = run(tmp_path / "cut", resume=True)
+
+    def losses(records):
+        return [(r["step"], r.get("loss")) for r in records if r["split"] == "train"]
+
+    assert losses(resumed) == losses(full)
+    assert len(losses(full)) == 3

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import subprocess
 import sys
 import textwrap
@@ -15,7 +14,6 @@ import pytest
 from fw.errors import FwError, Interrupted
 from fw.recipe import load_recipe
 from fw.train import BatchStream, train
-from fw_common.learner import IConLearner
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -34,23 +32,6 @@ def test_run_writes_metrics_recipe_and_plot(toy_recipe, registry, tmp_path):
     assert 0.0 <= final["kmeans_hungarian_accuracy"] <= 1.0
     assert (out / "recipe.yaml").exists() and (out / "embedding.png").exists()
     assert (out / "checkpoints" / "last.ckpt").exists()
-
-
-@pytest.fixture
-def interrupt_at(monkeypatch):
-    """Send a real SIGINT to this process during a given training step."""
-
-    def arm(at_step: int) -> None:
-        original = IConLearner.training_step
-
-        def step(self, batch, step):
-            if step == at_step:
-                signal.raise_signal(signal.SIGINT)
-            return original(self, batch, step)
-
-        monkeypatch.setattr(IConLearner, "training_step", step)
-
-    return arm
 
 
 def test_interrupt_then_resume_equals_uninterrupted(

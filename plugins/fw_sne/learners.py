@@ -152,6 +152,15 @@ class SNE(IConLearner):
         self._sparse = (rows.contiguous(), cols.contiguous(), prob, p_log_p)
         self._generator.manual_seed(int(torch.initial_seed()) % (2**63))
 
+    def extra_state(self) -> dict[str, Any]:
+        # the sampled negatives' generator: a resumed run draws the negatives it would have drawn
+        return {**super().extra_state(), "negatives_rng": self._generator.get_state()}
+
+    def load_extra_state(self, state: dict[str, Any]) -> None:
+        super().load_extra_state(state)
+        if "negatives_rng" in state:
+            self._generator.set_state(state["negatives_rng"])
+
     def _sparse_step(self, batch: dict[str, Tensor], step: int) -> dict[str, Tensor]:
         """I-Con loss with an estimated log Z (`fw_sne.scale`), and the KL estimate at α = 1.
 
