@@ -37,6 +37,7 @@ def _run(capsys, *args: str) -> tuple[int, str]:
         ("learner.p.perplexity=-3", ["learner.p", "perplexity"]),
         ("learner.p.perplexity=5000", ["learner", "perplexity"]),
         ("learner.mapper.dim=0", ["learner.mapper"]),
+        ("learner.exaggeration=-0.5", ["learner", "exaggeration must be > 0"]),
     ],
 )
 def test_bad_values_exit_2_naming_the_key(capsys, tmp_path, override, names):

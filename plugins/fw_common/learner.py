@@ -61,6 +61,12 @@ class IConLearner(api.Learner):
         plot: bool = True,
     ) -> None:
         super().__init__()
+        if not exaggeration > 0:
+            raise ValueError(
+                f"exaggeration must be > 0 (1 = none, t-SNE uses 12), got {exaggeration}"
+            )
+        if exaggeration_steps < 0:
+            raise ValueError(f"exaggeration_steps must be >= 0, got {exaggeration_steps}")
         self.p = p
         self.q = q
         self.mapper = mapper
