@@ -102,3 +102,15 @@ def test_ddp_two_cpu_processes(toy_recipe, tmp_path):
     assert "Starting with 2 processes" in proc.stdout + proc.stderr
     final = json.loads((tmp_path / "ddp" / "metrics.json").read_text())
     assert final["steps"] == 20 and 0.0 <= final["kmeans_hungarian_accuracy"] <= 1.0
+
+
+def test_a_run_leaves_no_run_directory_behind_for_the_next(
+    toy_recipe, registry, tmp_path, monkeypatch
+):
+    """In one process, a run without --out after another does not land in the first's directory."""
+    from fw.train import RUN_DIR_ENV, default_run_dir
+
+    monkeypatch.delenv(RUN_DIR_ENV, raising=False)
+    _run(toy_recipe, registry, tmp_path / "first", "trainer.max_steps=2")
+    assert RUN_DIR_ENV not in os.environ
+    assert default_run_dir(load_recipe(toy_recipe, [], registry)).parent == Path("runs")

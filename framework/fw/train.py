@@ -264,10 +264,23 @@ def fit(
     """`train`, also returning the trained learner (for in-process use, `fw.run`)."""
     registry = registry or get_registry()
     run_dir = Path(run_dir) if run_dir is not None else default_run_dir(recipe)
-    ckpt_path = run_dir / CHECKPOINT
     _check_run_dir(recipe, run_dir, resume, overwrite)
+    # DDP children launched below inherit the directory; a later run in this process must not
+    previous = os.environ.get(RUN_DIR_ENV)
     os.environ[RUN_DIR_ENV] = str(run_dir)
+    try:
+        return _fit_in(recipe, run_dir, resume, registry)
+    finally:
+        if previous is None:
+            os.environ.pop(RUN_DIR_ENV, None)
+        else:
+            os.environ[RUN_DIR_ENV] = previous
 
+
+def _fit_in(
+    recipe: Recipe, run_dir: Path, resume: bool, registry: Registry
+) -> tuple[dict[str, float], Learner]:
+    ckpt_path = run_dir / CHECKPOINT
     if recipe.trainer.threads:
         torch.set_num_threads(recipe.trainer.threads)
     fabric = _fabric(recipe)
