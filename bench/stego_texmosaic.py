@@ -364,6 +364,8 @@ def main() -> None:
             table.add(f"STEGO {tap} [{preset}] k-means on codes, bilinear", cluster)
             table.add(f"STEGO {tap} [{preset}] online linear probe", linear)
             print(f"STEGO {tap} seed {seed}: {time.perf_counter() - t0:.0f} s", flush=True)
+        print(f"\n(partial table, up to STEGO {tap})\n{table.render()}\n", flush=True)
+        Path(args.out).write_text(json.dumps(table.rows, indent=1))
     print(
         f"\nTexMosaic-12 {args.tier}{' gray' if args.gray else ''} val, replicate "
         f"{args.replicate}, seeds {args.seeds}, {args.steps} STEGO steps, "
