@@ -12,12 +12,19 @@ steps), then frozen in ``PRESET_BY_TAP`` below before the val table is run (benc
     flock /tmp/fw-cpu.lock python bench/stego_texmosaic.py --select      # dev, picks presets
     flock /tmp/fw-cpu.lock python bench/stego_texmosaic.py               # the val table
     flock /tmp/fw-cpu.lock python bench/stego_texmosaic.py --select-then-run   # both at once
+
+``--gray`` runs the grey variant (same labels, the colour cue removed; the frozen (λ, b) stay
+those chosen on RGB dev unless ``--select`` is rerun with ``--gray``). ``--replicate 1`` draws
+fresh data (benchmarks.md §2.4); with ``--headline`` only the rows that the STEGO claim needs are
+computed (raw k-means on the STEGO taps and the STEGO heads), for that confirmation.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import shlex
+import sys
 import time
 from collections import defaultdict
 from pathlib import Path
@@ -45,8 +52,9 @@ PRESETS: dict[str, tuple[float, ...]] = {
     "coco_older_code": (0.72, 0.80, 0.29, 0.86, 0.04, 0.34),
     "cityscapes_older_code": (0.72, 0.18, 0.46, 0.25, 0.20, 0.25),
 }
-#: frozen after `--select` on dev (s16: 08:09 UTC 2026-11-30, 200 steps, seed 0); None = not chosen
-PRESET_BY_TAP: dict[str, str | None] = {"s16": "potsdam_vits_code", "s32a": None}
+#: frozen after `--select` on dev (RGB, replicate 0, seed 0, 200 steps; s16: 08:09 UTC, s32a:
+#: 11:26 UTC 2026-11-30, before the s32a val rows were run); None = not chosen
+PRESET_BY_TAP: dict[str, str | None] = {"s16": "potsdam_vits_code", "s32a": "cityscapes_older_code"}
 STEGO_TAPS = ("s16", "s32a")
 #: the seven taps of benchmarks.md §1 (s16d is SpokenObjects' dilated variant)
 TEXMOSAIC_TAPS = ("s4", "s8", "s16a", "s16", "s32a", "s32", "s32c")
@@ -247,6 +255,30 @@ def stego_rows(learner, train_maps, val_maps, label, band):
     )
 
 
+def paired_deltas(table: Table, taps, seeds) -> str:
+    """Per seed: STEGO head (training seed s) minus raw k-means of its layer (k-means seed s)."""
+    lines = []
+    for tap in taps:
+        stego = [r for r in table.rows if r.startswith(f"STEGO {tap} ") and "k-means" in r]
+        raw = table.rows.get(f"raw {tap} k-means, bilinear")
+        if not stego or not raw:
+            continue
+        for metric in ("miou_all", "acc_all"):
+            a = 100 * np.array([r[metric] for r in table.rows[stego[0]]])
+            b = 100 * np.array([r[metric] for r in raw])
+            d = a - b
+            spread = max(a.std(ddof=1), b.std(ddof=1)) if len(d) > 1 else float("nan")
+            lines.append(
+                f"{tap} {metric}: STEGO {' / '.join(f'{v:.1f}' for v in a)}; raw "
+                f"{' / '.join(f'{v:.1f}' for v in b)}; Δ per seed {seeds}: "
+                f"{' / '.join(f'{v:+.1f}' for v in d)}; Δ {d.mean():+.1f} ± "
+                f"{d.std(ddof=1) if len(d) > 1 else 0.0:.1f}; sign holds on every seed: "
+                f"{bool((d > 0).all())}; mean Δ > larger seed std ({spread:.1f}): "
+                f"{bool(a.mean() - b.mean() > spread)}"
+            )
+    return "\n".join(lines)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--select", action="store_true", help="choose (λ, b) on dev")
@@ -264,11 +296,22 @@ def main() -> None:
     parser.add_argument("--select-steps", type=int, default=300)
     parser.add_argument("--tier", choices=["full", "fast"], default="full")
     parser.add_argument("--gray", action="store_true", help="the grey variant")
+    parser.add_argument("--replicate", type=int, default=0, help="data replicate (1 = fresh data)")
+    parser.add_argument(
+        "--headline", action="store_true", help="only raw k-means on the STEGO taps + STEGO heads"
+    )
     parser.add_argument("--out", default="bench_stego_texmosaic.json")
     args = parser.parse_args()
     torch.set_num_threads(1)
     t0 = time.perf_counter()
-    train = texmosaic12("train", args.tier, gray=args.gray, progress=False)
+    print(f"# {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}: python {shlex.join(sys.argv)}")
+    print(
+        f"# tier {args.tier}, replicate {args.replicate}, {'gray' if args.gray else 'RGB'}, "
+        f"torch threads 1, backbone fw_backbones.taps.mobilenet_v2_tap",
+        flush=True,
+    )
+    data = {"gray": args.gray, "replicate": args.replicate, "progress": False}
+    train = texmosaic12("train", args.tier, **data)
     if args.select or args.select_then_run:
         chosen = select(train, args)
         if not args.select_then_run:
@@ -277,35 +320,37 @@ def main() -> None:
     elif args.presets_from:
         PRESET_BY_TAP.update(best_on_dev(json.loads(Path(args.presets_from).read_text())))
     print(f"(λ, b) presets: {PRESET_BY_TAP}", flush=True)
-    val = texmosaic12("val", args.tier, gray=args.gray, progress=False)
+    val = texmosaic12("val", args.tier, **data)
     label = val.tensors["label"].long()
     band = boundary_band(label, 9)
     print(f"data: {len(train)} train, {len(val)} val, band {band.float().mean():.1%}")
     table = Table()
-    for seed in args.seeds:
-        table.add("RGB-pixel k-means (Euclidean)", pixel_kmeans(train.x, val.x, label, band, seed))
+    full = not args.headline
+    for seed in args.seeds if full else ():
+        name = "gray-pixel" if args.gray else "RGB-pixel"
+        table.add(f"{name} k-means (Euclidean)", pixel_kmeans(train.x, val.x, label, band, seed))
     net = mobilenet_v2_tap("s32c")
     tr, va = all_taps(train.x, net), all_taps(val.x, net)
     print(f"features: {time.perf_counter() - t0:.0f} s")
-    for seed in args.seeds:
+    for seed in args.seeds if full else ():
         rnd = mobilenet_v2_tap("s32c", weights=None, init_seed=seed)
         rtr, rva = all_taps(train.x, rnd), all_taps(val.x, rnd)
         for tap in STEGO_TAPS:
             _, got = cluster_scores(rtr[tap], rva[tap], label, band, seed, ("bilinear",))
             table.add(f"random-init net {tap} k-means, bilinear", got["bilinear"])
         del rtr, rva
-    for tap in TEXMOSAIC_TAPS:
+    for tap in TEXMOSAIC_TAPS if full else args.stego_taps:
         for seed in args.seeds:
             centroids, got = cluster_scores(tr[tap], va[tap], label, band, seed)
             table.add(f"raw {tap} k-means, low-res", got["nearest"])
             table.add(f"raw {tap} k-means, bilinear", got["bilinear"])
-            if tap in STEGO_TAPS:
+            if tap in STEGO_TAPS and full:
                 table.add(
                     f"raw {tap} GT-region pooling oracle",
                     region_oracle(va[tap], centroids, label, band),
                 )
         print(f"{tap}: {time.perf_counter() - t0:.0f} s", flush=True)
-    for tap in STEGO_TAPS:
+    for tap in STEGO_TAPS if full else ():
         for seed in args.seeds:
             got = linear_probe(tr[tap], train.tensors["label"], va[tap], label, band, seed)
             table.add(f"supervised linear probe {tap} (ceiling)", got)
@@ -319,11 +364,16 @@ def main() -> None:
             table.add(f"STEGO {tap} [{preset}] k-means on codes, bilinear", cluster)
             table.add(f"STEGO {tap} [{preset}] online linear probe", linear)
             print(f"STEGO {tap} seed {seed}: {time.perf_counter() - t0:.0f} s", flush=True)
+        print(f"\n(partial table, up to STEGO {tap})\n{table.render()}\n", flush=True)
+        Path(args.out).write_text(json.dumps(table.rows, indent=1))
     print(
-        f"\nTexMosaic-12 {args.tier}{' gray' if args.gray else ''} val, seeds {args.seeds}, "
-        f"{args.steps} STEGO steps, {time.perf_counter() - t0:.0f} s (scores ×100)"
+        f"\nTexMosaic-12 {args.tier}{' gray' if args.gray else ''} val, replicate "
+        f"{args.replicate}, seeds {args.seeds}, {args.steps} STEGO steps, "
+        f"{time.perf_counter() - t0:.0f} s (scores ×100, mean ± std with ddof 1)"
     )
     print(table.render())
+    print("\nSTEGO head vs raw k-means (bilinear) of its own layer, ×100:")
+    print(paired_deltas(table, args.stego_taps, args.seeds))
     Path(args.out).write_text(json.dumps(table.rows, indent=1))
 
 
@@ -340,7 +390,7 @@ def best_on_dev(results: dict) -> dict[str, str]:
 
 def select(train, args) -> dict[str, str]:
     """Train every §3.1 preset once (seed 0) per tap and score it on dev (cluster mIoU)."""
-    dev = texmosaic12("dev", "full", gray=args.gray, progress=False)
+    dev = texmosaic12("dev", "full", gray=args.gray, replicate=args.replicate, progress=False)
     label = dev.tensors["label"].long()
     band = boundary_band(label, 9)
     net = mobilenet_v2_tap("s32c")
