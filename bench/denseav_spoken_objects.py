@@ -43,6 +43,8 @@ def _recipe(args: argparse.Namespace, seed: int, aggregator: str) -> dict:
     if args.train is not None:
         raw["learner"]["batch_size"] = min(raw["learner"]["batch_size"], args.train)
     raw["trainer"].update(max_steps=args.steps, progress=False)
+    if args.threads is not None:
+        raw["trainer"]["threads"] = args.threads
     return raw
 
 
@@ -64,6 +66,9 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--out", type=Path, default=Path("runs/bench_denseav_spoken_objects"))
     parser.add_argument("--overwrite", action="store_true", help="replace earlier runs in --out")
+    parser.add_argument(
+        "--threads", type=int, default=None, help="torch threads (default: the recipe's)"
+    )
     args = parser.parse_args()
     full = args.train is None and args.test is None and args.steps == 1500
     print(
