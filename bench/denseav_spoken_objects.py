@@ -43,6 +43,8 @@ def _recipe(args: argparse.Namespace, seed: int, aggregator: str) -> dict:
     if args.train is not None:
         raw["learner"]["batch_size"] = min(raw["learner"]["batch_size"], args.train)
     raw["trainer"].update(max_steps=args.steps, progress=False)
+    if args.threads is not None:
+        raw["trainer"]["threads"] = args.threads
     return raw
 
 
@@ -63,7 +65,18 @@ def main() -> None:
     parser.add_argument("--test", type=int, default=None, help="test items (default 1000)")
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--out", type=Path, default=Path("runs/bench_denseav_spoken_objects"))
+    parser.add_argument("--overwrite", action="store_true", help="replace earlier runs in --out")
+    parser.add_argument(
+        "--threads", type=int, default=None, help="torch threads (default: the recipe's)"
+    )
     args = parser.parse_args()
+    full = args.train is None and args.test is None and args.steps == 1500
+    print(
+        f"# seeds {args.seeds}, {args.steps} steps, train {args.train or 5000} / test "
+        f"{args.test or 1000} items"
+        + ("" if full else " -- CUT: not the full protocol of benchmarks.md §3.6"),
+        flush=True,
+    )
 
     from fw.recipe import build, recipe_from_dict
     from fw.train import train
@@ -75,9 +88,12 @@ def main() -> None:
         for agg in results:
             recipe = recipe_from_dict(_recipe(args, seed, agg))
             t = time.perf_counter()
-            final = train(recipe, args.out / f"{agg}-seed{seed}")
+            final = train(recipe, args.out / f"{agg}-seed{seed}", overwrite=args.overwrite)
             print(f"# {agg} seed {seed}: {time.perf_counter() - t:.0f} s", flush=True)
             results[agg].append(final)
+            # kept as it comes, so a run stopped early still leaves its finished trainings
+            args.out.mkdir(parents=True, exist_ok=True)
+            (args.out / "partial.json").write_text(json.dumps({"runs": results}, indent=1))
     # the untrained reference model (seed 0 init, audio statistics from the training data)
     import torch
 
@@ -91,7 +107,10 @@ def main() -> None:
     first = results["max_mean"][0]
     rows: list[tuple[str, dict[str, str]]] = []
     for base in BASELINES[:4]:
-        rows.append((base, {k: f"{first[f'{base}_{k}']:.3f}" for k in LOC}))
+        row = {k: f"{first[f'{base}_{k}']:.3f}" for k in LOC}
+        if base == "random":  # the prompted and presence tables show the random row too
+            row.update({k: f"{first[f'random_{k}']:.3f}" for k in PROMPT if f"random_{k}" in first})
+        rows.append((base, row))
     rows.append(("untrained", {k: f"{untrained[k]:.3f}" for k in LOC + SPOT + PROMPT + RETR}))
     rows.append(
         (
@@ -121,10 +140,10 @@ def main() -> None:
         ("retrieval", RETR),
     ):
         print(f"\n## {title}")
-        print(f"{'row':<28}" + "".join(f"{c:>15}" for c in cols))
+        print(f"{'row':<28}" + "".join(f"{c:>16}" for c in cols))
         for name, vals in rows:
             if any(c in vals for c in cols):
-                print(f"{name:<28}" + "".join(f"{vals.get(c, ''):>15}" for c in cols))
+                print(f"{name:<28}" + "".join(f"{vals.get(c, ''):>16}" for c in cols))
     deltas = [
         a["two_map"] - b["two_map"]
         for a, b in zip(results["max_mean"], results["mean_mean"], strict=True)

@@ -184,3 +184,83 @@ def test_conv_audio_aligner_pools_nine_frames_and_masks_padding():
     out["loss"].backward()
     assert torch.isfinite(out["loss"]) and learner.audio_aligner.conv1.weight.grad is not None
     assert learner.localize_hop == pytest.approx(0.72)
+
+
+def test_prompted_protocol_reports_a_random_row_at_chance(monkeypatch):
+    """benchmarks.md §3.8: the prompted and presence tables carry the random row; i.i.d. token
+    heat has presence AUROC ≈ ½ and, word-independent per image, right-object accuracy ≈ ½."""
+    import numpy as np
+
+    from fw.dense import Dense
+    from fw_denseav import evaluate as E
+    from fw_denseav.spoken_objects import PROMPT_VOICES
+
+    gen = torch.Generator().manual_seed(0)
+    n, size = 60, 224
+    fake = [
+        {
+            "cls": c,
+            "voice": v,
+            "audio": (np.random.default_rng([c, k]).standard_normal(8000) * 3000).astype(np.int16),
+            "span": (0.1, 0.3),
+        }
+        for c in range(10)
+        for k, v in enumerate(PROMPT_VOICES)
+    ]
+    monkeypatch.setattr(E, "_PROMPTS", fake)
+    cls = torch.stack([torch.randperm(10, generator=gen)[:2] for _ in range(n)]).to(torch.int8)
+    seg = torch.zeros(n, size, size, dtype=torch.uint8)
+    seg[:, 16:96, 16:96] = 1
+    seg[:, 128:208, 112:192] = 2
+    learner = _learner()
+    learner.eval()
+    image = Dense(learner.image_aligner(learner.image(torch.rand(n, 3, size, size))))
+    out = E.prompted(learner, image, {"cls": cls, "seg": seg}, n)
+    for key in ("prompt_map", "prompt_pointing", "prompt_disc", "presence_auroc"):
+        assert 0.0 <= out[key] <= 1.0
+        assert 0.0 <= out[f"random_{key}"] <= 1.0
+    # 40 prompts × 60 images: 480 present and 1,920 absent random scores
+    assert abs(out["random_presence_auroc"] - 0.5) < 0.06
+    assert abs(out["random_prompt_disc"] - 0.5) < 0.08
+
+
+def test_frozen_image_maps_are_computed_once_per_data_and_weights():
+    """Seeds of a benchmark share one frozen featurizer pass; other weights or data do not."""
+    from fw_denseav import learner as L
+
+    class _Counting(_TinyImage):
+        calls = 0
+
+        def forward(self, x):
+            type(self).calls += x.shape[0]
+            return super().forward(x)
+
+    class _Data:
+        def __init__(self, n: int) -> None:
+            self.x = torch.rand(n, 3, 32, 32, generator=torch.Generator().manual_seed(n))
+
+        def __len__(self) -> int:
+            return len(self.x)
+
+        def __getitem__(self, i: int) -> dict[str, torch.Tensor]:
+            return {"x": self.x[i]}
+
+    L._MAPS.clear()
+    torch.manual_seed(0)
+    image = _Counting()
+    data = _Data(10)
+    first = DenseAV(image, LogMelEncoder(dim=8, width=8), dim=8).image_maps(data, batch=4)
+    assert _Counting.calls == 10
+    same = _Counting()
+    same.load_state_dict(image.state_dict())
+    again = DenseAV(same, LogMelEncoder(dim=8, width=8), dim=8).image_maps(data, batch=4)
+    assert _Counting.calls == 10 and torch.equal(first, again)
+    assert torch.allclose(first.float(), image.conv(data.x), atol=1e-2, rtol=1e-3)
+    other = _Counting()  # other random weights: computed anew
+    DenseAV(other, LogMelEncoder(dim=8, width=8), dim=8).image_maps(data, batch=4)
+    assert _Counting.calls == 20
+    DenseAV(same, LogMelEncoder(dim=8, width=8), dim=8).image_maps(_Data(6), batch=4)
+    assert _Counting.calls == 26
+    DenseAV(same, LogMelEncoder(dim=8, width=8), dim=8).image_maps(data, limit=4)
+    assert _Counting.calls == 30  # a prefix is its own entry
+    L._MAPS.clear()

@@ -118,3 +118,36 @@ def test_dataset_items(items):
     assert item["x"].shape == (3, 224, 224) and item["audio"].shape == (1, 56000)
     assert int(item["audio_mask"].sum()) == items[0].alen
     assert float(item["audio"].abs().max()) <= 1.0
+
+
+def test_exact_placement_is_uniform_over_non_overlapping_boxes():
+    """The fallback for two large objects draws from the law of rejection sampling: uniform over
+    the non-overlapping placements, enumerated here by brute force on a small canvas."""
+    from scipy.stats import chisquare
+
+    from fw_denseav.spoken_objects import _place, place_exact
+
+    size, s1, s2 = 8, 3, 4
+    valid = [
+        (y1, x1, y2, x2)
+        for y1, x1, y2, x2 in itertools.product(range(size - s1 + 1), repeat=4)
+        if y2 <= size - s2
+        and x2 <= size - s2
+        and (y1 + s1 <= y2 or y2 + s2 <= y1 or x1 + s1 <= x2 or x2 + s2 <= x1)
+    ]
+    index = {v: k for k, v in enumerate(valid)}
+    rng = np.random.default_rng(0)
+    counts = np.zeros(len(valid))
+    draws = 60 * len(valid)
+    for _ in range(draws):
+        (y1, x1), (y2, x2) = place_exact(rng, s1, s2, size)
+        counts[index[(y1, x1, y2, x2)]] += 1  # KeyError if it overlapped or left the canvas
+    assert chisquare(counts).pvalue > 1e-3
+    # the largest pair at full size: always placed, never overlapping, inside the canvas
+    rng = np.random.default_rng(1)
+    for _ in range(20):
+        (y1, x1), (y2, x2) = _place(rng, [112, 112])
+        assert min(y1, x1, y2, x2) >= 0 and max(y1, x1, y2, x2) <= 112
+        assert y1 + 112 <= y2 or y2 + 112 <= y1 or x1 + 112 <= x2 or x2 + 112 <= x1
+    with pytest.raises(ValueError, match="cannot both fit"):
+        place_exact(rng, 5, 5, 8)

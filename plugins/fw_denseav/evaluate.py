@@ -28,13 +28,20 @@ def encode(
 ) -> tuple[Dense, Dense, dict[str, Tensor]]:
     """Aligned audio codes (with masks), image codes and the other fields of the first n items."""
     learner.eval()
+    # a frozen image featurizer's maps of these items are computed once per process
+    maps = learner.image_maps(data, n, batch) if learner.image_frozen else None
     audio, masks, images, rest = [], [], [], {}
     for start in range(0, n, batch):
         items = _collate(data, list(range(start, min(n, start + batch))))
         a = learner.encode_audio(items["audio"].float(), items["audio_mask"].bool())
         audio.append(a.features)
         masks.append(a.mask)
-        images.append(learner.image_aligner(learner.image(_images(items["x"]))))
+        feats = (
+            maps[start : start + batch].float()
+            if maps is not None
+            else learner.image(_images(items["x"]))
+        )
+        images.append(learner.image_aligner(feats))
         for key in ("seg", "cls", "spans", "label"):
             if key in items:
                 rest.setdefault(key, []).append(items[key])
@@ -186,9 +193,11 @@ def prompted(learner: DenseAV, image: Dense, items: dict[str, Tensor], n: int) -
     from fw_denseav.spoken_objects import MAX_SAMPLES, PROMPT_VOICES, prompts
 
     hop = learner.samples_per_token / RATE
-    per_voice: dict[str, list[dict[str, float]]] = {}
-    present, absent = [], []
-    for p in _cached_prompts(prompts):
+    grid = tuple(image.spatial)
+    per_voice: dict[str, dict[str, list[dict[str, float]]]] = {"": {}, "random_": {}}
+    present: dict[str, list[Tensor]] = {"": [], "random_": []}
+    absent: dict[str, list[Tensor]] = {"": [], "random_": []}
+    for q, p in enumerate(_cached_prompts(prompts)):
         wav = torch.zeros(1, 1, MAX_SAMPLES)
         wav[0, 0, : len(p["audio"])] = torch.from_numpy(p["audio"].astype(np.float32) / 32767.0)
         mask = torch.arange(MAX_SAMPLES)[None] < len(p["audio"])
@@ -199,34 +208,42 @@ def prompted(learner: DenseAV, image: Dense, items: dict[str, Tensor], n: int) -
         heat = learner.aggregator.pair_volumes(
             Dense(a_word.features.expand(n, -1, -1)), image, torch.arange(n).repeat(2, 1).T
         )  # [n, K, t, h, w]
-        heat = heat.amax(dim=1).mean(dim=1)  # [n, h, w]
+        heats = {
+            "": heat.amax(dim=1).mean(dim=1),  # [n, h, w]
+            # the random row (§3.8): i.i.d. U[0,1) per token, a fresh draw per prompt and image
+            "random_": torch.from_numpy(np.random.default_rng([7, 1, q]).random((n, *grid))),
+        }
         has = (items["cls"][:n] == p["cls"]).any(dim=1)
-        score = heat.flatten(1).amax(1)
-        present.append(score[has])
-        absent.append(score[~has])
-        if not bool(has.any()):
-            continue
         ids = has.nonzero().squeeze(1)
         j = (items["cls"][ids] == p["cls"]).float().argmax(1)
         seg = items["seg"][ids]
         target = seg == (j[:, None, None] + 1)
         other = (seg > 0) & ~target
-        res = M.localisation(
-            M.to_pixels(heat[ids]),
-            target[:, ::2, ::2],
-            other[:, ::2, ::2],
-            torch.full((len(ids),), p["cls"]),
-        )
-        per_voice.setdefault(p["voice"], []).append(res)
+        for prefix, h in heats.items():
+            score = h.flatten(1).amax(1)
+            present[prefix].append(score[has])
+            absent[prefix].append(score[~has])
+            if not bool(has.any()):
+                continue
+            res = M.localisation(
+                M.to_pixels(h[ids]),
+                target[:, ::2, ::2],
+                other[:, ::2, ::2],
+                torch.full((len(ids),), p["cls"]),
+            )
+            per_voice[prefix].setdefault(p["voice"], []).append(res)
     out: dict[str, float] = {}
-    for key in ("map", "pointing", "disc"):
-        voice_means = [
-            np.nanmean([r.get(key, np.nan) for r in per_voice[v]])
-            for v in PROMPT_VOICES
-            if v in per_voice
-        ]
-        out[f"prompt_{key}"] = float(np.mean(voice_means))
-    out["presence_auroc"] = M.auroc(torch.cat(present), torch.cat(absent))
+    for prefix, voices in per_voice.items():
+        for key in ("map", "pointing", "disc"):
+            voice_means = [
+                np.nanmean([r.get(key, np.nan) for r in voices[v]])
+                for v in PROMPT_VOICES
+                if v in voices
+            ]
+            out[f"{prefix}prompt_{key}"] = float(np.mean(voice_means))
+        out[f"{prefix}presence_auroc"] = M.auroc(
+            torch.cat(present[prefix]), torch.cat(absent[prefix])
+        )
     return out
 
 

@@ -6,7 +6,9 @@ CPU reference model) and §3.7 (SpokenObjects evaluation, in `fw_denseav.evaluat
 
 from __future__ import annotations
 
+import hashlib
 import math
+from collections import OrderedDict
 from pathlib import Path
 from typing import Any, ClassVar, Literal
 
@@ -231,15 +233,31 @@ class DenseAV(Learner):
     def image_maps(
         self, data: Any, limit: int | None = None, batch: int = 32, desc: str = ""
     ) -> Tensor:
-        """Frozen image featurizer maps of a dataset's items, fp16 ``[N, C, h, w]``."""
+        """Frozen image featurizer maps of a dataset's items, fp16 ``[N, C, h, w]``.
+
+        The maps are remembered per (dataset object, item count, featurizer parameters and
+        buffers), so several learners with the same frozen featurizer on the same data (the
+        seeds and ablations of a benchmark in one process) compute them once.
+        """
         n = len(data) if limit is None else min(limit, len(data))
+        key = (id(data), n, type(self.image).__qualname__, _fingerprint(self.image))
+        if key in _MAPS:
+            _MAPS.move_to_end(key)
+            return _MAPS[key][1]
         self.image.eval()
         out = []
         for start in tqdm(range(0, n, batch), desc=desc or "image features", leave=False):
             idx = list(range(start, min(n, start + batch)))
             items = _collate(data, idx)
-            out.append(self.image(_images(items["x"])).half())
-        return torch.cat(out)
+            # channels-last input: oneDNN's convolutions run ≈1.7× faster on one CPU thread
+            # (MobileNetV2 s16d: 74 -> 40 ms per image; the maps agree to 1e-5)
+            x = _images(items["x"]).contiguous(memory_format=torch.channels_last)
+            out.append(self.image(x).half().contiguous())
+        maps = torch.cat(out)
+        _MAPS[key] = (data, maps)  # holding the dataset keeps its id from being reused
+        while len(_MAPS) > _MAPS_KEPT:
+            _MAPS.popitem(last=False)
+        return maps
 
     def setup(self, data: Any) -> None:
         if hasattr(self.audio, "setup"):
@@ -367,6 +385,21 @@ class DenseAV(Learner):
         from fw_denseav.evaluate import evaluate
 
         return evaluate(self, data, run_dir)
+
+
+#: frozen image maps already computed: key -> (dataset, maps); the newest ``_MAPS_KEPT`` stay
+_MAPS: OrderedDict[tuple[Any, ...], tuple[Any, Tensor]] = OrderedDict()
+_MAPS_KEPT = 4
+
+
+def _fingerprint(module: nn.Module) -> str:
+    """SHA-1 of a module's parameters and buffers (names, dtypes, shapes and bytes)."""
+    digest = hashlib.sha1()
+    for name, tensor in sorted(module.state_dict().items()):
+        t = tensor.detach().cpu().contiguous()
+        digest.update(f"{name}:{t.dtype}:{tuple(t.shape)};".encode())
+        digest.update(t.reshape(-1).view(torch.uint8).numpy().tobytes())
+    return digest.hexdigest()
 
 
 def _collate(data: Any, idx: list[int]) -> dict[str, Tensor]:
