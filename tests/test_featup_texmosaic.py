@@ -149,3 +149,18 @@ def test_fit_heads_shapes():
     assert all(h.weight.shape == (12, 6) and h.bias.shape == (12,) for h in heads)
     # spherical k-means centroids are unit vectors
     assert torch.allclose(heads[0].weight.norm(dim=1), torch.ones(12), atol=1e-4)
+
+
+@pytest.mark.slow
+def test_bench_runs_end_to_end_on_a_tiny_tier(tmp_path, monkeypatch, capsys):
+    out = tmp_path / "bench.json"
+    argv = ["featup_texmosaic.py", "--n-train", "4", "--n-eval", "4", "--tier", "fast"]
+    argv += ["--no-baselines", "--seeds", "0", "--implicit-images", "1", "--implicit-steps", "1"]
+    argv += ["--implicit-pool", "2", "--check-images", "1", "--out", str(out)]
+    monkeypatch.setattr(sys, "argv", argv)
+    featup_texmosaic.main()
+    text = capsys.readouterr().out
+    assert "argmax agreement 1.000000" in text
+    got = __import__("json").loads(out.read_text())
+    assert {"low-res", "bilinear", "bicubic", "JBU init"} <= set(got["full"])
+    assert "implicit" in got["subset"]
