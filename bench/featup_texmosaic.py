@@ -255,6 +255,8 @@ def main() -> None:
         jbus[JBU_INIT] = JBUStack(dim=tr.shape[1]).eval()
     if args.jbu:
         jbus[JBU_TRAINED] = JBUStack(weights=args.jbu).eval()
+        if jbus[JBU_TRAINED].feature_norm:
+            raise SystemExit("this bench scores raw features: train the JBU without channel_norm")
     interps = {LOWRES: "nearest", "bilinear": "bilinear", "bicubic": "bicubic"}
     subset = subset_indices(len(evalset), args.implicit_images)
     full, sub = Scorer(heads), Scorer(heads)
@@ -338,6 +340,9 @@ def main() -> None:
         f"seeds {args.seeds}, {wall:.0f} s (scores ×100)"
     )
     print(f"JBU weights: {args.jbu or 'none (untrained row only)'}")
+    metrics = Path(args.jbu or "/nonexistent") / "metrics.json"
+    if metrics.is_file():
+        print(f"its label-free held-out figures (metrics.json): {metrics.read_text().strip()}")
     print(table.render())
     print("\npaired Δ mIoU (×100), full set:")
     print(paired_deltas(res_full, heads, pairs))
