@@ -332,6 +332,7 @@ def main() -> None:
         (jbu_row, "bilinear"),
         (jbu_row, LOWRES),
         (trained, JBU_INIT),
+        (JBU_INIT, "bilinear"),
         ("bicubic", "bilinear"),
     ]
     sub_pairs = [*pairs[:3], (IMPLICIT, "bilinear"), (IMPLICIT, jbu_row)]
