@@ -172,7 +172,7 @@ def majority_cells(label: torch.Tensor, grid: int) -> torch.Tensor:
     return F.avg_pool2d(onehot, cell).argmax(1)
 
 
-def linear_probe(train_maps, train_label, val_maps, label, band, seed) -> dict[str, float]:
+def train_linear_probe(train_maps, train_label, seed) -> torch.nn.Conv2d:
     """1×1 conv + bias, CE on majority cell labels, Adam 5e-3, 300 full-batch steps (§2.6)."""
     torch.manual_seed(seed)
     conv = torch.nn.Conv2d(train_maps.shape[1], K, 1)
@@ -183,6 +183,12 @@ def linear_probe(train_maps, train_label, val_maps, label, band, seed) -> dict[s
         opt.zero_grad()
         F.cross_entropy(conv(x), target).backward()
         opt.step()
+    return conv
+
+
+def linear_probe(train_maps, train_label, val_maps, label, band, seed) -> dict[str, float]:
+    """The §2.6 probe's scores (logits upsampled bilinearly, identity matching)."""
+    conv = train_linear_probe(train_maps, train_label, seed)
     with torch.no_grad():
         logits = conv(val_maps.float())
     return score_maps(logits, label, band, "bilinear", matched=False)
@@ -198,6 +204,46 @@ def pixel_kmeans(train_x, val_x, label, band, seed) -> dict[str, float]:
         conf["band"].update(label[i], pred, band[i])
         conf["interior"].update(label[i], pred, ~band[i])
     return match_all(conf, True)
+
+
+def baseline_rows(
+    train, val, label, band, seeds, table: Table, t0: float, taps=STEGO_TAPS, gray=False, only=None
+):
+    """Every §2.6 baseline row into ``table``: pixel k-means, the random-init net on the
+    headline taps, raw k-means of all seven taps (low-res and bilinear), the GT-region pooling
+    oracle and the supervised linear probe on ``taps``; with ``only`` (the --headline mode) just
+    raw k-means on those taps. Returns the ImageNet taps' train and val maps (fp16), which the
+    methods reuse."""
+    full = only is None
+    for seed in seeds if full else ():
+        name = "gray-pixel" if gray else "RGB-pixel"
+        table.add(f"{name} k-means (Euclidean)", pixel_kmeans(train.x, val.x, label, band, seed))
+    net = mobilenet_v2_tap("s32c")
+    tr, va = all_taps(train.x, net), all_taps(val.x, net)
+    print(f"features: {time.perf_counter() - t0:.0f} s")
+    for seed in seeds if full else ():
+        rnd = mobilenet_v2_tap("s32c", weights=None, init_seed=seed)
+        rtr, rva = all_taps(train.x, rnd), all_taps(val.x, rnd)
+        for tap in STEGO_TAPS:
+            _, got = cluster_scores(rtr[tap], rva[tap], label, band, seed, ("bilinear",))
+            table.add(f"random-init net {tap} k-means, bilinear", got["bilinear"])
+        del rtr, rva
+    for tap in TEXMOSAIC_TAPS if full else only:
+        for seed in seeds:
+            centroids, got = cluster_scores(tr[tap], va[tap], label, band, seed)
+            table.add(f"raw {tap} k-means, low-res", got["nearest"])
+            table.add(f"raw {tap} k-means, bilinear", got["bilinear"])
+            if tap in taps and full:
+                table.add(
+                    f"raw {tap} GT-region pooling oracle",
+                    region_oracle(va[tap], centroids, label, band),
+                )
+        print(f"{tap}: {time.perf_counter() - t0:.0f} s", flush=True)
+    for tap in taps if full else ():
+        for seed in seeds:
+            got = linear_probe(tr[tap], train.tensors["label"], va[tap], label, band, seed)
+            table.add(f"supervised linear probe {tap} (ceiling)", got)
+    return tr, va
 
 
 def train_stego(train, maps, tap: str, preset: str, seed: int, steps: int) -> StegoLearner:
@@ -325,35 +371,10 @@ def main() -> None:
     band = boundary_band(label, 9)
     print(f"data: {len(train)} train, {len(val)} val, band {band.float().mean():.1%}")
     table = Table()
-    full = not args.headline
-    for seed in args.seeds if full else ():
-        name = "gray-pixel" if args.gray else "RGB-pixel"
-        table.add(f"{name} k-means (Euclidean)", pixel_kmeans(train.x, val.x, label, band, seed))
-    net = mobilenet_v2_tap("s32c")
-    tr, va = all_taps(train.x, net), all_taps(val.x, net)
-    print(f"features: {time.perf_counter() - t0:.0f} s")
-    for seed in args.seeds if full else ():
-        rnd = mobilenet_v2_tap("s32c", weights=None, init_seed=seed)
-        rtr, rva = all_taps(train.x, rnd), all_taps(val.x, rnd)
-        for tap in STEGO_TAPS:
-            _, got = cluster_scores(rtr[tap], rva[tap], label, band, seed, ("bilinear",))
-            table.add(f"random-init net {tap} k-means, bilinear", got["bilinear"])
-        del rtr, rva
-    for tap in TEXMOSAIC_TAPS if full else args.stego_taps:
-        for seed in args.seeds:
-            centroids, got = cluster_scores(tr[tap], va[tap], label, band, seed)
-            table.add(f"raw {tap} k-means, low-res", got["nearest"])
-            table.add(f"raw {tap} k-means, bilinear", got["bilinear"])
-            if tap in STEGO_TAPS and full:
-                table.add(
-                    f"raw {tap} GT-region pooling oracle",
-                    region_oracle(va[tap], centroids, label, band),
-                )
-        print(f"{tap}: {time.perf_counter() - t0:.0f} s", flush=True)
-    for tap in STEGO_TAPS if full else ():
-        for seed in args.seeds:
-            got = linear_probe(tr[tap], train.tensors["label"], va[tap], label, band, seed)
-            table.add(f"supervised linear probe {tap} (ceiling)", got)
+    only = args.stego_taps if args.headline else None
+    tr, va = baseline_rows(
+        train, val, label, band, args.seeds, table, t0, gray=args.gray, only=only
+    )
     for tap in args.stego_taps:
         preset = PRESET_BY_TAP[tap]
         if preset is None:

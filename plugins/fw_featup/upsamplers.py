@@ -18,7 +18,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from fw.api import Upsampler
-from fw.errors import DataError, RecipeError, ShapeError, check_choice
+from fw.errors import DataError, FwError, RecipeError, ShapeError, check_choice
 from fw_featup.ops import adaptive_conv, local_dot
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -409,16 +409,49 @@ class JBUStack(Trainable):
     ) -> Tensor:
         size = self.target_size(guidance, size)
         self.bind(features.shape[1])
+        x = self.run_stages(features, guidance)
+        if self.fixup is not None:
+            x = 0.1 * self.fixup(self.dropout(x)) + x
+        return self._resize(x, size)
+
+    def run_stages(self, features: Tensor, guidance: Tensor) -> Tensor:
+        """The JBU stages alone (no final residual, no final resize), on any channel count."""
         image = standardize(guidance)
         x = features
         for up in self.ups:
             g = F.adaptive_avg_pool2d(image, (2 * x.shape[-2], 2 * x.shape[-1]))
             x = up(x, g)
-        if self.fixup is not None:
-            x = 0.1 * self.fixup(self.dropout(x)) + x
+        return x
+
+    @staticmethod
+    def _resize(x: Tensor, size: tuple[int, int]) -> Tensor:
         if tuple(x.shape[-2:]) != size:
             x = F.interpolate(x, size=size, mode="bilinear", align_corners=False)
         return x
+
+    def upsample_scores(
+        self, scores: Tensor, guidance: Tensor, size: tuple[int, int] | None = None
+    ) -> Tensor:
+        """Upsample low-resolution score maps ``[B, K, h, w]`` (any K) with the stages and the
+        final resize but without the channel-mixing residual (benchmarks.md §2.5 exactness
+        trick). In eval mode every kernel depends on the image only, so for a linear head
+        ``(A, a)`` on the upsampled features, ``A·stack(F) + a`` equals
+        ``upsample_scores(A'·F + a')`` with ``(A', a') =`` :meth:`fold_head` ``(A, a)``."""
+        if self.training:
+            raise FwError("upsample_scores needs eval mode (dropout makes kernels random)")
+        return self._resize(self.run_stages(scores, guidance), self.target_size(guidance, size))
+
+    def fold_head(self, weight: Tensor, bias: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        """Fold the final ``0.1·Conv1x1`` residual into a linear head ``weight [K, C]``,
+        ``bias [K]``: ``A' = A·(I + 0.1·W)``, ``a' = a + 0.1·A·b`` (for centroids ``c_k`` as the
+        rows of A: ``c'_k = (I + 0.1·W)ᵀ c_k`` and the constant ``0.1⟨b, c_k⟩``)."""
+        bias = weight.new_zeros(weight.shape[0]) if bias is None else bias
+        if self.fixup is None:
+            return weight, bias
+        w = self.fixup.weight[:, :, 0, 0].to(weight)
+        if w.shape[0] != weight.shape[1]:
+            raise ShapeError(f"head has {weight.shape[1]} channels, the residual {w.shape[0]}")
+        return weight + 0.1 * weight @ w, bias + 0.1 * weight @ self.fixup.bias.to(weight)
 
 
 def stages_for(stride: int) -> int:
