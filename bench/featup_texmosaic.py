@@ -27,6 +27,7 @@ import argparse
 import json
 import time
 from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -266,16 +267,13 @@ def main() -> None:
         images = evalset.x[idx].float() / 255.0
         maps = va[idx].float()
         keep = [j for j, i in enumerate(idx) if i in subset]
-        for row, mode in interps.items():
+        upsamplers = {
+            **{row: partial(interpolated_scores, mode) for row, mode in interps.items()},
+            **{row: partial(jbu_scores, stack) for row, stack in jbus.items()},
+        }
+        for row, upsample in upsamplers.items():
             t = time.perf_counter()
-            hr = interpolated_scores(mode, heads, maps, images)
-            times[row] = times.get(row, 0.0) + time.perf_counter() - t
-            full.update(row, hr, label[idx], band[idx])
-            if keep:
-                sub.update(row, [h[keep] for h in hr], label[idx][keep], band[idx][keep])
-        for row, stack in jbus.items():
-            t = time.perf_counter()
-            hr = jbu_scores(stack, heads, maps, images)
+            hr = upsample(heads, maps, images)
             times[row] = times.get(row, 0.0) + time.perf_counter() - t
             full.update(row, hr, label[idx], band[idx])
             if keep:
