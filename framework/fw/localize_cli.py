@@ -29,7 +29,9 @@ def add_parser(sub: Any, common: argparse.ArgumentParser) -> None:
     )
     p.add_argument("run_dir", help="a run directory (holds recipe.yaml and checkpoints/last.ckpt)")
     p.add_argument("--image", required=True, help="an image file (JPEG, PNG)")
-    p.add_argument("--audio", required=True, help="a PCM WAV file (resampled to 16 kHz)")
+    p.add_argument(
+        "--audio", required=True, help="an 8-, 16- or 32-bit PCM WAV file (resampled to 16 kHz)"
+    )
     p.add_argument("--span", nargs=2, type=float, metavar=("START", "END"), help="seconds")
     p.add_argument("--size", type=int, default=224, help="image side after resize and crop")
     p.add_argument("--out", help="PNG path (default RUN_DIR/localize-<image>-<audio>.png)")
@@ -98,6 +100,8 @@ def _inputs(image_path: Path, audio_path: Path, size: int) -> tuple[Any, Any, An
     import torch
     from PIL import Image, UnidentifiedImageError
 
+    from fw.audio import read_wav_at
+
     if not image_path.is_file():
         raise DataError(f"image file {image_path} not found")
     try:
@@ -111,35 +115,10 @@ def _inputs(image_path: Path, audio_path: Path, size: int) -> tuple[Any, Any, An
             arr = np.asarray(img.crop((left, top, left + size, top + size)), np.float32) / 255.0
     except UnidentifiedImageError as err:
         raise DataError(f"{image_path} is not an image PIL can read") from err
-    wav = read_wav_16k(audio_path)
+    wav = read_wav_at(audio_path, 16_000)
     audio = torch.from_numpy(wav.astype(np.float32))[None, None]
     return (
         torch.from_numpy(arr).permute(2, 0, 1)[None],
         audio,
         torch.ones(1, len(wav), dtype=torch.bool),
     )
-
-
-def read_wav_16k(path: Path) -> Any:
-    """Mono samples in [-1, 1] of a PCM WAV file, resampled to 16 kHz."""
-    import wave
-    from math import gcd
-
-    import numpy as np
-    from scipy.signal import resample_poly
-
-    if not path.is_file():
-        raise DataError(f"audio file {path} not found")
-    try:
-        with wave.open(str(path)) as fh:
-            rate, width, channels = fh.getframerate(), fh.getsampwidth(), fh.getnchannels()
-            raw = fh.readframes(fh.getnframes())
-    except (wave.Error, EOFError) as err:
-        raise DataError(
-            f"{path} is not a PCM WAV file ({err}); convert it, e.g. with ffmpeg"
-        ) from err
-    if width != 2:
-        raise DataError(f"{path}: {8 * width}-bit WAV; use 16-bit PCM")
-    x = np.frombuffer(raw, np.int16).astype(np.float64).reshape(-1, channels).mean(1) / 32767.0
-    g = gcd(16000, rate)
-    return x if rate == 16000 else resample_poly(x, 16000 // g, rate // g)

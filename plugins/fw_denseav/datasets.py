@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import csv
 import json
-import wave
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +19,7 @@ import torch
 from torch import Tensor
 from torch.utils.data import Dataset
 
+from fw.audio import read_wav_at
 from fw.errors import DataError
 
 RATE = 16_000
@@ -27,34 +27,9 @@ RATE = 16_000
 PAPER_SAMPLES = 164_200
 
 
-def read_wav(path: Path) -> tuple[np.ndarray, int]:
-    """Mono float samples in [−1, 1] and the rate of a PCM WAV file (channels averaged)."""
-    if not path.is_file():
-        raise DataError(f"audio file {path} not found")
-    try:
-        with wave.open(str(path)) as fh:
-            rate, width, channels = fh.getframerate(), fh.getsampwidth(), fh.getnchannels()
-            raw = fh.readframes(fh.getnframes())
-    except (wave.Error, EOFError) as err:
-        raise DataError(f"{path} is not a readable PCM WAV file: {err}") from err
-    dtype = {1: np.uint8, 2: np.int16, 4: np.int32}.get(width)
-    if dtype is None:
-        raise DataError(f"{path}: {8 * width}-bit WAV is not supported (use 8, 16 or 32-bit PCM)")
-    x = np.frombuffer(raw, dtype).astype(np.float64)
-    x = (x - 128) / 128 if width == 1 else x / float(np.iinfo(dtype).max)
-    return x.reshape(-1, channels).mean(axis=1), rate
-
-
 def load_audio(path: Path, samples: int) -> tuple[Tensor, Tensor]:
     """``[1, samples]`` 16 kHz waveform (resampled, trimmed or zero-padded) and its mask."""
-    x, rate = read_wav(path)
-    if rate != RATE:
-        from math import gcd
-
-        from scipy.signal import resample_poly
-
-        g = gcd(RATE, rate)
-        x = resample_poly(x, RATE // g, rate // g)
+    x = read_wav_at(path, RATE)
     x = x[:samples]
     out = torch.zeros(1, samples)
     out[0, : len(x)] = torch.from_numpy(x.astype(np.float32))
