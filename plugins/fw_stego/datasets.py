@@ -224,14 +224,31 @@ def cocostuff27(
             raise ValueError("expected a single-channel 8-bit stuffthingmap")
         return table[torch.from_numpy(ids)]
 
+    return _official(
+        pairs, _read_rgb, read_label, split, res, five_crop, COCO_CLASSES, "cocostuff27"
+    )
+
+
+def _official(
+    pairs: list[tuple[Path, Path]],
+    read_image: Callable[[Path], Tensor],
+    read_label: Callable[[Path], Tensor],
+    split: str,
+    res: int | None,
+    five_crop: bool | None,
+    classes: list[str],
+    name: str,
+) -> SegmentationFiles:
+    """The paper's defaults: five-cropped 224 px train images, 320 px centre-cropped val."""
+    train = split == "train"
     return SegmentationFiles(
         pairs,
-        _read_rgb,
+        read_image,
         read_label,
-        res or (224 if split == "train" else 320),
-        split == "train" if five_crop is None else five_crop,
-        COCO_CLASSES,
-        "cocostuff27",
+        res or (224 if train else 320),
+        train if five_crop is None else five_crop,
+        classes,
+        name,
     )
 
 
@@ -274,14 +291,8 @@ def cityscapes27(
         ids[(ids < 0) | (ids >= len(CITYSCAPES_CLASSES))] = -1
         return ids
 
-    return SegmentationFiles(
-        pairs,
-        _read_rgb,
-        read_label,
-        res or (224 if split == "train" else 320),
-        split == "train" if five_crop is None else five_crop,
-        CITYSCAPES_CLASSES,
-        "cityscapes27",
+    return _official(
+        pairs, _read_rgb, read_label, split, res, five_crop, CITYSCAPES_CLASSES, "cityscapes27"
     )
 
 
@@ -334,12 +345,6 @@ def potsdam3(
         gt = torch.from_numpy(_read_mat(path, "gt").astype(np.int64))
         return torch.where((gt >= 0) & (gt < 256), lookup[gt.clamp(0, 255)], -1)
 
-    return SegmentationFiles(
-        pairs,
-        read_image,
-        read_label,
-        res or (224 if split == "train" else 320),
-        split == "train" if five_crop is None else five_crop,
-        POTSDAM_CLASSES,
-        "potsdam3",
+    return _official(
+        pairs, read_image, read_label, split, res, five_crop, POTSDAM_CLASSES, "potsdam3"
     )
