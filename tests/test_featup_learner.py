@@ -14,6 +14,20 @@ from fw.train import train
 ROOT = Path(__file__).resolve().parents[1]
 TINY = {"name": "mobilenet_v2_tap", "tap": "s8", "weights": None, "output": "dense"}
 
+# a per-image implicit upsampler small enough to fit in a test
+TINY_IMPLICIT = {
+    "name": "implicit",
+    "steps": 2,
+    "pool": 2,
+    "pca_views": 2,
+    "pca_dim": 4,
+    "n_freqs": 2,
+    "hidden": 8,
+    "kernel_size": 8,
+    "max_pad": 2,
+    "progress": False,
+}
+
 
 def _recipe(upsampler, steps=3):
     return {
@@ -55,18 +69,7 @@ def test_jbu_trains_writes_weights_and_picture_and_is_reusable(tmp_path):
 
 
 def test_per_image_upsampler_refuses_corpus_training(tmp_path):
-    up = {
-        "name": "implicit",
-        "steps": 2,
-        "pool": 2,
-        "pca_views": 2,
-        "pca_dim": 4,
-        "n_freqs": 2,
-        "hidden": 8,
-        "kernel_size": 8,
-        "max_pad": 2,
-        "progress": False,
-    }
+    up = TINY_IMPLICIT
     with pytest.raises(FwError, match="max_steps: 0"):
         train(recipe_from_dict(_recipe(up, steps=1)), tmp_path / "a")
     final = train(recipe_from_dict(_recipe(up, steps=0)), tmp_path / "b")
@@ -82,18 +85,7 @@ def test_upsampled_fits_a_per_image_upsampler_on_each_input():
     spec = {
         "name": "upsampled",
         "featurizer": TINY,
-        "upsampler": {
-            "name": "implicit",
-            "steps": 2,
-            "pool": 2,
-            "pca_views": 2,
-            "pca_dim": 4,
-            "n_freqs": 2,
-            "hidden": 8,
-            "kernel_size": 8,
-            "max_pad": 2,
-            "progress": False,
-        },
+        "upsampler": TINY_IMPLICIT,
     }
     feat = build("featurizer", spec)
     with torch.no_grad():
