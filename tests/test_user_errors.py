@@ -226,3 +226,12 @@ def test_python_run_and_load_run_round_trip(tmp_path):
     assert torch.equal(loaded.infer(batch), result.learner.infer(batch))
     with pytest.raises(FwError, match="not a run directory"):
         fw.load_run(tmp_path)
+
+
+def test_a_run_refused_for_its_data_leaves_no_directory(capsys, tmp_path):
+    out = tmp_path / "r"
+    code, err = _run(
+        capsys, TSNE, "data.name=arrays", f"data.path={tmp_path / 'no.npz'}", "--out", str(out)
+    )
+    assert code == 2 and "no.npz" in err.replace("\n", "")
+    assert not out.exists()

@@ -287,11 +287,6 @@ def _fit_in(
     fabric.launch()
     fabric.seed_everything(recipe.seed, verbose=False)
     rank0 = fabric.is_global_zero
-    if rank0:
-        (run_dir / "checkpoints").mkdir(parents=True, exist_ok=True)
-        (run_dir / "recipe.yaml").write_text(recipe.to_yaml())
-    fabric.barrier()
-
     data = build("dataset", recipe.raw["data"], registry)
     eval_spec = recipe.raw.get("eval_data")
     eval_data = build("dataset", eval_spec, registry) if eval_spec else data
@@ -304,6 +299,11 @@ def _fit_in(
         optim = Optimization.of(learner.configure_optimizers())
     model, *optimizers = fabric.setup(learner, *optim.optimizers)
     schedulers = optim.schedulers
+    # only now: a run refused for its data or values leaves no empty directory behind
+    if rank0:
+        (run_dir / "checkpoints").mkdir(parents=True, exist_ok=True)
+        (run_dir / "recipe.yaml").write_text(recipe.to_yaml())
+    fabric.barrier()
 
     start = 0
     if resume:
