@@ -34,24 +34,26 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from stego_texmosaic import (
-    K,
+    PARTS,
     Table,
     all_taps,
     baseline_rows,
     flat,
     match_all,
+    part_confusions,
+    scored,
     spherical_kmeans,
     train_linear_probe,
+    update_parts,
 )
 from torch import Tensor
 
 from fw_backbones.taps import mobilenet_v2_tap
 from fw_featup.implicit import ImplicitUpsampler
 from fw_featup.upsamplers import JBUStack
-from fw_stego.scoring import Confusion, boundary_band, scores
+from fw_stego.scoring import Confusion, boundary_band
 from fw_stego.texmosaic import texmosaic12
 
-PARTS = ("all", "band", "interior")
 LOWRES, JBU_INIT, JBU_TRAINED, IMPLICIT = "low-res", "JBU init", "JBU trained", "implicit"
 
 
@@ -128,12 +130,9 @@ class Scorer:
         self.conf: dict[str, list[dict[str, Confusion]]] = {}
 
     def update(self, row: str, hr_scores: list[Tensor], label: Tensor, band: Tensor) -> None:
-        confs = self.conf.setdefault(row, [{p: Confusion(K) for p in PARTS} for _ in self.heads])
+        confs = self.conf.setdefault(row, [part_confusions() for _ in self.heads])
         for conf, sc in zip(confs, hr_scores, strict=True):
-            pred = sc.argmax(1)
-            conf["all"].update(label, pred)
-            conf["band"].update(label, pred, band)
-            conf["interior"].update(label, pred, ~band)
+            update_parts(conf, label, sc.argmax(1), band)
 
     def results(
         self, assignments: dict[int, np.ndarray] | None = None
@@ -145,19 +144,11 @@ class Scorer:
             got = []
             for i, (head, conf) in enumerate(zip(self.heads, confs, strict=True)):
                 if head.kind == "cluster" and assignments is not None:
-                    got.append(fixed_match(conf, assignments[i]))
+                    got.append(scored(conf, assignments[i]))
                 else:
                     got.append(match_all(conf, head.kind == "cluster"))
             out[row] = got
         return out
-
-
-def fixed_match(conf: dict[str, Confusion], assignment: np.ndarray) -> dict[str, float]:
-    out = {}
-    for part, c in conf.items():
-        got = scores(c.counts, assignment)
-        out[f"miou_{part}"], out[f"acc_{part}"] = got["miou"], got["accuracy"]
-    return out
 
 
 def hungarian_of(scorer: Scorer, row: str) -> dict[int, np.ndarray]:

@@ -40,6 +40,7 @@ from fw_stego.scoring import Confusion, boundary_band, hungarian_assignment, sco
 from fw_stego.texmosaic import texmosaic12
 
 K = 12
+PARTS = ("all", "band", "interior")
 #: stego.md §3.1: (λ_rand, λ_knn, λ_self, b_rand, b_knn, b_self)
 PRESETS: dict[str, tuple[float, ...]] = {
     "cityscapes_B3": (0.91, 0.58, 1.00, 0.31, 0.18, 0.46),
@@ -120,25 +121,40 @@ def score_maps(
     score: torch.Tensor, label: torch.Tensor, band: torch.Tensor, mode: str, matched: bool = True
 ) -> dict[str, float]:
     """Scores of per-class/cluster score maps ``[N, K, h, w]`` upsampled by ``mode`` to 224."""
-    conf = {p: Confusion(K) for p in ("all", "band", "interior")}
+    conf = part_confusions()
     for s in range(0, score.shape[0], 20):
         sc = score[s : s + 20].float()
         up = F.interpolate(sc, size=label.shape[-2:], mode=mode)
         pred = up.argmax(1)
         lab, bd = label[s : s + 20].long(), band[s : s + 20]
-        conf["all"].update(lab, pred)
-        conf["band"].update(lab, pred, bd)
-        conf["interior"].update(lab, pred, ~bd)
+        update_parts(conf, lab, pred, bd)
     return match_all(conf, matched)
 
 
-def match_all(conf: dict[str, Confusion], matched: bool) -> dict[str, float]:
-    assignment = hungarian_assignment(conf["all"].counts) if matched else None
+def part_confusions() -> dict[str, Confusion]:
+    """One confusion matrix per scored part: the whole image, the boundary band, the interior."""
+    return {p: Confusion(K) for p in PARTS}
+
+
+def update_parts(conf: dict[str, Confusion], label, pred, band) -> None:
+    """Count ``pred`` against ``label`` everywhere, inside ``band`` and outside it."""
+    conf["all"].update(label, pred)
+    conf["band"].update(label, pred, band)
+    conf["interior"].update(label, pred, ~band)
+
+
+def scored(conf: dict[str, Confusion], assignment) -> dict[str, float]:
+    """mIoU and accuracy of every part under one ``assignment`` (None: identity)."""
     out = {}
     for part, c in conf.items():
-        got = scores(c.counts, assignment)  # band/interior reuse the global matching
+        got = scores(c.counts, assignment)
         out[f"miou_{part}"], out[f"acc_{part}"] = got["miou"], got["accuracy"]
     return out
+
+
+def match_all(conf: dict[str, Confusion], matched: bool) -> dict[str, float]:
+    """Scores with the whole image's Hungarian matching (band/interior reuse it) or identity."""
+    return scored(conf, hungarian_assignment(conf["all"].counts) if matched else None)
 
 
 def cluster_scores(train_maps, val_maps, label, band, seed, modes=("nearest", "bilinear")):
@@ -149,7 +165,7 @@ def cluster_scores(train_maps, val_maps, label, band, seed, modes=("nearest", "b
 
 def region_oracle(val_maps, centroids, label, band) -> dict[str, float]:
     """Per image and GT class, the argmax of the mean bilinear score map over its pixels."""
-    conf = {p: Confusion(K) for p in ("all", "band", "interior")}
+    conf = part_confusions()
     for i in range(val_maps.shape[0]):
         score = torch.einsum("chw,kc->khw", val_maps[i].float(), centroids)
         up = F.interpolate(score[None], size=label.shape[-2:], mode="bilinear")[0]
@@ -158,9 +174,7 @@ def region_oracle(val_maps, centroids, label, band) -> dict[str, float]:
         for c in lab.unique():
             m = lab == c
             pred[m] = up[:, m].mean(1).argmax()
-        conf["all"].update(lab, pred)
-        conf["band"].update(lab, pred, band[i])
-        conf["interior"].update(lab, pred, ~band[i])
+        update_parts(conf, lab, pred, band[i])
     return match_all(conf, True)
 
 
@@ -196,13 +210,11 @@ def linear_probe(train_maps, train_label, val_maps, label, band, seed) -> dict[s
 
 def pixel_kmeans(train_x, val_x, label, band, seed) -> dict[str, float]:
     centroids = spherical_kmeans(flat(train_x.float() / 255), seed, euclidean=True)
-    conf = {p: Confusion(K) for p in ("all", "band", "interior")}
+    conf = part_confusions()
     for i in range(val_x.shape[0]):
         px = flat(val_x[i : i + 1].float() / 255)
         pred = torch.cdist(px, centroids).argmin(1).reshape(label.shape[-2:])
-        conf["all"].update(label[i], pred)
-        conf["band"].update(label[i], pred, band[i])
-        conf["interior"].update(label[i], pred, ~band[i])
+        update_parts(conf, label[i], pred, band[i])
     return match_all(conf, True)
 
 
