@@ -331,7 +331,7 @@ def test_sampled_repulsion_resumes_with_the_negatives_it_would_have_drawn(
     resumed = run(tmp_path / "cut", resume=True)
 
     def losses(records):
-        return [(r["step"], r.get("loss")) for r in records if r["split"] == "train"]
+        return [(r["step"], r["loss"]) for r in records if r["split"] == "train"]
 
     assert losses(resumed) == losses(full)
     assert len(losses(full)) == 3

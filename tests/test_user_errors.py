@@ -117,8 +117,13 @@ def test_arrays_bad_files_exit_2_naming_file_and_key(
 
 
 def test_arrays_missing_file(capsys, tmp_path):
-    code, err = _run(capsys, TSNE, "data.name=arrays", f"data.path={tmp_path / 'no.npz'}")
+    """Exit 2 naming the file, and the refused run leaves no run directory behind."""
+    out = tmp_path / "r"
+    code, err = _run(
+        capsys, TSNE, "data.name=arrays", f"data.path={tmp_path / 'no.npz'}", "--out", str(out)
+    )
     assert code == 2 and "no.npz" in err.replace("\n", "")
+    assert not out.exists()
 
 
 # 10**12 asks for more memory than exists (fails at once); 10**9 could succeed, slowly
@@ -226,12 +231,3 @@ def test_python_run_and_load_run_round_trip(tmp_path):
     assert torch.equal(loaded.infer(batch), result.learner.infer(batch))
     with pytest.raises(FwError, match="not a run directory"):
         fw.load_run(tmp_path)
-
-
-def test_a_run_refused_for_its_data_leaves_no_directory(capsys, tmp_path):
-    out = tmp_path / "r"
-    code, err = _run(
-        capsys, TSNE, "data.name=arrays", f"data.path={tmp_path / 'no.npz'}", "--out", str(out)
-    )
-    assert code == 2 and "no.npz" in err.replace("\n", "")
-    assert not out.exists()
