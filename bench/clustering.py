@@ -3,6 +3,14 @@
     python bench/clustering.py --only digits                 # (a): digits, ~20 min on 2 cores
     python bench/clustering.py --only fashion --limit 10000  # (b) on a 10k subsample
     python bench/clustering.py                               # (a) and (b), all 70k images
+    python bench/clustering.py --default-recipe              # (c): the one default recipe
+
+(c) ``--default-recipe`` runs ``recipes/icon_clustering.yaml`` (one composition, never tuned
+per dataset; its t-SNE stage is trained once per dataset and cached) on digits, MNIST-5k,
+Fashion-MNIST 70k raw pixels and Fashion-MNIST 70k MobileNetV2 features (``--datasets``
+picks some), beside KMeans, SpectralClustering, t-SNE + KMeans on all points
+(``--tsne-baseline``: openTSNE, or scikit-learn's Barnes-Hut) and KMeans on the recipe's own
+t-SNE stage; every row is mean ± std over ``--seeds``, records go to ``--jsonl``.
 
 Prints one table per data set and feature space with Hungarian accuracy, NMI, ARI and wall
 time per row (mean ± std over ``--seeds`` for the rows that take a seed):
@@ -46,6 +54,22 @@ DIGITS_ROWS = [
     "icon_clustering_digits",
 ]
 FASHION_ROWS = ["icon_clustering_fashion_mnist_baseline", "icon_clustering_fashion_mnist"]
+DEFAULT_RECIPE = "icon_clustering"
+FASHION = {"name": "fashion_mnist", "split": "all", "flatten": True}
+#: (c): name -> (title, dataset spec); the recipe's data is swapped for each spec
+DEFAULT_DATASETS: dict[str, tuple[str, dict]] = {
+    "digits": ("digits, raw pixels", {"name": "digits"}),
+    "mnist5k": ("MNIST-5k, raw pixels", {"name": "mnist5k", "flatten": True}),
+    "fashion": ("Fashion-MNIST 70k, raw pixels", FASHION),
+    "fashion_mobilenet": (
+        "Fashion-MNIST 70k, MobileNetV2 features (64 px)",
+        {
+            "name": "featurized",
+            "of": {"name": "fashion_mnist", "limit": None},
+            "featurizer": {"name": "mobilenet_v2", "image_size": 64},
+        },
+    ),
+}
 
 
 def scores(y: np.ndarray, pred: np.ndarray) -> dict[str, float]:
@@ -105,6 +129,27 @@ def tsne_kmeans(x: np.ndarray, y: np.ndarray, k: int, seed: int, limit: int) -> 
     if x.shape[1] > 50:
         x = PCA(50, random_state=seed).fit_transform(x)
     z = TSNE(2, init="pca", random_state=seed).fit_transform(x)
+    return scores(y, KMeans(k, n_init=10, random_state=seed).fit_predict(z))
+
+
+def tsne_all_kmeans(x: np.ndarray, y: np.ndarray, k: int, seed: int, how: str) -> dict[str, float]:
+    """KMeans on a 2-D t-SNE of all points (PCA to 50 dims first if wider): openTSNE or sklearn."""
+    from sklearn.cluster import KMeans
+    from sklearn.decomposition import PCA
+
+    if x.shape[1] > 50:
+        x = PCA(50, random_state=seed).fit_transform(x)
+
+    if how == "opentsne":
+        from openTSNE import TSNE as OpenTSNE
+
+        z = np.asarray(
+            OpenTSNE(initialization="pca", n_jobs=1, random_state=seed).fit(x.astype(np.float32))
+        )
+    else:
+        from sklearn.manifold import TSNE
+
+        z = TSNE(2, init="pca", n_jobs=1, random_state=seed).fit_transform(x)
     return scores(y, KMeans(k, n_init=10, random_state=seed).fit_predict(z))
 
 
@@ -193,6 +238,64 @@ def run_block(
         print(f"| {name} | {summarise(runs)} |", flush=True)
 
 
+def default_block(name: str, seeds: list[int], args: argparse.Namespace, out: Path) -> None:
+    """(c): the default recipe on one dataset beside the baselines, each over ``seeds``."""
+    from fw.recipe import build
+
+    title, spec = DEFAULT_DATASETS[name]
+    data = build("dataset", spec)
+    x, y = data.x.flatten(1).numpy().astype(np.float64), data.labels.numpy()
+    k, n = int(y.max()) + 1, len(x)
+    t0 = time.perf_counter()  # the recipe's t-SNE stage, trained once and cached for the seeds
+    stage = build(
+        "dataset",
+        {
+            "name": "chained",
+            "recipe": "tsne_fashion_mnist.yaml",
+            "key": "z",
+            "seed": 0,
+            "data": spec,
+        },
+    )
+    stage_s = time.perf_counter() - t0
+    z = stage.tensors["z"].numpy().astype(np.float64)
+    print(f"\n### (c) {title}: {n} points, {x.shape[1]} dims, {k} classes", flush=True)
+    print(f"t-SNE stage of the recipe (once, cached): {stage_s:.1f} s", flush=True)
+    print("| method | Hungarian acc | NMI | ARI | wall s |", flush=True)
+    print("|---|---|---|---|---|", flush=True)
+    sub = f" ({args.spectral_max} subsample)" if n > args.spectral_max else ""
+    tsne_name = {"opentsne": "openTSNE", "sklearn": "scikit-learn Barnes-Hut"}[args.tsne_baseline]
+    recipe_data = [f"data.data={json.dumps(spec)}"]
+    rows: list[tuple[str, Callable[[int], dict[str, float]]]] = [
+        ("sklearn KMeans", lambda s: kmeans(x, y, k, s)),
+        (f"SpectralClustering (10-NN){sub}", lambda s: spectral(x, y, k, s, args.spectral_max)),
+        (
+            f"t-SNE ({tsne_name}, all points) + KMeans",
+            lambda s: tsne_all_kmeans(x, y, k, s, args.tsne_baseline),
+        ),
+        ("KMeans on the recipe's t-SNE stage", lambda s: kmeans(z, y, k, s)),
+        (
+            f"I-Con default recipe ({DEFAULT_RECIPE}.yaml)",
+            lambda s: ours(DEFAULT_RECIPE, s, out / name, None, recipe_data),
+        ),
+    ]
+    for row, fn in rows:
+        if args.rows and not any(_selects(sel, row) for sel in args.rows):
+            continue
+        runs = [timed(lambda s=s, fn=fn: fn(s)) for s in seeds]
+        print(f"| {row} | {summarise(runs)} |", flush=True)
+        if args.jsonl:
+            with open(args.jsonl, "a") as fh:
+                record = {
+                    "dataset": name,
+                    "row": row,
+                    "seeds": seeds,
+                    "runs": runs,
+                    "tsne_stage_seconds": stage_s,
+                }
+                fh.write(json.dumps(record) + "\n")
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--only", choices=["digits", "fashion"], help="run one part only")
@@ -215,6 +318,18 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--features", choices=["mobilenet", "pixels", "both"], default="both")
     parser.add_argument("--out", default=None, help="run directories (default: a temp dir)")
+    parser.add_argument(
+        "--default-recipe",
+        action="store_true",
+        help=f"(c): recipes/{DEFAULT_RECIPE}.yaml on every offline dataset beside the baselines",
+    )
+    parser.add_argument(
+        "--datasets",
+        default=",".join(DEFAULT_DATASETS),
+        help="(c): comma-separated subset of " + ", ".join(DEFAULT_DATASETS),
+    )
+    parser.add_argument("--tsne-baseline", choices=["opentsne", "sklearn"], default="opentsne")
+    parser.add_argument("--jsonl", default=None, help="(c): append every row's runs here")
     args = parser.parse_args(argv)
     seeds = [int(s) for s in args.seeds.split(",")]
     out = Path(args.out or tempfile.mkdtemp(prefix="bench_clustering_"))
@@ -222,6 +337,12 @@ def main(argv: list[str] | None = None) -> int:
 
     from fw.recipe import build
 
+    if args.default_recipe:
+        for name in args.datasets.split(","):
+            if name not in DEFAULT_DATASETS:
+                parser.error(f"--datasets: unknown {name!r}; choose from {list(DEFAULT_DATASETS)}")
+            default_block(name, seeds, args, out)
+        return 0
     if args.only in (None, "digits"):
         data = build("dataset", {"name": "digits"})
         x, y = data.x.numpy(), data.labels.numpy()

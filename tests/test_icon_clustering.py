@@ -345,6 +345,38 @@ def test_chained_run_takes_the_outer_seed_unless_pinned(registry, tmp_path):
     assert seeds == [0, 3, 4]  # tsne_digits.yaml's own seed is 0
 
 
+def test_chained_data_replaces_the_chained_recipes_dataset(registry, tmp_path):
+    spec = {
+        "name": "chained",
+        "recipe": str(RECIPES / "tsne_digits.yaml"),
+        "data": {"name": "digits", "limit": 120},
+        "overrides": ["trainer.max_steps=3", "trainer.progress=false"],
+        "cache_dir": str(tmp_path),
+    }
+    data = build("dataset", spec, registry)
+    assert data.tensors["z"].shape == (120, 2)
+    assert torch.equal(data.x, _digits(registry, 120).x)
+    (run,) = tmp_path.glob("tsne_digits-*")
+    assert load_recipe(run / "recipe.yaml", registry=registry).raw["data"]["limit"] == 120
+
+
+def test_default_recipe_runs_on_other_data_with_steps_from_its_size(registry, tmp_path):
+    pytest.importorskip("openTSNE")  # its t-SNE stage uses the FFT repulsion
+    from fw.train import train
+
+    overrides = [
+        "data.data={name: mnist5k, flatten: true, limit: 300}",
+        f"data.cache_dir={tmp_path / 'chain'}",
+        "data.overrides=[trainer.max_steps=30, trainer.progress=false]",
+        "learner.heads=2",
+        "trainer.progress=false",
+    ]
+    recipe = load_recipe(RECIPES / "icon_clustering.yaml", overrides, registry)
+    final = train(recipe, tmp_path / "run", registry=registry)
+    assert final["steps"] == 101.0  # ceil(85.5 passes · 300 images / 256 per batch)
+    assert 0.0 <= final["cluster_hungarian_accuracy"] <= 1.0
+
+
 @pytest.mark.parametrize("size", ["s", "b", "l"])
 def test_imagenet_recipes_name_the_missing_folder(size, registry, tmp_path):
     from fw.errors import DataError

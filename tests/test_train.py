@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from fw.errors import FwError, Interrupted
+from fw.errors import FwError, Interrupted, RecipeError
 from fw.recipe import load_recipe
 from fw.train import BatchStream, train
 
@@ -114,3 +114,38 @@ def test_a_run_leaves_no_run_directory_behind_for_the_next(
     _run(toy_recipe, registry, tmp_path / "first", "trainer.max_steps=2")
     assert RUN_DIR_ENV not in os.environ
     assert default_run_dir(load_recipe(toy_recipe, [], registry)).parent == Path("runs")
+
+
+@pytest.mark.parametrize(
+    ("epochs", "max_steps", "batch", "world", "expected"),
+    [
+        (None, None, 100, 1, 1000),  # neither: the default
+        (None, 7, 100, 1, 7),
+        (2.0, None, 100, 1, 6),  # 2 · 300 / 100
+        (85.5, None, 256, 1, 101),  # ceil(85.5 · 300 / 256) = ceil(100.2)
+        (2.0, 4, 100, 1, 4),  # capped
+        (1.0, None, None, 1, 1),  # full batch: one step per pass
+        (1.0, None, 100, 2, 2),  # two processes share a pass
+        (1.0, None, 500, 1, 1),  # a batch larger than the data
+    ],
+)
+def test_steps_follow_the_data_size_with_epochs(epochs, max_steps, batch, world, expected):
+    from fw.recipe import TrainerConfig
+    from fw.train import total_steps
+
+    cfg = TrainerConfig(max_steps=max_steps, epochs=epochs)
+    assert total_steps(cfg, range(300), batch, world) == expected
+
+
+def test_epochs_run_that_many_steps_and_refuse_unsized_data(toy_recipe, registry, tmp_path):
+    from fw.recipe import TrainerConfig
+    from fw.train import total_steps
+
+    final = _run(
+        toy_recipe, registry, tmp_path / "run", "trainer.epochs=1.5", "trainer.max_steps=null"
+    )
+    assert final["steps"] == 5.0  # ceil(1.5 · 300 / 100)
+    with pytest.raises(FwError, match="trainer.epochs needs a dataset with a known length"):
+        total_steps(TrainerConfig(epochs=1.0), iter([]), 10)
+    with pytest.raises(RecipeError, match="trainer.epochs: must be >= 0"):
+        load_recipe(toy_recipe, ["trainer.epochs=-1"], registry)

@@ -34,7 +34,11 @@ _KIND_OF_ANNOTATION: dict[Any, str] = {k.base: k.name for k in hookspecs.KINDS}
 class TrainerConfig:
     """How `fw.train` runs a learner (lightning-fabric settings, steps, checkpoints, logging)."""
 
-    max_steps: int = attrs.field(default=1000, metadata={"min": 0})  # 0: evaluate only
+    # 0: evaluate only; None: 1000, or no cap when `epochs` is given
+    max_steps: int | None = attrs.field(default=None, metadata={"min": 0})
+    # passes over the data: ceil(epochs·N / global batch) steps, at most max_steps, so the
+    # step count follows the dataset's size (None: max_steps alone)
+    epochs: float | None = attrs.field(default=None, metadata={"min": 0})
     # None: the learner's own choice (None there = full batch)
     batch_size: int | None = attrs.field(default=None, metadata={"min": 1})
     accelerator: str = "cpu"
@@ -329,7 +333,7 @@ class RecipeChecker:
                 raise self.fail(f"{path}.{key}", self.unknown(key, list(fields), path))
             out[key] = self.value(f"{path}.{key}", v, hints[key])
             low = fields[key].metadata.get("min")
-            if low is not None and isinstance(out[key], int) and out[key] < low:
+            if low is not None and isinstance(out[key], int | float) and out[key] < low:
                 raise self.fail(f"{path}.{key}", f"must be >= {low}, got {out[key]}")
         for name, field in fields.items():
             out.setdefault(name, field.default)

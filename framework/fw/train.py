@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import math
 import os
 import random
 import signal
@@ -27,11 +28,13 @@ from torch.utils.data import DataLoader, Dataset
 from fw.api import Learner, Optimization
 from fw.data import ArrayDataset, SeededItems, StepSampler, collate_batched, load_all
 from fw.errors import FwError, Interrupted
-from fw.recipe import Recipe, build
+from fw.recipe import Recipe, TrainerConfig, build
 from fw.registry import Registry, get_registry
 
 RUN_DIR_ENV = "FW_RUN_DIR"  # lets DDP child processes find the directory rank 0 chose
 CHECKPOINT = "checkpoints/last.ckpt"
+#: steps of a run whose recipe gives neither trainer.max_steps nor trainer.epochs
+DEFAULT_STEPS = 1000
 
 
 def default_run_dir(recipe: Recipe) -> Path:
@@ -336,15 +339,14 @@ def _fit_in(
             os.replace(tmp, ckpt_path)
         fabric.barrier()
 
+    steps = total_steps(cfg, data, learner.batch_size, fabric.world_size)
     logger = MetricLogger(run_dir, recipe, enabled=rank0, resume_step=start)
-    bar = _progress(cfg.progress and rank0, cfg.max_steps, start, recipe.name)
+    bar = _progress(cfg.progress and rank0, steps, start, recipe.name)
     t0 = time.perf_counter()
     last: dict[str, float] = {}
-    stream = batches(
-        data, learner.batch_size, recipe.seed, start, cfg.max_steps, fabric, cfg.num_workers
-    )
+    stream = batches(data, learner.batch_size, recipe.seed, start, steps, fabric, cfg.num_workers)
     with StopRequest() as stop:
-        for step, batch in zip(range(start, cfg.max_steps), stream, strict=False):
+        for step, batch in zip(range(start, steps), stream, strict=False):
             with fabric.autocast():
                 out = model(batch, step)
             loss = out["loss"]
@@ -361,7 +363,7 @@ def _fit_in(
             for scheduler in schedulers:
                 scheduler.step()
             done = step + 1
-            if done % max(cfg.log_every, 1) == 0 or done == cfg.max_steps:
+            if done % max(cfg.log_every, 1) == 0 or done == steps:
                 last = {k: float(v.detach()) for k, v in out.items() if torch.is_tensor(v)}
                 logger.log(done, last)
                 shown = {"loss": last["loss"], **({"kl": last["kl"]} if "kl" in last else {})}
@@ -369,7 +371,7 @@ def _fit_in(
             bar.update(1)
             if cfg.checkpoint_every and done % cfg.checkpoint_every == 0:
                 save(done)
-            if stop.agreed(fabric) and done < cfg.max_steps:
+            if stop.agreed(fabric) and done < steps:
                 bar.close()
                 save(done)
                 raise Interrupted(
@@ -377,7 +379,7 @@ def _fit_in(
                     f"with `fw run <recipe> --out {run_dir} --resume`."
                 )
     bar.close()
-    save(cfg.max_steps)
+    save(steps)
     elapsed = time.perf_counter() - t0
 
     final: dict[str, float] = {}
@@ -385,13 +387,29 @@ def _fit_in(
         with _recipe_values("while evaluating (the checkpoint is saved)"):
             final = learner.evaluate(eval_data, run_dir)
         final.update({f"final_{k}": v for k, v in last.items()})
-        final["steps"] = float(cfg.max_steps)
+        final["steps"] = float(steps)
         final["train_seconds"] = elapsed
         (run_dir / "metrics.json").write_text(json.dumps(final, indent=2) + "\n")
-        logger.log(cfg.max_steps, final, split="eval")
+        logger.log(steps, final, split="eval")
     logger.finish(final)
     fabric.barrier()
     return final, learner
+
+
+def total_steps(cfg: TrainerConfig, data: Any, batch_size: int | None, world_size: int = 1) -> int:
+    """Steps of the run: ``ceil(epochs·N / global batch)``, at most ``max_steps`` if given."""
+    if cfg.epochs is None:
+        return DEFAULT_STEPS if cfg.max_steps is None else cfg.max_steps
+    try:
+        n = len(data)
+    except TypeError as err:
+        raise FwError(
+            f"trainer.epochs needs a dataset with a known length; {type(data).__name__} has "
+            "none. Set trainer.epochs=null and trainer.max_steps instead."
+        ) from err
+    per_step = n if batch_size is None else min(batch_size * world_size, n)
+    steps = math.ceil(cfg.epochs * n / max(per_step, 1))
+    return steps if cfg.max_steps is None else min(steps, cfg.max_steps)
 
 
 def _message(err: BaseException) -> str:

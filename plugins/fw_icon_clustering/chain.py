@@ -12,6 +12,7 @@ clusterer takes its kNN graph from it (``knn_key``) or its head inputs (``input_
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import random
 from pathlib import Path
@@ -101,6 +102,7 @@ def _resolve(path: str) -> Path:
 def chained(
     recipe: str,
     key: str = "z",
+    data: dict[str, Any] | None = None,
     overrides: list[str] | None = None,
     cache_dir: str = f"{DEFAULT_CACHE}/chained",
     batch_size: int = 4096,
@@ -113,7 +115,8 @@ def chained(
     already finished there, then its learner is rebuilt from the checkpoint and ``infer`` is
     applied to the whole training data, ``batch_size`` items at a time. The global RNG states
     are restored afterwards, so a cached and a fresh chain leave the outer run identical.
-    ``key: x`` replaces the inputs by the embedding.
+    ``key: x`` replaces the inputs by the embedding. ``data`` replaces the chained recipe's
+    dataset (a dataset spec, e.g. ``{name: mnist5k}``), so one pipeline runs on any data.
 
     ``seed``: ``outer`` (default) trains the chained recipe with the outer run's seed (the
     global torch seed that `fw.train` sets from the recipe before building data), so the
@@ -127,6 +130,8 @@ def chained(
     path = _resolve(recipe)
     registry = get_registry()
     overrides = list(overrides or [])
+    if data is not None:
+        overrides.insert(0, f"data={json.dumps(data)}")
     if seed == "outer":
         overrides.append(f"seed={torch.initial_seed()}")
     elif seed != "recipe":
@@ -137,7 +142,7 @@ def chained(
     run_dir = Path(cache_dir).expanduser() / f"{inner.name}-{digest}"
     emb_path = run_dir / f"output-{key}.pt"
 
-    data = _as_array_dataset(build("dataset", inner.raw["data"], registry), "chained")
+    dataset = _as_array_dataset(build("dataset", inner.raw["data"], registry), "chained")
     if emb_path.is_file():
         emb = torch.load(emb_path)
     else:
@@ -147,8 +152,8 @@ def chained(
             if not ((run_dir / CHECKPOINT).is_file() and (run_dir / "metrics.json").is_file()):
                 train(inner, run_dir, registry=registry, overwrite=True)
             learner = load_run(run_dir, registry)
-            full = data.full_batch()
-            n = len(data)
+            full = dataset.full_batch()
+            n = len(dataset)
             with torch.no_grad():
                 parts = [
                     learner.infer({k: v[s : s + batch_size] for k, v in full.items()})
@@ -164,10 +169,10 @@ def chained(
                 os.environ.pop(RUN_DIR_ENV, None)
             else:
                 os.environ[RUN_DIR_ENV] = saved_env
-    if emb.shape[0] != len(data):
-        raise DataError(f"chained: {path} produced {emb.shape[0]} outputs for {len(data)} items")
-    tensors = dict(data.tensors)
+    if emb.shape[0] != len(dataset):
+        raise DataError(f"chained: {path} produced {emb.shape[0]} outputs for {len(dataset)} items")
+    tensors = dict(dataset.tensors)
     tensors[key] = emb
-    meta = dict(data.meta)
+    meta = dict(dataset.meta)
     meta.setdefault("chained", {})[key] = str(run_dir)
-    return ArrayDataset(tensors, name=data.name, classes=data.classes, meta=meta)
+    return ArrayDataset(tensors, name=dataset.name, classes=dataset.classes, meta=meta)
