@@ -3,6 +3,11 @@
     flock /tmp/fw-cpu.lock python bench/denseav_spoken_objects.py                # full protocol
     flock /tmp/fw-cpu.lock python bench/denseav_spoken_objects.py --train 400 --test 200 \
         --steps 100 --seeds 0                                                   # CI tier
+    python bench/denseav_spoken_objects.py --resume --out DIR   # continue a stopped run
+
+``--resume`` reads each training that already finished in ``--out`` with the same resolved
+recipe from its ``metrics.json`` and trains only the others (a stopped run loses only its
+unfinished training).
 
 Trains the reference model of ``recipes/denseav_spoken_objects.yaml`` with the ``max_mean``
 (MISA) and ``mean_mean`` (SISA ablation) aggregators for each seed, evaluates each on the test
@@ -20,6 +25,7 @@ import copy
 import json
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import yaml
@@ -55,6 +61,23 @@ def _fmt(values: list[float]) -> str:
     return f"{arr.mean():.3f}±{arr.std(ddof=1):.3f}"
 
 
+def same_settings(a: Any, b: Any) -> bool:
+    """Equal resolved recipes, where a key one side lacks counts as null (a newer option)."""
+    if isinstance(a, dict) and isinstance(b, dict):
+        return all(same_settings(a.get(k), b.get(k)) for k in a.keys() | b.keys())
+    return a == b
+
+
+def finished(run: Path, recipe: Any) -> dict[str, float] | None:
+    """The final metrics of a training in ``run`` that finished with this recipe, else None."""
+    metrics, saved = run / "metrics.json", run / "recipe.yaml"
+    if not (metrics.is_file() and saved.is_file()):
+        return None
+    if not same_settings(yaml.safe_load(saved.read_text()), yaml.safe_load(recipe.to_yaml())):
+        return None
+    return json.loads(metrics.read_text())
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawTextHelpFormatter
@@ -66,6 +89,11 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--out", type=Path, default=Path("runs/bench_denseav_spoken_objects"))
     parser.add_argument("--overwrite", action="store_true", help="replace earlier runs in --out")
+    parser.add_argument(
+        "--resume",
+        action="store_true",
+        help="reuse trainings in --out that finished with the same recipe (their metrics.json)",
+    )
     parser.add_argument(
         "--threads", type=int, default=None, help="torch threads (default: the recipe's)"
     )
@@ -88,8 +116,14 @@ def main() -> None:
         for agg in results:
             recipe = recipe_from_dict(_recipe(args, seed, agg))
             t = time.perf_counter()
-            final = train(recipe, args.out / f"{agg}-seed{seed}", overwrite=args.overwrite)
-            print(f"# {agg} seed {seed}: {time.perf_counter() - t:.0f} s", flush=True)
+            run = args.out / f"{agg}-seed{seed}"
+            done = finished(run, recipe) if args.resume else None
+            if done is not None:
+                final = done
+                print(f"# {agg} seed {seed}: finished earlier, read from {run}", flush=True)
+            else:
+                final = train(recipe, run, overwrite=args.overwrite or args.resume)
+                print(f"# {agg} seed {seed}: {time.perf_counter() - t:.0f} s", flush=True)
             results[agg].append(final)
             # kept as it comes, so a run stopped early still leaves its finished trainings
             args.out.mkdir(parents=True, exist_ok=True)
