@@ -121,6 +121,58 @@ def test_map_and_pointing_of_an_oracle_and_its_negation():
     assert M.class_miou(oracle, target, classes)["miou"] == pytest.approx(1.0)
 
 
+def _loop_map(heat: torch.Tensor, target: torch.Tensor, classes: torch.Tensor) -> float:
+    """Reference: sklearn's AP per class on the pooled pixels, then the mean."""
+    import numpy as np
+    from sklearn.metrics import average_precision_score
+
+    aps = []
+    for c in range(10):
+        sel = classes == c
+        y = target[sel].flatten().numpy()
+        if bool(sel.any()) and y.sum() > 0:
+            aps.append(float(average_precision_score(y, heat[sel].flatten().numpy())))
+    return float(np.mean(aps))
+
+
+def _loop_miou(heat: torch.Tensor, target: torch.Tensor, classes: torch.Tensor) -> dict:
+    """Reference: every pixel compared with every one of the 20 thresholds."""
+    lo, hi = float(heat.min()), float(heat.max())
+    thresholds = torch.linspace(lo, hi, 22)[1:-1] if hi > lo else torch.tensor([lo])
+    ious = []
+    for c in range(10):
+        sel = classes == c
+        if not bool(sel.any()):
+            continue
+        h, t = heat[sel].flatten(), target[sel].flatten().bool()
+        pred = h[None, :] > thresholds[:, None]
+        ious.append((pred & t).sum(1).float() / (pred | t).sum(1).float().clamp_min(1))
+    table = torch.stack(ious)
+    return {"miou_per_class": float(table.max(1).values.mean()), "miou": float(table.mean(0).max())}
+
+
+@pytest.mark.parametrize("kind", ["continuous", "ties", "constant"])
+def test_sorted_map_and_miou_equal_sklearn_and_the_threshold_loop(kind: str) -> None:
+    """One sort per class gives exactly sklearn's AP and the 20-threshold IoU table."""
+    gen = torch.Generator().manual_seed(3)
+    n = 23
+    heat = torch.rand(n, 12, 12, generator=gen)
+    if kind == "ties":  # few distinct values, ties across target and background
+        heat = (heat * 5).floor() / 5
+    elif kind == "constant":
+        heat = torch.full((n, 12, 12), 0.25)
+    target = torch.rand(n, 12, 12, generator=gen) < 0.3
+    target[0] = False  # an item without target pixels
+    classes = torch.randint(0, 4, (n,), generator=gen)
+    classes[:3] = 7  # class 7: only the first three items
+    target[1:3] = False  # class 7 has no positive pixel: skipped by AP, IoU 0
+    assert M.class_map(heat, target, classes)[0] == _loop_map(heat, target, classes)
+    assert M.class_miou(heat, target, classes) == _loop_miou(heat, target, classes)
+    out = M.localisation(heat, target, None, classes)
+    assert out["map"] == _loop_map(heat, target, classes)
+    assert out["miou"] == _loop_miou(heat, target, classes)["miou"]
+
+
 @pytest.mark.slow
 def test_untrained_model_is_at_chance_on_spoken_objects():
     """benchmarks.md §3.8: the reference model at init scores like the random row."""

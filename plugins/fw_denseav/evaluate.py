@@ -85,6 +85,7 @@ def baseline_heats(
 @torch.no_grad()
 def evaluate(learner: DenseAV, data: Any, run_dir: Path | None = None) -> dict[str, float]:
     """All metrics of ``learner`` on ``data`` (the first ``eval_limit`` items)."""
+    learner.keep_freed_memory()
     n = len(data) if learner.eval_limit is None else min(learner.eval_limit, len(data))
     audio, image, items = encode(learner, data, n)
     scores = learner.aggregator(audio, image)
@@ -157,16 +158,22 @@ def spotting(
     items): the mean of c_j over j's tokens > over the other name's tokens (ties ½).
     """
     spot, spot_disc = [], []
+    up, upsampled = (
+        heat_t.new_zeros(0),
+        -1,
+    )  # an image's two names share its upsampled s(t) (same values)
     for i, j in rows:
         length = int(lengths[i])
         seg = items["seg"][i]
         mask = (seg == j + 1).float()
-        up = nn.functional.interpolate(
-            heat_t[i, :length][None].float(),
-            size=tuple(seg.shape),
-            mode="bilinear",
-            align_corners=False,
-        )[0]
+        if upsampled != i:
+            up = nn.functional.interpolate(
+                heat_t[i, :length][None].float(),
+                size=tuple(seg.shape),
+                mode="bilinear",
+                align_corners=False,
+            )[0]
+            upsampled = i
         c = (up * mask).flatten(1).sum(1) / mask.sum().clamp_min(1)  # [T]
         span = items["spans"][i, j]
         own = span_tokens(float(span[0]), float(span[1]), length, hop).nonzero().squeeze(1)
