@@ -28,6 +28,7 @@ from torch.utils.data import DataLoader, Dataset
 from fw.api import Learner, Optimization
 from fw.data import ArrayDataset, SeededItems, StepSampler, collate_batched, load_all
 from fw.errors import FwError, Interrupted
+from fw.memory import reuse_freed_memory
 from fw.recipe import Recipe, TrainerConfig, build
 from fw.registry import Registry, get_registry
 
@@ -284,6 +285,7 @@ def _fit_in(
     recipe: Recipe, run_dir: Path, resume: bool, registry: Registry
 ) -> tuple[dict[str, float], Learner]:
     ckpt_path = run_dir / CHECKPOINT
+    reuse_freed_memory()  # fewer page faults from large short-lived tensors (fw.memory)
     if recipe.trainer.threads:
         torch.set_num_threads(recipe.trainer.threads)
     fabric = _fabric(recipe)

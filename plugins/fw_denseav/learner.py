@@ -133,8 +133,6 @@ class DenseAV(Learner):
     regularisers of Eq. 6.5/D.7. A frozen image featurizer's maps are computed once per training
     item (``cache_image_features``); training average-pools them by ``train_pool`` (spec §2.2).
     ``steps`` sets the cosine schedule's length (use the trainer's ``max_steps``).
-    ``reuse_memory`` keeps freed large blocks in the heap (`fw_denseav.memory`): the same
-    results with far fewer page faults.
     """
 
     headline: ClassVar[tuple[str, ...]] = ("two_map", "two_disc", "prompt_map", "r10_a2i")
@@ -184,7 +182,6 @@ class DenseAV(Learner):
         eval_limit: int | None = None,
         prompts: bool = True,
         pictures: int = 6,
-        reuse_memory: bool = True,
     ) -> None:
         super().__init__()
         from fw_denseav.aggregators import MaxMean
@@ -223,7 +220,6 @@ class DenseAV(Learner):
         self.splice_p, self.splice_seconds = splice_p, tuple(splice_seconds)
         self.nonneg_samples = nonneg_samples
         self.eval_limit, self.prompts, self.pictures = eval_limit, prompts, pictures
-        self.reuse_memory = reuse_memory
         self.fabric: Any = None  # set by a caller that owns a Fabric; else torch.distributed
         self._cache: Tensor | None = None
 
@@ -264,7 +260,6 @@ class DenseAV(Learner):
         return maps
 
     def setup(self, data: Any) -> None:
-        self.keep_freed_memory()
         if hasattr(self.audio, "setup"):
             self.audio.setup(data)
         if self.cache_image_features and self.image_frozen:
@@ -390,13 +385,6 @@ class DenseAV(Learner):
         from fw_denseav.evaluate import evaluate
 
         return evaluate(self, data, run_dir)
-
-    def keep_freed_memory(self) -> None:
-        """With ``reuse_memory``, raise glibc's mmap/trim thresholds (once per process)."""
-        if self.reuse_memory:
-            from fw_denseav.memory import reuse_freed_memory
-
-            reuse_freed_memory()
 
 
 #: frozen image maps already computed: key -> (dataset, maps); the newest ``_MAPS_KEPT`` stay
