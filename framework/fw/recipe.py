@@ -53,6 +53,9 @@ class TrainerConfig:
     threads: int | None = attrs.field(default=None, metadata={"min": 1})
     log_every: int = attrs.field(default=10, metadata={"min": 1})
     progress: bool = True
+    # keep freed large blocks in the heap (fw.memory): less page-fault system time, higher
+    # peak RSS (DenseAV recipe: 30.5 -> 20.4 CPU-min, max RSS 6.2 -> 14.1 GB)
+    reuse_memory: bool = False
 
 
 @attrs.define

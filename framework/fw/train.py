@@ -285,7 +285,8 @@ def _fit_in(
     recipe: Recipe, run_dir: Path, resume: bool, registry: Registry
 ) -> tuple[dict[str, float], Learner]:
     ckpt_path = run_dir / CHECKPOINT
-    reuse_freed_memory()  # fewer page faults from large short-lived tensors (fw.memory)
+    if recipe.trainer.reuse_memory:  # fewer page faults, higher peak RSS (fw.memory)
+        reuse_freed_memory()
     if recipe.trainer.threads:
         torch.set_num_threads(recipe.trainer.threads)
     fabric = _fabric(recipe)

@@ -16,7 +16,6 @@ import torch
 from torch import Tensor, nn
 
 from fw.dense import Dense
-from fw.memory import reuse_freed_memory
 from fw_denseav import metrics as M
 from fw_denseav.learner import DenseAV, _collate, _images
 
@@ -86,7 +85,6 @@ def baseline_heats(
 @torch.no_grad()
 def evaluate(learner: DenseAV, data: Any, run_dir: Path | None = None) -> dict[str, float]:
     """All metrics of ``learner`` on ``data`` (the first ``eval_limit`` items)."""
-    reuse_freed_memory()  # also here: evaluation may run outside fw.train (benches, fw localize)
     n = len(data) if learner.eval_limit is None else min(learner.eval_limit, len(data))
     audio, image, items = encode(learner, data, n)
     scores = learner.aggregator(audio, image)
