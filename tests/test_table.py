@@ -296,3 +296,10 @@ def test_every_runnable_cell_trains_20_steps_without_nan(cell, tmp_path):
     assert math.isfinite(final["final_loss"])
     for key, value in final.items():
         assert not math.isnan(value), key
+
+
+def test_a_smoke_recipe_of_an_epochs_recipe_logs_once():
+    raw = cell_recipe_dict(find_cell(TABLE, "CLIP"), REGISTRY)
+    raw["trainer"] = {**raw.get("trainer", {}), "max_steps": None, "epochs": 2.0}
+    out = smoke_recipe(raw, "digits", steps=None, limit=300)  # keeps the recipe's own steps
+    assert out["trainer"]["log_every"] == 1000  # no max_steps: the default step count

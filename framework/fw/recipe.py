@@ -30,6 +30,10 @@ from fw.registry import Registry, get_registry
 _KIND_OF_ANNOTATION: dict[Any, str] = {k.base: k.name for k in hookspecs.KINDS}
 
 
+#: steps of a run whose recipe gives neither trainer.max_steps nor trainer.epochs
+DEFAULT_STEPS = 1000
+
+
 @attrs.define
 class TrainerConfig:
     """How `fw.train` runs a learner (lightning-fabric settings, steps, checkpoints, logging)."""

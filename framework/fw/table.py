@@ -28,6 +28,7 @@ import yaml
 
 from fw import api
 from fw.errors import FwError
+from fw.recipe import DEFAULT_STEPS
 from fw.registry import Registry
 
 CATEGORIES: dict[str, str] = {  # legend colours of seed 000 Fig. 8.1 / seed 002
@@ -382,7 +383,8 @@ def smoke_recipe(
     if steps is not None:
         trainer["max_steps"] = steps
     trainer["progress"] = False
-    trainer["log_every"] = max(1, int(trainer.get("max_steps", 1000)))
+    # one record at the end (a validated recipe holds max_steps: null when it gives epochs)
+    trainer["log_every"] = max(1, int(trainer.get("max_steps") or DEFAULT_STEPS))
     if limit is not None and isinstance(trainer.get("batch_size"), int):
         trainer["batch_size"] = min(trainer["batch_size"], limit)
     out["trainer"] = trainer

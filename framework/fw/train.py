@@ -29,13 +29,11 @@ from fw.api import Learner, Optimization
 from fw.data import ArrayDataset, SeededItems, StepSampler, collate_batched, load_all
 from fw.errors import FwError, Interrupted
 from fw.memory import reuse_freed_memory
-from fw.recipe import Recipe, TrainerConfig, build
+from fw.recipe import DEFAULT_STEPS, Recipe, TrainerConfig, build
 from fw.registry import Registry, get_registry
 
 RUN_DIR_ENV = "FW_RUN_DIR"  # lets DDP child processes find the directory rank 0 chose
 CHECKPOINT = "checkpoints/last.ckpt"
-#: steps of a run whose recipe gives neither trainer.max_steps nor trainer.epochs
-DEFAULT_STEPS = 1000
 
 
 def default_run_dir(recipe: Recipe) -> Path:
