@@ -30,15 +30,15 @@ class _TinyImage(torch.nn.Module):
 
 
 def _learner(**kw) -> DenseAV:
-    return DenseAV(
-        image=_TinyImage(),  # type: ignore[arg-type]
-        audio=LogMelEncoder(dim=8, width=8),
-        aggregator=MaxMean(heads=2),
-        dim=8,
-        batch_size=4,
-        prompts=False,
-        **kw,
-    )
+    settings = {
+        "image": _TinyImage(),
+        "audio": LogMelEncoder(dim=8, width=8),
+        "aggregator": MaxMean(heads=2),
+        "dim": 8,
+        "batch_size": 4,
+        "prompts": False,
+    }
+    return DenseAV(**{**settings, **kw})  # type: ignore[arg-type]
 
 
 def _batch(b: int = 4) -> dict[str, torch.Tensor]:
@@ -206,6 +206,26 @@ def test_aligner_warmup_detaches_the_backbones():
     assert any(
         p.grad is not None and float(p.grad.abs().sum()) > 0 for p in learner.audio.parameters()
     )
+
+
+def test_dino_lora_adapters_learn_after_the_aligner_warmup():
+    """Seed 000 §6: DINO is fine-tuned through rank-8 LoRA on qkv, after the aligner warm-up."""
+    from fw_backbones import vit
+
+    torch.manual_seed(0)
+    image = vit.dino_vits16(weights=None, output="dense", image_size=32, lora_rank=8)
+    learner = _learner(image=image, aligner_warmup=5)
+    assert not learner.image_frozen  # so its maps are not cached: they change as LoRA learns
+    lora = [p for n, p in learner.named_parameters() if ".lora." in n]
+    assert len(lora) == 24 and all(p.requires_grad for p in lora)
+    learner.training_step(_batch(), 0)["loss"].backward()
+    assert all(p.grad is None for p in lora)
+    learner.training_step(_batch(), 5)["loss"].backward()
+    assert any(p.grad is not None and float(p.grad.abs().sum()) > 0 for p in lora)
+    (opt,) = learner.configure_optimizers().optimizers
+    in_opt = {id(p) for g in opt.param_groups for p in g["params"]}
+    assert all(id(p) in in_opt for p in lora)
+    assert not any(id(p) in in_opt for n, p in image.net.named_parameters())
 
 
 def test_conv_audio_aligner_pools_nine_frames_and_masks_padding():

@@ -11,6 +11,7 @@ from torch import Tensor, nn
 
 from fw.api import Featurizer
 from fw.errors import DataError, check_choice
+from fw_backbones.lora import add_lora
 from fw_backbones.weights import (
     BACKBONES,
     BackboneSpec,
@@ -32,6 +33,8 @@ class Backbone(Featurizer):
     (of the preprocessed image). ``image_size`` overrides the crop size (e.g. larger for finer
     dense maps, tiny for tests). A frozen backbone has no trainable parameters and stays in
     eval mode (BatchNorm statistics, dropout) even when its owner calls ``.train()``.
+    ``lora_rank`` > 0 adds trainable low-rank adapters (`fw_backbones.lora`) to the linear layers
+    named ``lora_target`` (DINO's fused ``qkv``), the way DenseAV fine-tunes DINO.
     """
 
     def __init__(
@@ -43,6 +46,10 @@ class Backbone(Featurizer):
         frozen: bool = True,
         image_size: int | None = None,
         preprocess_inputs: bool = True,
+        lora_rank: int = 0,
+        lora_alpha: float = 32.0,
+        lora_dropout: float = 0.1,
+        lora_target: str = "qkv",
     ) -> None:
         super().__init__()
         check_choice(output, ("global", "dense"), "output")
@@ -62,6 +69,9 @@ class Backbone(Featurizer):
             self.load_checkpoint(path)
         if frozen:
             self.requires_grad_(False)
+        self.lora: nn.ModuleDict | None = None
+        if lora_rank:  # after loading and freezing: only the adapters train
+            self.lora = add_lora(self.net, lora_target, lora_rank, lora_alpha, lora_dropout)
         self.train(not frozen)
 
     # -- subclasses ------------------------------------------------------------------------
@@ -101,14 +111,21 @@ class Backbone(Featurizer):
         return self.encode(x)
 
     def train(self, mode: bool = True) -> Backbone:
-        return super().train(mode and not self.frozen)
+        super().train(mode and not self.frozen)
+        if self.lora is not None:  # the adapters' dropout follows the owner's mode
+            self.lora.train(mode)
+        return self
 
     def fingerprint(self) -> dict[str, Any]:
         """What determines this featurizer's outputs (JSON-able); feature caches key on it."""
         params = self.weights_id
-        if params is None or not self.frozen:  # random or trainable weights: hash their values
+        # random or trainable weights (adapters included): hash their values
+        if params is None or not self.frozen or self.lora is not None:
             digest = hashlib.sha256()
-            for key, value in self.net.state_dict().items():
+            state = self.net.state_dict()
+            if self.lora is not None:
+                state.update({f"lora.{k}": v for k, v in self.lora.state_dict().items()})
+            for key, value in state.items():
                 digest.update(key.encode())
                 digest.update(value.detach().cpu().contiguous().numpy().tobytes())
             params = f"values:{digest.hexdigest()[:32]}"
@@ -130,7 +147,10 @@ class Backbone(Featurizer):
 
     def extra_repr(self) -> str:
         weights = (self.weights_id or "random")[:60]
-        return f"output={self.output}, dim={self.dim}, weights={weights}, frozen={self.frozen}"
+        lora = f", lora_rank={next(iter(self.lora.values())).rank}" if self.lora else ""
+        return (
+            f"output={self.output}, dim={self.dim}, weights={weights}, frozen={self.frozen}{lora}"
+        )
 
 
 def make_builder(name: str, family: type[Backbone]) -> Callable[..., Backbone]:
@@ -149,8 +169,24 @@ def make_builder(name: str, family: type[Backbone]) -> Callable[..., Backbone]:
         frozen: bool = True,
         image_size: int | None = None,
         preprocess_inputs: bool = True,
+        lora_rank: int = 0,
+        lora_alpha: float = 32.0,
+        lora_dropout: float = 0.1,
+        lora_target: str = "qkv",
     ) -> Backbone:
-        return family(name, weights, weights_path, output, frozen, image_size, preprocess_inputs)
+        return family(
+            name,
+            weights,
+            weights_path,
+            output,
+            frozen,
+            image_size,
+            preprocess_inputs,
+            lora_rank,
+            lora_alpha,
+            lora_dropout,
+            lora_target,
+        )
 
     trained = "; ".join(f"{k}: {w.training}" for k, w in spec.weights.items())
     factory.__name__ = factory.__qualname__ = name
@@ -162,6 +198,10 @@ def make_builder(name: str, family: type[Backbone]) -> Callable[..., Backbone]:
         "frozen": bool,
         "image_size": int | None,
         "preprocess_inputs": bool,
+        "lora_rank": int,
+        "lora_alpha": float,
+        "lora_dropout": float,
+        "lora_target": str,
         "return": family,
     }
     return factory
