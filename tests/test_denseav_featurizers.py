@@ -123,3 +123,96 @@ def test_hubert_forward_dense_on_a_tiny_wav2vec2():
     layers, _ = net.extract_features(wav[:, 0], None, num_layers=2)
     torch.testing.assert_close(hub(wav), layers[-1].transpose(1, 2))
     assert not any(p.requires_grad for p in hub.parameters())
+
+
+def _tiny_wav2vec2_params(mode: str) -> dict:
+    return {
+        "extractor_mode": mode,
+        "extractor_conv_layer_config": [(8, 10, 5), (8, 3, 2)],
+        "extractor_conv_bias": mode == "layer_norm",
+        "encoder_embed_dim": 16,
+        "encoder_projection_dropout": 0.0,
+        "encoder_pos_conv_kernel": 4,
+        "encoder_pos_conv_groups": 2,
+        "encoder_num_layers": 3,
+        "encoder_num_heads": 2,
+        "encoder_attention_dropout": 0.0,
+        "encoder_ff_interm_features": 32,
+        "encoder_ff_interm_dropout": 0.0,
+        "encoder_dropout": 0.0,
+        "encoder_layer_norm_first": mode == "layer_norm",
+        "encoder_layer_drop": 0.0,
+        "aux_num_out": None,
+    }
+
+
+@pytest.fixture
+def tiny_hubert_cache(tmp_path, monkeypatch):
+    """torchaudio's HUBERT_BASE / HUBERT_LARGE bundles pointed at tiny random weights, saved
+    where torch.hub caches them, so HuBERT loads through ``bundle.get_model()`` offline."""
+    try:
+        import torchaudio.pipelines as pipelines
+        from torchaudio.models import wav2vec2_model
+        from torchaudio.pipelines import Wav2Vec2Bundle
+    except (ImportError, OSError) as err:
+        pytest.skip(f"torchaudio unusable here: {err}")
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path))
+    sources = {}
+    for seed, (attr, mode, normalize) in enumerate(
+        [("HUBERT_BASE", "group_norm", False), ("HUBERT_LARGE", "layer_norm", True)]
+    ):
+        params = _tiny_wav2vec2_params(mode)
+        torch.manual_seed(seed)
+        sources[attr] = wav2vec2_model(**params).eval()
+        file = f"tiny_{attr.lower()}.pth"
+        path = hubert_cache_path(file)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        torch.save(sources[attr].state_dict(), path)
+        bundle = Wav2Vec2Bundle(
+            _path=file,
+            _params=params,
+            _sample_rate=16000,
+            _normalize_waveform=normalize,
+            _model_type="Wav2Vec2",
+        )
+        monkeypatch.setattr(pipelines, attr, bundle)
+    return sources
+
+
+def test_hubert_loads_cached_weights_through_the_torchaudio_bundle(tiny_hubert_cache):
+    source = tiny_hubert_cache["HUBERT_BASE"]
+    hub = HuBERT("hubert_base", layer=2, frozen=True)
+    assert not hub.normalize_waveform and hub.patch_size == 10 and hub.dim == 16
+    loaded = hub.net.state_dict()
+    assert all(torch.equal(loaded[k], v) for k, v in source.state_dict().items())
+    wav = torch.randn(2, 1, 1600)
+    layers, _ = source.extract_features(wav[:, 0], None, num_layers=2)
+    torch.testing.assert_close(hub(wav), layers[-1].transpose(1, 2))
+
+
+def test_hubert_large_normalises_each_clip_over_its_own_samples(tiny_hubert_cache):
+    """The large bundles normalise the waveform (fairseq: each utterance alone); a padded batch
+    must give each clip's valid frames what torchaudio's own model gives the clip by itself."""
+    import torchaudio.pipelines as pipelines
+
+    hub = HuBERT("hubert_large", frozen=True)
+    assert hub.normalize_waveform and type(hub.net).__name__ == "Wav2Vec2Model"
+    alone = pipelines.HUBERT_LARGE.get_model()  # torchaudio's wrapper, one clip at a time
+    lengths = torch.tensor([1600, 1000, 430])
+    wav = torch.randn(3, 1, 1600) * torch.tensor([[[0.1]], [[3.0]], [[0.5]]]) + 0.2
+    wav = wav * lengths_to_mask(lengths, 1600)[:, None]
+    dense = hub.forward_dense(wav, lengths_to_mask(lengths, 1600))
+    for i, n in enumerate(lengths.tolist()):
+        frames = hub.output_length(n)
+        assert int(dense.mask[i].sum()) == frames
+        ref, _ = alone.extract_features(wav[i : i + 1, 0, :n])
+        torch.testing.assert_close(
+            dense.features[i, :, :frames], ref[-1][0].t(), atol=1e-5, rtol=1e-4
+        )
+
+
+def test_hubert_truncated_weights_are_a_clear_error(tiny_hubert_cache):
+    path = hubert_cache_path("tiny_hubert_base.pth")
+    path.write_bytes(path.read_bytes()[:100])
+    with pytest.raises(DataError, match="could not load HuBERT weights for hubert_base from"):
+        HuBERT("hubert_base")

@@ -7,10 +7,12 @@ sample lies inside the clip.
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import Any, ClassVar, Literal
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 from fw.api import Featurizer
@@ -200,6 +202,17 @@ HubertName = Literal[
 _TORCHAUDIO_MODELS = "https://download.pytorch.org/torchaudio/models/"
 
 
+def normalize_clips(wav: Tensor, lengths: Tensor | None, eps: float = 1e-5) -> Tensor:
+    """Each clip ``[B, T]`` standardised over its own valid samples (padding stays zero)."""
+    if lengths is None:
+        return F.layer_norm(wav, wav.shape[-1:], eps=eps)
+    mask = lengths_to_mask(lengths, wav.shape[-1]).to(wav.dtype)
+    n = mask.sum(dim=1, keepdim=True).clamp(min=1)
+    mean = (wav * mask).sum(dim=1, keepdim=True) / n
+    var = ((wav - mean).square() * mask).sum(dim=1, keepdim=True) / n
+    return (wav - mean) * torch.rsqrt(var + eps) * mask
+
+
 def hubert_cache_path(bundle_path: str) -> Path:
     """Where torch.hub caches a torchaudio pipeline's weights (``$TORCH_HOME/hub/checkpoints``)."""
     return Path(torch.hub.get_dir()) / "checkpoints" / Path(bundle_path).name
@@ -248,29 +261,38 @@ class HuBERT(AudioFeaturizer):
                 "download: true where the internet is reachable."
             )
         try:
-            self.net = bundle.get_model()
+            net = bundle.get_model()
         except Exception as err:  # network errors, truncated files
             raise DataError(
                 f"could not load HuBERT weights for {model} from {path} (source {url}): {err}"
             ) from err
-        self.model_name = model
-        self.layer = layer
-        self.dim = int(bundle._params["encoder_embed_dim"])
-        self.patch_size = 320
-        self.frozen = frozen
+        # the large bundles come wrapped in a module that layer-normalises the whole padded
+        # batch as one tensor; fairseq normalises each utterance alone, which _run does
+        normalize = bool(getattr(net, "normalize_waveform", False))
+        self._setup(getattr(net, "model", net), model, layer, frozen, normalize)
+
+    def _setup(
+        self, net: nn.Module, name: str, layer: int | None, frozen: bool, normalize: bool
+    ) -> None:
+        self.net, self.model_name, self.layer, self.frozen = net, name, layer, frozen
+        self.normalize_waveform = normalize
+        self.dim = int(net.encoder.transformer.layers[0].attention.embed_dim)
+        self.patch_size = math.prod(b.conv.stride[0] for b in net.feature_extractor.conv_layers)
         if frozen:
             self.requires_grad_(False)
 
     @classmethod
-    def from_model(cls, net: nn.Module, layer: int | None = None, frozen: bool = False) -> HuBERT:
+    def from_model(
+        cls,
+        net: nn.Module,
+        layer: int | None = None,
+        frozen: bool = False,
+        normalize_waveform: bool = False,
+    ) -> HuBERT:
         """Wrap an already built torchaudio ``Wav2Vec2Model`` (e.g. loaded from a local file)."""
         self = cls.__new__(cls)
         AudioFeaturizer.__init__(self)
-        self.net, self.model_name, self.layer, self.frozen = net, "custom", layer, frozen
-        self.dim = int(net.encoder.transformer.layers[0].attention.embed_dim)
-        self.patch_size = 320
-        if frozen:
-            self.requires_grad_(False)
+        self._setup(net, "custom", layer, frozen, normalize_waveform)
         return self
 
     def output_length(self, samples: int) -> int:
@@ -281,10 +303,10 @@ class HuBERT(AudioFeaturizer):
         return length
 
     def _run(self, x: Tensor, lengths: Tensor | None) -> tuple[Tensor, Tensor | None]:
-        layers = None if self.layer is None else self.layer
-        feats, out_lengths = self.net.extract_features(
-            self.check_audio(x)[:, 0], lengths, num_layers=layers
-        )
+        wav = self.check_audio(x)[:, 0]
+        if self.normalize_waveform:
+            wav = normalize_clips(wav, lengths)
+        feats, out_lengths = self.net.extract_features(wav, lengths, num_layers=self.layer)
         return feats[-1].transpose(1, 2), out_lengths
 
     def forward(self, x: Tensor) -> Tensor:
