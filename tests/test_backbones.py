@@ -75,6 +75,8 @@ def test_recipes_validate_weight_names(registry):
         recipe_from_dict(raw, registry)
     raw["learner"]["mapper"] = {"name": "dinov2_vits14", "weights": None, "output": "dense"}
     assert recipe_from_dict(raw, registry).raw["learner"]["mapper"]["frozen"] is True
+    raw["learner"]["mapper"] = {"name": "dino_vits8", "weights": None, "lora_rank": 8}
+    assert recipe_from_dict(raw, registry).raw["learner"]["mapper"]["lora_alpha"] == 32.0
 
 
 def test_torchvision_entries_agree_with_torchvision():
