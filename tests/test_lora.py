@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import copy
+
 import pytest
 import torch
 from torch import nn
@@ -89,3 +91,16 @@ def test_fingerprint_follows_the_adapters(dino_pair):
     with torch.no_grad():
         adapted.lora["blocks__0__attn__qkv"].B[0, 0] += 1.0
     assert adapted.fingerprint()["weights"] != before
+
+
+def test_a_deep_copy_uses_its_own_adapters():
+    torch.manual_seed(0)
+    net = nn.Sequential(_Block())
+    x = torch.randn(3, 6)
+    before = net(x)
+    adapters = add_lora(net, "qkv", rank=2, alpha=2.0, dropout=0.0)
+    twin = copy.deepcopy(nn.ModuleDict({"net": net, "lora": adapters}))
+    with torch.no_grad():
+        twin["lora"]["0__qkv"].B.fill_(1.0)
+    assert torch.equal(net(x), before)  # the original's B is still zero
+    assert not torch.allclose(twin["net"](x), before)  # the copy runs its own, changed adapter

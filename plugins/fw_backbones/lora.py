@@ -40,11 +40,12 @@ class LoRA(nn.Module):
         )
 
 
-def _add_update(lora: LoRA):
-    def hook(module: nn.Module, args: tuple[Tensor, ...], out: Tensor) -> Tensor:
-        return out + lora(args[0]).to(out.dtype)
+_ATTR = "_fw_lora"
 
-    return hook
+
+def _add_update(module: nn.Module, args: tuple[Tensor, ...], out: Tensor) -> Tensor:
+    # the adapter is found through the layer, not a closure, so deep copies use their own
+    return out + module.__dict__[_ATTR](args[0]).to(out.dtype)
 
 
 def add_lora(net: nn.Module, target: str, rank: int, alpha: float, dropout: float) -> nn.ModuleDict:
@@ -75,5 +76,6 @@ def add_lora(net: nn.Module, target: str, rank: int, alpha: float, dropout: floa
         lora = LoRA(layer.in_features, layer.out_features, rank, alpha, dropout)
         lora.to(device=layer.weight.device, dtype=layer.weight.dtype)
         adapters[name.replace(".", "__")] = lora
-        layer.register_forward_hook(_add_update(lora))
+        layer.__dict__[_ATTR] = lora  # a plain attribute: the layer's state-dict keys stay
+        layer.register_forward_hook(_add_update)
     return adapters
