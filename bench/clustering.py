@@ -265,7 +265,7 @@ def default_block(name: str, seeds: list[int], args: argparse.Namespace, out: Pa
     print("|---|---|---|---|---|", flush=True)
     sub = f" ({args.spectral_max} subsample)" if n > args.spectral_max else ""
     tsne_name = {"opentsne": "openTSNE", "sklearn": "scikit-learn Barnes-Hut"}[args.tsne_baseline]
-    recipe_data = [f"data.data={json.dumps(spec)}"]
+    recipe_data = [f"data.data={json.dumps(spec)}", *args.set]
     rows: list[tuple[str, Callable[[int], dict[str, float]]]] = [
         ("sklearn KMeans", lambda s: kmeans(x, y, k, s)),
         (f"SpectralClustering (10-NN){sub}", lambda s: spectral(x, y, k, s, args.spectral_max)),
@@ -275,7 +275,7 @@ def default_block(name: str, seeds: list[int], args: argparse.Namespace, out: Pa
         ),
         ("KMeans on the recipe's t-SNE stage", lambda s: kmeans(z, y, k, s)),
         (
-            f"I-Con default recipe ({DEFAULT_RECIPE}.yaml)",
+            f"I-Con default recipe ({' '.join([f'{DEFAULT_RECIPE}.yaml', *args.set])})",
             lambda s: ours(DEFAULT_RECIPE, s, out / name, None, recipe_data),
         ),
     ]
@@ -330,6 +330,13 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--tsne-baseline", choices=["opentsne", "sklearn"], default="opentsne")
     parser.add_argument("--jsonl", default=None, help="(c): append every row's runs here")
+    parser.add_argument(
+        "--set",
+        nargs="*",
+        default=[],
+        metavar="KEY=VALUE",
+        help="(c): extra overrides of the default recipe (a variant; its rows say so)",
+    )
     args = parser.parse_args(argv)
     seeds = [int(s) for s in args.seeds.split(",")]
     out = Path(args.out or tempfile.mkdtemp(prefix="bench_clustering_"))
