@@ -23,6 +23,7 @@ from __future__ import annotations
 import argparse
 import copy
 import json
+import os
 import time
 from pathlib import Path
 from typing import Any
@@ -205,7 +206,8 @@ def main() -> None:
     obj = first["objectness_two_disc"]
     disc = _fmt([r["two_disc"] for r in results["max_mean"]])
     print(f"right-object accuracy: max_mean {disc} vs objectness oracle {obj:.3f}")
-    print(f"total {time.perf_counter() - t0:.0f} s (2 cores, other engineers' jobs beside)")
+    load = ", ".join(f"{x:.1f}" for x in os.getloadavg())
+    print(f"total {time.perf_counter() - t0:.0f} s wall (load average at the end: {load})")
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "results.json").write_text(
         json.dumps({"runs": results, "untrained": untrained}, indent=1)
