@@ -19,6 +19,7 @@ from fw.api import Featurizer
 from fw.data import take
 from fw.dense import Dense, lengths_to_mask
 from fw.errors import DataError, ShapeError
+from fw_denseav.aggregators import masked_mean
 
 SAMPLE_RATE = 16_000
 
@@ -206,11 +207,10 @@ def normalize_clips(wav: Tensor, lengths: Tensor | None, eps: float = 1e-5) -> T
     """Each clip ``[B, T]`` standardised over its own valid samples (padding stays zero)."""
     if lengths is None:
         return F.layer_norm(wav, wav.shape[-1:], eps=eps)
-    mask = lengths_to_mask(lengths, wav.shape[-1]).to(wav.dtype)
-    n = mask.sum(dim=1, keepdim=True).clamp(min=1)
-    mean = (wav * mask).sum(dim=1, keepdim=True) / n
-    var = ((wav - mean).square() * mask).sum(dim=1, keepdim=True) / n
-    return (wav - mean) * torch.rsqrt(var + eps) * mask
+    mask = lengths_to_mask(lengths, wav.shape[-1])
+    mean = masked_mean(wav, mask, dim=1).unsqueeze(1)
+    var = masked_mean((wav - mean).square(), mask, dim=1).unsqueeze(1)
+    return torch.where(mask, (wav - mean) * torch.rsqrt(var + eps), torch.zeros_like(wav))
 
 
 def hubert_cache_path(bundle_path: str) -> Path:
