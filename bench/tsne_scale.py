@@ -19,11 +19,16 @@ never asserted. The fits append to a JSONL file so an interrupted run keeps what
     flock /tmp/fw-cpu.lock python bench/tsne_scale.py                       # everything
     python bench/tsne_scale.py --sizes 1797 --methods fw,opentsne --seeds 0,1,2
     python bench/tsne_scale.py --table-only                                 # print the file
+    python bench/tsne_scale.py --sizes 10000 --methods fw --set learner.optimizer.max_step_norm=5
+
+``--set`` overrides fw's scale recipe (a variant: its records carry ``variant`` and the table
+prints it as a row of its own).
 """
 
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import os
 import resource
@@ -62,7 +67,7 @@ def recipe_overrides(n: int) -> tuple[Path, list[str]]:
     return path, ["data.split=train", f"data.limit={n}"]
 
 
-def fit_fw(n: int, seed: int, exact: bool) -> tuple[np.ndarray, float]:
+def fit_fw(n: int, seed: int, exact: bool, extra: list[str]) -> tuple[np.ndarray, float]:
     """Build the recipe and run its learner's steps (fw.train's loop minus logging)."""
     from fw.recipe import build, load_recipe
 
@@ -70,7 +75,7 @@ def fit_fw(n: int, seed: int, exact: bool) -> tuple[np.ndarray, float]:
         recipe = load_recipe(ROOT / "recipes" / "tsne_digits.yaml", [f"seed={seed}"])
     else:
         path, over = recipe_overrides(n)
-        recipe = load_recipe(path, [*over, f"seed={seed}", f"learner.mapper.seed={seed}"])
+        recipe = load_recipe(path, [*over, *extra, f"seed={seed}", f"learner.mapper.seed={seed}"])
     torch.manual_seed(recipe.seed)
     data = build("dataset", recipe.raw["data"])
     learner = build("learner", recipe.raw["learner"])
@@ -146,12 +151,12 @@ def peak_rss_mib() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
 
 
-def child(method: str, n: int, seed: int, out: Path) -> None:
+def child(method: str, n: int, seed: int, out: Path, extra: list[str]) -> None:
     """Fit one method in this process and write its embedding, time and peak RSS."""
     torch.set_num_threads(1)
     x, _ = load(n)
     if method in ("fw", "fw_exact"):
-        emb, wall = fit_fw(n, seed, exact=method == "fw_exact")
+        emb, wall = fit_fw(n, seed, exact=method == "fw_exact", extra=extra)
     else:
         emb, wall = fit_other(method, x, seed)
     np.save(out, emb)
@@ -227,11 +232,11 @@ def print_table(path: Path) -> None:
     rows: dict[tuple[int, str], list[dict]] = {}
     for line in path.read_text().splitlines():
         rec = json.loads(line)
-        rows.setdefault((rec["n"], rec["method"]), []).append(rec)
+        rows.setdefault((rec["n"], rec["method"], rec.get("variant", "")), []).append(rec)
     keys = ("wall_s", "peak_rss_mib", "kl", "trustworthiness", "kmeans_accuracy")
     print(f"{'N':>6} {'method':<11} {'seeds':>5} " + " ".join(f"{k:>20}" for k in keys))
-    for (n, method), recs in sorted(
-        rows.items(), key=lambda kv: (kv[0][0], METHODS.index(kv[0][1]))
+    for (n, method, variant), recs in sorted(
+        rows.items(), key=lambda kv: (kv[0][0], METHODS.index(kv[0][1]), kv[0][2])
     ):
         cells = []
         for k in keys:
@@ -239,6 +244,8 @@ def print_table(path: Path) -> None:
             std = f" ± {vals.std(ddof=1):.3g}" if len(vals) > 1 else ""
             cells.append(f"{vals.mean():.4g}{std}".rjust(20))
         print(f"{n:>6} {method:<11} {len(recs):>5} " + " ".join(cells))
+        if variant:
+            print(f"{'':>6} └ variant: {variant}")
 
 
 def main() -> None:
@@ -248,12 +255,20 @@ def main() -> None:
     parser.add_argument("--seeds", default="0")
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "tsne_scale.jsonl")
     parser.add_argument("--table-only", action="store_true")
+    parser.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override of fw's scale recipe (repeatable); its records are a variant",
+    )
     parser.add_argument("--child", nargs=4, metavar=("METHOD", "N", "SEED", "NPY"))
     args = parser.parse_args()
     if args.child:
         method, n, seed, npy = args.child
-        child(method, int(n), int(seed), Path(npy))
+        child(method, int(n), int(seed), Path(npy), args.set)
         return
+    variant = " ".join(args.set)
     if not args.table_only:
         args.out.parent.mkdir(parents=True, exist_ok=True)
         env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
@@ -267,13 +282,21 @@ def main() -> None:
                     if why:
                         print(f"N={n} {method}: skipped, {why}", flush=True)
                         continue
-                    npy = args.out.parent / f"tsne_scale-{method}-{n}-{seed}.npy"
+                    tag = f"-{hashlib.sha1(variant.encode()).hexdigest()[:8]}" if variant else ""
+                    npy = args.out.parent / f"tsne_scale-{method}{tag}-{n}-{seed}.npy"
+                    if variant and method != "fw":
+                        print(f"N={n} {method}: skipped, --set only applies to fw", flush=True)
+                        continue
+                    sets = [f"--set={s}" for s in args.set]
                     cmd = [sys.executable, __file__, "--child", method, str(n), str(seed), str(npy)]
+                    cmd += sets
                     proc = subprocess.run(cmd, env=env, capture_output=True, text=True)
                     if proc.returncode != 0:
                         print(f"N={n} {method} seed {seed}: failed\n{proc.stderr[-2000:]}")
                         continue
                     rec = {"n": n, "method": method, "seed": seed}
+                    if variant:
+                        rec["variant"] = variant
                     rec.update(json.loads(npy.with_suffix(".json").read_text()))
                     p_cache = args.out.parent / f"tsne_scale-p-{n}.pt"
                     rec.update(score(x, y, np.load(npy), p_cache))

@@ -80,6 +80,17 @@ class TSNEGradientDescent(torch.optim.Optimizer):
             return max(n / early_exaggeration / 4.0, 50.0)
         return float(lr)
 
+    @staticmethod
+    def update_gains(gains: Tensor, update: Tensor, grad: Tensor, min_gain: float) -> None:
+        """Delta-bar-delta in place: +0.2 where grad opposes the last update, else ×0.8."""
+        gains.copy_(torch.where((update * grad) < 0.0, gains + 0.2, gains * 0.8))
+        gains.clamp_(min=min_gain)
+
+    @staticmethod
+    def apply_update(param: Tensor, update: Tensor) -> None:
+        """x <- x + update (a subclass may clip or re-centre here)."""
+        param.add_(update)
+
     @torch.no_grad()
     def step(self, closure: Callable[[], Tensor] | None = None) -> Tensor | None:
         """One t-SNE update of every parameter that has a gradient."""
@@ -108,11 +119,9 @@ class TSNEGradientDescent(torch.optim.Optimizer):
                 else:
                     lr = self.resolve_lr(group["lr"], n, group["early_exaggeration"])
                 grad, update, gains = param.grad, state["update"], state["gains"]
-                opposite = (update * grad) < 0.0
-                gains.copy_(torch.where(opposite, gains + 0.2, gains * 0.8))
-                gains.clamp_(min=group["min_gain"])
+                self.update_gains(gains, update, grad, group["min_gain"])
                 update.mul_(momentum).sub_(lr * (gains * grad))
-                param.add_(update)
+                self.apply_update(param, update)
                 state["step"] = step + 1
         return loss
 
