@@ -69,6 +69,30 @@ def test_knn_table_matches_brute_force_and_never_lists_self():
     assert 7 in table[3].tolist() and 3 in table[7].tolist()
 
 
+@pytest.mark.parametrize(("n", "k"), [(150, 1), (1797, 10), (5000, 28), (70000, 392)])
+def test_a_knn_share_gives_the_same_share_of_the_data_at_any_size(n, k):
+    from fw_icon_clustering.learner import IConClustering
+
+    assert IConClustering(knn_k=0.0056).neighbors_per_point(n) == k
+    assert IConClustering(knn_k=10).neighbors_per_point(n) == 10
+
+
+def test_a_knn_share_sizes_the_table_from_the_data(registry):
+    data = _digits(registry, limit=500)
+    learner = _learner(registry, data, knn_k=0.02, knn_metric="euclidean")
+    assert learner.neighbor_table.shape == (500, 10)
+    expected = knn_table(data.tensors["x"].flatten(1).float(), 10, "euclidean")
+    assert torch.equal(learner.neighbor_table, expected)
+
+
+@pytest.mark.parametrize("bad", [0, 1.0, 0.0, -3, 1.5, True])
+def test_knn_k_must_be_a_count_or_a_share(bad):
+    from fw_icon_clustering.learner import IConClustering
+
+    with pytest.raises(ValueError, match="knn_k must be a count >= 1 or a share"):
+        IConClustering(knn_k=bad)
+
+
 def test_walk_weights_are_the_rows_of_the_propagated_matrix():
     table = torch.tensor([[1, 2], [2, 3], [0, 3], [0, 1]])
     ids = torch.arange(4)

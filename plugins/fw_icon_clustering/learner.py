@@ -73,6 +73,8 @@ class IConClustering(api.Learner):
       views, cheap with cached features). None of them: the views are identical.
     - ``views``: augmented views per anchor; ``neighbors``: points per anchor sampled from
       ``(P + … + P^walk_steps)/walk_steps`` on the global table of ``knn_k`` nearest neighbours
+      (an int: that many; a float in (0, 1): that share of the N points, ``round(knn_k·N)``,
+      scikit-learn's int/float convention, so the graph covers the same share at any N)
       by ``knn_metric``, computed on the dataset key ``knn_key`` (default: the frozen head
       features) with faiss (``knn_index``: ``flat`` exact, ``ivf`` approximate, ``ivf_sq8``
       approximate with 8-bit codes re-ranked exactly, 1/4 of ``ivf``'s index memory, ``auto``
@@ -107,7 +109,7 @@ class IConClustering(api.Learner):
         input_norm: Literal["none", "l2", "standardize"] = "none",
         views: int = 2,
         neighbors: int = 2,
-        knn_k: int = 3,
+        knn_k: int | float = 3,
         knn_metric: Metric = "cosine",
         knn_key: str | None = None,
         knn_index: Literal["auto", "flat", "ivf", "ivf_sq8"] = "auto",
@@ -132,6 +134,14 @@ class IConClustering(api.Learner):
             raise ValueError(
                 f"icon_clustering: each anchor needs at least two points (views={views}, "
                 f"neighbors={neighbors})"
+            )
+        if isinstance(knn_k, bool) or not (
+            (isinstance(knn_k, int) and knn_k >= 1)
+            or (isinstance(knn_k, float) and 0.0 < knn_k < 1.0)
+        ):
+            raise ValueError(
+                "icon_clustering: knn_k must be a count >= 1 or a share of the data in (0, 1), "
+                f"got {knn_k!r}"
             )
         if ema is not None and not 0.0 <= ema < 1.0:
             raise ValueError(f"icon_clustering: ema momentum must lie in [0, 1), got {ema}")
@@ -180,7 +190,7 @@ class IConClustering(api.Learner):
         self.heads = nn.ModuleList()
         self.teacher: nn.ModuleList | None = None
         self.register_buffer("head_loss", torch.zeros(heads))
-        self.register_buffer("neighbor_table", torch.zeros(0, knn_k, dtype=torch.long))
+        self.register_buffer("neighbor_table", torch.zeros(0, 0, dtype=torch.long))
         self.register_buffer("feat_mean", torch.zeros(0))
         self.register_buffer("feat_std", torch.zeros(0))
         self._inputs: Tensor | None = None
@@ -257,7 +267,7 @@ class IConClustering(api.Learner):
             self._knn_space = feats
         if self.neighbor_table.shape[0] != self._n:  # a checkpoint may already hold it
             self.neighbor_table = knn_table(
-                self._knn_space, self.knn_k, self.knn_metric, self.knn_index
+                self._knn_space, self.neighbors_per_point(self._n), self.knn_metric, self.knn_index
             )
         self.feat_mean = feats.mean(dim=0)
         self.feat_std = feats.std(dim=0).clamp_min(1e-6)
@@ -266,6 +276,12 @@ class IConClustering(api.Learner):
             self.heads = nn.ModuleList(self._make_head(feats.shape[1], c) for c in sizes)
         if self.ema is not None and self.teacher is None:
             self.teacher = ema_teacher(self.heads)
+
+    def neighbors_per_point(self, n: int) -> int:
+        """The k of the kNN table for n points: ``knn_k`` itself, or ``round(knn_k·n)``."""
+        if isinstance(self.knn_k, float):
+            return max(1, round(self.knn_k * n))
+        return self.knn_k
 
     def configure_optimizers(self) -> api.Optimization:
         params = [p for p in self.heads.parameters() if p.requires_grad]
