@@ -19,6 +19,7 @@ never asserted. The fits append to a JSONL file so an interrupted run keeps what
     flock /tmp/fw-cpu.lock python bench/tsne_scale.py                       # everything
     python bench/tsne_scale.py --sizes 1797 --methods fw,opentsne --seeds 0,1,2
     python bench/tsne_scale.py --table-only                                 # print the file
+    python bench/tsne_scale.py --sizes 70000 --methods opentsne_exact_knn   # only when asked
     python bench/tsne_scale.py --sizes 10000 --methods fw --set learner.optimizer.max_step_norm=5
 
 ``--set`` overrides fw's scale recipe (a variant: its records carry ``variant`` and the table
@@ -42,7 +43,9 @@ import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 STEPS, EXAGGERATION_STEPS, PERPLEXITY = 750, 250, 30.0
-METHODS = ("fw_exact", "fw", "sklearn_bh", "opentsne", "torchdr")
+METHODS = ("fw_exact", "fw", "sklearn_bh", "opentsne", "torchdr", "opentsne_exact_knn")
+#: run only when asked: openTSNE with exact neighbours (its default at N ≥ 1000 is Annoy)
+EXTRA_METHODS = ("opentsne_exact_knn",)
 SUBSAMPLE = 5000
 
 
@@ -109,7 +112,7 @@ def fit_other(method: str, x: np.ndarray, seed: int) -> tuple[np.ndarray, float]
             n_jobs=1,
             random_state=seed,
         ).fit_transform(x)
-    elif method == "opentsne":
+    elif method in ("opentsne", "opentsne_exact_knn"):
         from openTSNE import TSNE
 
         emb = np.asarray(
@@ -121,6 +124,7 @@ def fit_other(method: str, x: np.ndarray, seed: int) -> tuple[np.ndarray, float]
                 n_jobs=1,
                 random_state=seed,
                 negative_gradient_method="fft",
+                neighbors="exact" if method == "opentsne_exact_knn" else "auto",
             ).fit(x)
         )
     elif method == "torchdr":
@@ -217,7 +221,9 @@ def score(x: np.ndarray, y: np.ndarray, emb: np.ndarray, p_cache: Path) -> dict[
 
 def available(method: str) -> str | None:
     """None if the method can run here, else why not."""
-    module = {"opentsne": "openTSNE", "torchdr": "torchdr"}.get(method)
+    module = {"opentsne": "openTSNE", "opentsne_exact_knn": "openTSNE", "torchdr": "torchdr"}.get(
+        method
+    )
     if module is None:
         return None
     try:
@@ -251,7 +257,7 @@ def print_table(path: Path) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--sizes", default="1797,10000,70000")
-    parser.add_argument("--methods", default=",".join(METHODS))
+    parser.add_argument("--methods", default=",".join(m for m in METHODS if m not in EXTRA_METHODS))
     parser.add_argument("--seeds", default="0")
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "tsne_scale.jsonl")
     parser.add_argument("--table-only", action="store_true")
