@@ -62,27 +62,16 @@ def _fmt(values: list[float]) -> str:
     return f"{arr.mean():.3f}±{arr.std(ddof=1):.3f}"
 
 
-#: settings that do not change a training's results (speed, logging, memory reuse)
-NO_EFFECT = {
-    "trainer.progress",
-    "trainer.log_every",
-    "trainer.threads",
-    "trainer.num_workers",
-    "trainer.checkpoint_every",
-    "trainer.reuse_memory",
-    "data.workers",  # generation is byte-identical with any number of workers
-    "eval_data.workers",
-}
+#: dataset settings that do not change a training's results (the trainer's own are marked
+#: in fw.recipe.TrainerConfig): generation is byte-identical with any number of workers
+DATA_NO_EFFECT = ("data.workers", "eval_data.workers")
 
 
-def same_settings(a: Any, b: Any, path: str = "") -> bool:
-    """Equal resolved recipes up to `NO_EFFECT`; a key one side lacks counts as null."""
-    if path in NO_EFFECT:
-        return True
-    if isinstance(a, dict) and isinstance(b, dict):
-        keys = a.keys() | b.keys()
-        return all(same_settings(a.get(k), b.get(k), f"{path}.{k}".lstrip(".")) for k in keys)
-    return a == b
+def same_settings(a: Any, b: Any) -> bool:
+    """Equal resolved recipes up to settings that cannot change results (a null = absent)."""
+    from fw.recipe import result_settings
+
+    return result_settings(a, DATA_NO_EFFECT) == result_settings(b, DATA_NO_EFFECT)
 
 
 def finished(run: Path, recipe: Any) -> dict[str, float] | None:

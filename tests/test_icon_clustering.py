@@ -349,6 +349,13 @@ def test_chained_dataset_is_cached_and_leaves_the_rng_alone(registry, tmp_path):
     assert first.tensors["z"].shape == (150, 2)
     assert torch.equal(first.x, _digits(registry, 150).x)
     assert len(list(tmp_path.glob("tsne_digits-*/output-z.pt"))) == 1
+    # settings that cannot change the output reuse the cache; a real change trains anew
+    quiet = {**spec, "overrides": [*spec["overrides"], "trainer.log_every=2", "trainer.threads=1"]}
+    build("dataset", quiet, registry)
+    assert len(list(tmp_path.glob("tsne_digits-*/output-z.pt"))) == 1
+    longer = {**spec, "overrides": ["trainer.max_steps=6", *spec["overrides"][1:]]}
+    build("dataset", longer, registry)
+    assert len(list(tmp_path.glob("tsne_digits-*/output-z.pt"))) == 2
 
 
 def test_chained_run_takes_the_outer_seed_unless_pinned(registry, tmp_path):

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from fw.errors import RecipeError
-from fw.recipe import apply_overrides, build, load_recipe
+from fw.recipe import apply_overrides, build, load_recipe, result_settings, settings_digest
 
 
 def _load(path: Path, registry, *overrides: str):
@@ -105,3 +105,43 @@ def test_build_makes_nested_components(toy_recipe, registry):
     learner = build("learner", recipe.raw["learner"], registry)
     assert type(learner.p).__name__ == "ToyGaussian"
     assert learner._fw_spec["name"] == "icon"
+
+
+def test_result_settings_keep_only_what_can_change_results(toy_recipe, registry):
+    raw = load_recipe(toy_recipe, registry=registry).raw
+    kept = result_settings(raw)
+    assert "description" not in kept
+    assert {"progress", "threads", "log_every", "reuse_memory"}.isdisjoint(kept["trainer"])
+    assert kept["trainer"]["max_steps"] == raw["trainer"]["max_steps"]
+
+    def leaves(node, path=""):
+        if isinstance(node, dict):
+            for k, v in node.items():
+                yield from leaves(v, f"{path}.{k}" if path else k)
+        else:
+            yield path, node
+
+    kept_leaves = dict(leaves(kept))
+    assert None not in kept_leaves.values()
+    for path, value in leaves(raw["learner"], "learner"):  # every non-null setting stays
+        assert kept_leaves.get(path) == value if value is not None else path not in kept_leaves
+    assert "data" not in result_settings(raw, also_ignore=["data"])
+
+
+def test_settings_digest_ignores_no_effect_settings_and_new_null_parameters(toy_recipe, registry):
+    base = load_recipe(toy_recipe, registry=registry).raw
+    digest = settings_digest(base)
+    quiet = load_recipe(
+        toy_recipe,
+        ["trainer.progress=false", "trainer.threads=1", "trainer.log_every=3", "description=x"],
+        registry,
+    ).raw
+    assert settings_digest(quiet) == digest
+    added = {**base, "learner": {**base["learner"], "a_new_parameter": None}}
+    assert settings_digest(added) == digest
+    changed = load_recipe(toy_recipe, ["seed=12345"], registry).raw
+    assert settings_digest(changed) != digest
+    longer = load_recipe(
+        toy_recipe, [f"trainer.max_steps={base['trainer']['max_steps'] + 1}"], registry
+    )
+    assert settings_digest(longer.raw) != digest

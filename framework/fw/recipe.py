@@ -12,7 +12,9 @@ from __future__ import annotations
 import copy
 import difflib
 import functools
+import hashlib
 import inspect
+import json
 import types
 import typing
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -34,6 +36,10 @@ _KIND_OF_ANNOTATION: dict[Any, str] = {k.base: k.name for k in hookspecs.KINDS}
 DEFAULT_STEPS = 1000
 
 
+#: `TrainerConfig` field metadata: the field changes speed, logging or memory, not results
+NO_EFFECT = "no_effect"
+
+
 @attrs.define
 class TrainerConfig:
     """How `fw.train` runs a learner (lightning-fabric settings, steps, checkpoints, logging)."""
@@ -50,16 +56,50 @@ class TrainerConfig:
     strategy: str = "auto"
     precision: str = "32-true"
     num_nodes: int = attrs.field(default=1, metadata={"min": 1})
-    num_workers: int = attrs.field(default=0, metadata={"min": 0})
+    num_workers: int = attrs.field(default=0, metadata={"min": 0, NO_EFFECT: True})
     # 0: checkpoint only on interrupt and at the end
-    checkpoint_every: int = attrs.field(default=0, metadata={"min": 0})
+    checkpoint_every: int = attrs.field(default=0, metadata={"min": 0, NO_EFFECT: True})
     # torch CPU threads (None: torch's default)
-    threads: int | None = attrs.field(default=None, metadata={"min": 1})
-    log_every: int = attrs.field(default=10, metadata={"min": 1})
-    progress: bool = True
+    # (results agree up to the order of floating-point sums)
+    threads: int | None = attrs.field(default=None, metadata={"min": 1, NO_EFFECT: True})
+    log_every: int = attrs.field(default=10, metadata={"min": 1, NO_EFFECT: True})
+    progress: bool = attrs.field(default=True, metadata={NO_EFFECT: True})
     # keep freed large blocks in the heap (fw.memory): less page-fault system time, higher
     # peak RSS (DenseAV recipe: 30.5 -> 20.4 CPU-min, max RSS 6.2 -> 14.1 GB)
-    reuse_memory: bool = False
+    reuse_memory: bool = attrs.field(default=False, metadata={NO_EFFECT: True})
+
+
+def result_settings(raw: Mapping[str, Any], also_ignore: Iterable[str] = ()) -> dict[str, Any]:
+    """The part of a resolved recipe that can change its results.
+
+    Dropped: ``description``, the trainer fields marked `NO_EFFECT` (threads, progress, …), the
+    dotted paths in ``also_ignore``, and every null entry: a null setting counts as absent, so
+    a parameter added later with a null default leaves older recipes' settings as they were.
+    """
+    ignore = {"description", *also_ignore}
+    ignore |= {
+        f"trainer.{f.name}" for f in attrs.fields(TrainerConfig) if f.metadata.get(NO_EFFECT)
+    }
+
+    def prune(node: Any, path: str) -> Any:
+        if isinstance(node, Mapping):
+            out = {}
+            for key, value in node.items():
+                sub = f"{path}.{key}" if path else str(key)
+                if value is not None and sub not in ignore:
+                    out[key] = prune(value, sub)
+            return out
+        if isinstance(node, (list, tuple)):
+            return [prune(v, path) for v in node]
+        return node
+
+    return prune(raw, "")
+
+
+def settings_digest(raw: Mapping[str, Any], also_ignore: Iterable[str] = ()) -> str:
+    """12 hex digits of SHA-256 over `result_settings` (sorted JSON): a key for cached results."""
+    text = json.dumps(result_settings(raw, also_ignore), sort_keys=True, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:12]
 
 
 @attrs.define

@@ -29,7 +29,7 @@ from fw.api import Learner, Optimization
 from fw.data import ArrayDataset, SeededItems, StepSampler, collate_batched, load_all
 from fw.errors import FwError, Interrupted
 from fw.memory import reuse_freed_memory
-from fw.recipe import DEFAULT_STEPS, Recipe, TrainerConfig, build
+from fw.recipe import DEFAULT_STEPS, Recipe, TrainerConfig, build, result_settings
 from fw.registry import Registry, get_registry
 
 RUN_DIR_ENV = "FW_RUN_DIR"  # lets DDP child processes find the directory rank 0 chose
@@ -451,11 +451,10 @@ def _check_run_dir(recipe: Recipe, run_dir: Path, resume: bool, overwrite: bool)
                 "to continue (it holds checkpoints/last.ckpt)."
             )
         if saved.exists():
-            before = yaml.safe_load(saved.read_text()) or {}
+            before = result_settings(yaml.safe_load(saved.read_text()) or {})
+            now = result_settings(recipe.raw)
             changed = [
-                k
-                for k in ("seed", "data", "eval_data", "learner")
-                if before.get(k) != recipe.raw.get(k)
+                k for k in ("seed", "data", "eval_data", "learner") if before.get(k) != now.get(k)
             ]
             if changed:
                 raise FwError(

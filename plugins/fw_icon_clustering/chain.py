@@ -11,7 +11,6 @@ clusterer takes its kNN graph from it (``knn_key``) or its head inputs (``input_
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import random
@@ -111,7 +110,7 @@ def chained(
     """The data of ``recipe`` with its trained learner's output ``[N, d]`` under ``key``.
 
     The recipe (with ``overrides``, dotted ``key=value`` as on the command line) is trained by
-    `fw.train.train` into ``cache_dir/<recipe>-<hash of its resolved text>`` unless that run
+    `fw.train.train` into ``cache_dir/<recipe>-<fw.recipe.settings_digest>`` unless that run
     already finished there, then its learner is rebuilt from the checkpoint and ``infer`` is
     applied to the whole training data, ``batch_size`` items at a time. The global RNG states
     are restored afterwards, so a cached and a fresh chain leave the outer run identical.
@@ -123,7 +122,7 @@ def chained(
     outer recipe's seed varies the whole pipeline; ``recipe`` keeps the chained recipe's own
     seed; an int pins it.
     """
-    from fw.recipe import build, load_recipe
+    from fw.recipe import build, load_recipe, settings_digest
     from fw.registry import get_registry
     from fw.train import CHECKPOINT, RUN_DIR_ENV, train
 
@@ -137,8 +136,7 @@ def chained(
     elif seed != "recipe":
         overrides.append(f"seed={int(seed)}")
     inner = load_recipe(path, overrides, registry)
-    text = inner.to_yaml()
-    digest = hashlib.sha256(text.encode()).hexdigest()[:12]
+    digest = settings_digest(inner.raw)  # settings that cannot change the output are left out
     run_dir = Path(cache_dir).expanduser() / f"{inner.name}-{digest}"
     emb_path = run_dir / f"output-{key}.pt"
 
