@@ -145,3 +145,9 @@ def test_settings_digest_ignores_no_effect_settings_and_new_null_parameters(toy_
         toy_recipe, [f"trainer.max_steps={base['trainer']['max_steps'] + 1}"], registry
     )
     assert settings_digest(longer.raw) != digest
+
+
+def test_resolved_recipe_keeps_non_ascii_text(toy_recipe, registry):
+    recipe = load_recipe(toy_recipe, ["description=N × 2 ≈ 2N"], registry)
+    text = recipe.to_yaml()
+    assert "N × 2 ≈ 2N" in text and "\\x" not in text

@@ -96,6 +96,11 @@ def result_settings(raw: Mapping[str, Any], also_ignore: Iterable[str] = ()) -> 
     return prune(raw, "")
 
 
+def dump_yaml(raw: Mapping[str, Any]) -> str:
+    """A recipe mapping as fw writes it: keys in order, leaves in flow style, UTF-8 as is."""
+    return yaml.safe_dump(dict(raw), sort_keys=False, allow_unicode=True, default_flow_style=None)
+
+
 def settings_digest(raw: Mapping[str, Any], also_ignore: Iterable[str] = ()) -> str:
     """12 hex digits of SHA-256 over `result_settings` (sorted JSON): a key for cached results."""
     text = json.dumps(result_settings(raw, also_ignore), sort_keys=True, default=str)
@@ -150,7 +155,7 @@ class Recipe:
 
     def to_yaml(self) -> str:
         """The fully resolved recipe as YAML (rebuilds this run)."""
-        return yaml.safe_dump(self.raw, sort_keys=False, default_flow_style=None)
+        return dump_yaml(self.raw)
 
 
 # ----------------------------------------------------------------------------- loading
@@ -170,7 +175,7 @@ def _read_yaml(path: Path) -> tuple[dict[str, Any], dict[str, int]]:
             f"recipe file '{path}' not found (working directory: {Path.cwd()}). "
             "Pass the path of a YAML recipe, e.g. `fw run recipes/tsne_digits.yaml`."
         )
-    text = path.read_text()
+    text = path.read_text(encoding="utf-8")
     try:
         data = yaml.safe_load(text)
         node = yaml.compose(text)

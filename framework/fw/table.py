@@ -24,11 +24,10 @@ from pathlib import Path
 from typing import Any
 
 import attrs
-import yaml
 
 from fw import api
 from fw.errors import FwError
-from fw.recipe import DEFAULT_STEPS
+from fw.recipe import DEFAULT_STEPS, dump_yaml
 from fw.registry import Registry
 
 CATEGORIES: dict[str, str] = {  # legend colours of seed 000 Fig. 8.1 / seed 002
@@ -328,7 +327,7 @@ def scaled_recipe(cell_name: str, scale: str, registry: Registry) -> str:
     raw.pop("extends", None)
     raw["description"] = f"{cell.method}, scale '{scale}' ({', '.join(cell.scales[scale])})"
     recipe_from_dict(raw, registry)  # fail here, not at `fw run`
-    return yaml.safe_dump(raw, sort_keys=False, allow_unicode=True, default_flow_style=None)
+    return dump_yaml(raw)
 
 
 def cell_recipe(cell_or_pair: str, registry: Registry) -> str:
@@ -347,7 +346,7 @@ def cell_recipe(cell_or_pair: str, registry: Registry) -> str:
         from fw.recipe import recipe_from_dict
 
         recipe_from_dict(raw, registry)  # fail here, not at `fw run`
-        return yaml.safe_dump(raw, sort_keys=False, allow_unicode=True, default_flow_style=None)
+        return dump_yaml(raw)
     cell = find_cell(build_table(registry), cell_or_pair)
     if cell.recipe:
         path = recipes_dir() / cell.recipe
@@ -355,7 +354,7 @@ def cell_recipe(cell_or_pair: str, registry: Registry) -> str:
             raise FwError(f"'{cell.method}' names recipe {path}, which does not exist (yet)")
         return path.read_text()
     raw = cell_recipe_dict(cell, registry)
-    return yaml.safe_dump(raw, sort_keys=False, allow_unicode=True, default_flow_style=None)
+    return dump_yaml(raw)
 
 
 def smoke_recipe(

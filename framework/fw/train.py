@@ -306,7 +306,7 @@ def _fit_in(
     # only now: a run refused for its data or values leaves no empty directory behind
     if rank0:
         (run_dir / "checkpoints").mkdir(parents=True, exist_ok=True)
-        (run_dir / "recipe.yaml").write_text(recipe.to_yaml())
+        (run_dir / "recipe.yaml").write_text(recipe.to_yaml(), encoding="utf-8")
     fabric.barrier()
 
     start = 0
@@ -451,7 +451,7 @@ def _check_run_dir(recipe: Recipe, run_dir: Path, resume: bool, overwrite: bool)
                 "to continue (it holds checkpoints/last.ckpt)."
             )
         if saved.exists():
-            before = result_settings(yaml.safe_load(saved.read_text()) or {})
+            before = result_settings(yaml.safe_load(saved.read_text(encoding="utf-8")) or {})
             now = result_settings(recipe.raw)
             changed = [
                 k for k in ("seed", "data", "eval_data", "learner") if before.get(k) != now.get(k)
