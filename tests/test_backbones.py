@@ -328,3 +328,21 @@ def test_mobilenet_tap_global_output_pools_the_map():
     pooled = mobilenet_v2_tap("s8", weights=None, output="global")
     x = torch.rand(1, 1, 32, 32)  # grey images are repeated to RGB
     assert torch.allclose(pooled(x), dense(x).mean(dim=(2, 3)), atol=1e-6)
+
+
+def test_builders_take_backbones_parameters_by_keyword_only():
+    import inspect
+
+    from fw_backbones.base import BACKBONES, Backbone, make_builder
+
+    own = [p for p in inspect.signature(Backbone.__init__).parameters if p not in ("self", "name")]
+    name = next(iter(BACKBONES))
+    builder = make_builder(name, Backbone)
+    params = inspect.signature(builder).parameters
+    assert list(params) == own
+    assert params["weights"].default == next(iter(BACKBONES[name].weights))
+    assert all(p.kind is inspect.Parameter.KEYWORD_ONLY for p in params.values())
+    with pytest.raises(TypeError):
+        builder(None)  # a positional argument could land on the wrong parameter
+    with pytest.raises(TypeError):
+        builder(lora_rnk=3)

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import hashlib
+import inspect
+import typing
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Literal
@@ -156,52 +158,33 @@ class Backbone(Featurizer):
 def make_builder(name: str, family: type[Backbone]) -> Callable[..., Backbone]:
     """The recipe factory of backbone ``name`` of `BACKBONES`, built from its table entry.
 
-    Its parameters are those of :class:`Backbone` with ``weights`` typed as the entry's named
-    weights (or None for random initialisation), so recipes are validated against them.
+    Its parameters are those of :class:`Backbone` (read from its signature, keyword-only) with
+    ``weights`` typed as the entry's named weights (or None for random initialisation), so
+    recipes are validated against them.
     """
     spec = BACKBONES[name]
     names = tuple(spec.weights)
+    hints = typing.get_type_hints(Backbone.__init__)
+    params = [
+        p.replace(kind=inspect.Parameter.KEYWORD_ONLY)
+        for p in inspect.signature(Backbone.__init__).parameters.values()
+        if p.name not in ("self", "name")
+    ]
+    params = [p.replace(default=names[0]) if p.name == "weights" else p for p in params]
+    signature = inspect.Signature(params, return_annotation=family)
 
-    def factory(
-        weights: str | None = names[0],
-        weights_path: str | None = None,
-        output: Output = "global",
-        frozen: bool = True,
-        image_size: int | None = None,
-        preprocess_inputs: bool = True,
-        lora_rank: int = 0,
-        lora_alpha: float = 32.0,
-        lora_dropout: float = 0.1,
-        lora_target: str = "qkv",
-    ) -> Backbone:
-        return family(
-            name,
-            weights,
-            weights_path,
-            output,
-            frozen,
-            image_size,
-            preprocess_inputs,
-            lora_rank,
-            lora_alpha,
-            lora_dropout,
-            lora_target,
-        )
+    def factory(**kwargs: Any) -> Backbone:
+        bound = signature.bind(**kwargs)  # refuses unknown keys, fills the defaults
+        bound.apply_defaults()
+        return family(name, **bound.arguments)
 
     trained = "; ".join(f"{k}: {w.training}" for k, w in spec.weights.items())
     factory.__name__ = factory.__qualname__ = name
     factory.__doc__ = f"{spec.title or name}, {spec.dim}-d features; weights {trained}."
+    factory.__signature__ = signature  # type: ignore[attr-defined]
     factory.__annotations__ = {
+        **{p.name: hints[p.name] for p in params},
         "weights": Literal[names] | None,  # type: ignore[valid-type]
-        "weights_path": str | None,
-        "output": Output,
-        "frozen": bool,
-        "image_size": int | None,
-        "preprocess_inputs": bool,
-        "lora_rank": int,
-        "lora_alpha": float,
-        "lora_dropout": float,
-        "lora_target": str,
         "return": family,
     }
     return factory
