@@ -27,7 +27,6 @@ from torch import Tensor
 
 def batch_losses(learner, inputs: Tensor, logits: Tensor, batches: int, seed: int) -> np.ndarray:
     """The recipe's loss of fixed logits on ``batches`` batches drawn from ``seed``."""
-    from fw import api
     from fw_icon_clustering.fused import sparse_icon_loss, sparse_p
 
     gen = torch.Generator().manual_seed(seed)
@@ -38,7 +37,7 @@ def batch_losses(learner, inputs: Tensor, logits: Tensor, batches: int, seed: in
         ids, head_in, knn_feats = learner._points(
             {"index": anchors, learner.input_key: inputs[anchors]}
         )
-        ctx = {api.FEATURES: knn_feats, api.INDEX: ids, api.NEIGHBORS: learner.neighbor_table}
+        ctx = learner.p_context(ids, knn_feats)
         entries = sparse_p(learner._p_spec, ctx, len(ids), head_in.dtype)
         loss = sparse_icon_loss(
             learner._p_spec, learner._q_spec, ctx, logits[ids], None, learner.mode, entries

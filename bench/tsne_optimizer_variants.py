@@ -17,7 +17,6 @@ An exploration of where fw's 70k map differs from openTSNE's (trustworthiness) a
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 
@@ -66,12 +65,6 @@ def patch_optimizer(opentsne_rules: bool) -> None:
     Opt.apply_update = staticmethod(apply_update)
     if opentsne_rules:
         Opt.update_gains = staticmethod(update_gains)
-        init = Opt.__init__
-
-        def init_carry_over(self, params, **kw) -> None:
-            init(self, params, **{**kw, "reset_at_switch": False})
-
-        Opt.__init__ = init_carry_over
 
 
 def main() -> None:
@@ -87,14 +80,12 @@ def main() -> None:
     else:
         patch_optimizer(opentsne_rules=args.variant == "opentsne_rules")
     x, y = tsne_scale.load(args.n)
-    emb, wall = tsne_scale.fit_fw(args.n, args.seed, exact=False, extra=[])
+    # openTSNE carries gains and update over the phase switch: the optimiser's own option
+    extra = ["learner.optimizer.reset_at_switch=false"] if args.variant == "opentsne_rules" else []
+    emb, wall = tsne_scale.fit_fw(args.n, args.seed, exact=False, extra=extra)
     rec = {"n": args.n, "method": "fw", "seed": args.seed, "variant": args.variant}
     rec.update(wall_s=wall, peak_rss_mib=tsne_scale.peak_rss_mib())
-    p_cache = args.out.parent / f"tsne_scale-p-{args.n}.pt"
-    rec.update(tsne_scale.score(x, y, emb, p_cache))
-    with args.out.open("a") as fh:
-        fh.write(json.dumps(rec) + "\n")
-    print(json.dumps(rec))
+    tsne_scale.score_and_append(args.out, rec, x, y, emb)
 
 
 if __name__ == "__main__":

@@ -20,7 +20,7 @@ never asserted. The fits append to a JSONL file so an interrupted run keeps what
     python bench/tsne_scale.py --sizes 1797 --methods fw,opentsne --seeds 0,1,2
     python bench/tsne_scale.py --table-only                                 # print the file
     python bench/tsne_scale.py --sizes 70000 --methods opentsne_exact_knn   # only when asked
-    python bench/tsne_scale.py --sizes 10000 --methods fw --set learner.optimizer.max_step_norm=5
+    python bench/tsne_scale.py --sizes 70000 --methods fw --set learner.p.knn_index=ivf
 
 ``--set`` overrides fw's scale recipe (a variant: its records carry ``variant`` and the table
 prints it as a row of its own).
@@ -219,6 +219,14 @@ def score(x: np.ndarray, y: np.ndarray, emb: np.ndarray, p_cache: Path) -> dict[
     }
 
 
+def score_and_append(out: Path, rec: dict, x: np.ndarray, y: np.ndarray, emb: np.ndarray) -> None:
+    """Add the scores of ``emb`` to the record, append it to ``out`` and print it."""
+    rec.update(score(x, y, emb, out.parent / f"tsne_scale-p-{len(x)}.pt"))
+    with out.open("a") as fh:
+        fh.write(json.dumps(rec) + "\n")
+    print(json.dumps(rec), flush=True)
+
+
 def available(method: str) -> str | None:
     """None if the method can run here, else why not."""
     module = {"opentsne": "openTSNE", "opentsne_exact_knn": "openTSNE", "torchdr": "torchdr"}.get(
@@ -288,11 +296,11 @@ def main() -> None:
                     if why:
                         print(f"N={n} {method}: skipped, {why}", flush=True)
                         continue
-                    tag = f"-{hashlib.sha1(variant.encode()).hexdigest()[:8]}" if variant else ""
-                    npy = args.out.parent / f"tsne_scale-{method}{tag}-{n}-{seed}.npy"
                     if variant and method != "fw":
                         print(f"N={n} {method}: skipped, --set only applies to fw", flush=True)
                         continue
+                    tag = f"-{hashlib.sha1(variant.encode()).hexdigest()[:8]}" if variant else ""
+                    npy = args.out.parent / f"tsne_scale-{method}{tag}-{n}-{seed}.npy"
                     sets = [f"--set={s}" for s in args.set]
                     cmd = [sys.executable, __file__, "--child", method, str(n), str(seed), str(npy)]
                     cmd += sets
@@ -304,11 +312,7 @@ def main() -> None:
                     if variant:
                         rec["variant"] = variant
                     rec.update(json.loads(npy.with_suffix(".json").read_text()))
-                    p_cache = args.out.parent / f"tsne_scale-p-{n}.pt"
-                    rec.update(score(x, y, np.load(npy), p_cache))
-                    with args.out.open("a") as fh:
-                        fh.write(json.dumps(rec) + "\n")
-                    print(json.dumps(rec), flush=True)
+                    score_and_append(args.out, rec, x, y, np.load(npy))
     print_table(args.out)
 
 

@@ -348,6 +348,14 @@ class IConClustering(api.Learner):
         assert self._knn_space is not None
         return ids_all, head_in, self._knn_space[ids_all.cpu()].to(device)
 
+    def p_context(self, ids: Tensor, knn_feats: Tensor) -> dict[str, Tensor]:
+        """The context p is computed on for the points ``ids`` of one batch."""
+        return {
+            api.FEATURES: knn_feats,
+            api.INDEX: ids,
+            api.NEIGHBORS: self.neighbor_table.to(ids.device),
+        }
+
     def _update_teacher(self) -> None:
         assert self.teacher is not None and self.ema is not None
         ema_update(self.teacher, self.heads, self.ema)
@@ -356,11 +364,7 @@ class IConClustering(api.Learner):
         if self.teacher is not None and step > 0:
             self._update_teacher()
         ids, head_in, knn_feats = self._points(batch)
-        p_ctx = {
-            api.FEATURES: knn_feats,
-            api.INDEX: ids,
-            api.NEIGHBORS: self.neighbor_table.to(ids.device),
-        }
+        p_ctx = self.p_context(ids, knn_feats)
         fused = self._p_spec is not None and self._q_spec is not None
         with torch.no_grad():
             if fused:
