@@ -1,8 +1,8 @@
-"""DenseAV on SpokenObjects (benchmarks.md §3): trained models beside the §3.8 baseline rows.
+"""DenseAV on SpokenObjects (docs/benchmarks.md): trained models beside the baseline rows.
 
-    flock /tmp/fw-cpu.lock python bench/denseav_spoken_objects.py                # full protocol
-    flock /tmp/fw-cpu.lock python bench/denseav_spoken_objects.py --train 400 --test 200 \
-        --steps 100 --seeds 0                                                   # CI tier
+    python bench/denseav_spoken_objects.py                # full protocol
+    python bench/denseav_spoken_objects.py --train 400 --test 200 \
+        --steps 100 --seeds 0                             # CI tier
     python bench/denseav_spoken_objects.py --resume --out DIR   # continue a stopped run
 
 ``--resume`` reads each training that already finished in ``--out`` with the same resolved
@@ -108,7 +108,7 @@ def main() -> None:
     print(
         f"# seeds {args.seeds}, {args.steps} steps, train {args.train or 5000} / test "
         f"{args.test or 1000} items"
-        + ("" if full else " -- CUT: not the full protocol of benchmarks.md §3.6"),
+        + ("" if full else " -- CUT: not the full protocol of docs/benchmarks.md"),
         flush=True,
     )
 

@@ -1,7 +1,7 @@
-"""FeatUp upsamplers on TexMosaic-12 (benchmarks.md §2.5–§2.7, issue 9): one table from one run.
+"""FeatUp upsamplers on TexMosaic-12 (docs/benchmarks.md): one table from one run.
 
 Heads are fixed at low resolution on one tap's train features: the cosine k-means centroids of
-3 seeds (un-normalised scores ⟨f, c_k⟩, Hungarian matching over all eval pixels) and the §2.6
+3 seeds (un-normalised scores ⟨f, c_k⟩, Hungarian matching over all eval pixels) and the
 supervised linear probe of 3 seeds (identity matching). Then only the upsampler changes:
 low-res (nearest), bilinear, bicubic, FeatUp's JBU stack at its random init and the JBU stack
 trained label-free on TexMosaic train images (``recipes/featup_jbu_texmosaic.yaml``; none of its
@@ -9,7 +9,7 @@ hyper-parameters is chosen with labels). mIoU and accuracy whole-image, in the b
 in the interior, mean ± std over the seeds, and per-seed paired Δ.
 
 Every upsampler but implicit applies the same spatial weights to every channel, so the score
-maps are upsampled instead of the C channels (§2.5 exactness trick); the JBU's final
+maps are upsampled instead of the C channels (the exactness trick); the JBU's final
 ``0.1·Conv1x1`` residual is folded into the heads (:meth:`JBUStack.fold_head`) and its constant
 added after upsampling. The run checks the trick against the explicit C-channel path on a few
 images. Implicit FeatUp is fitted per image (minutes each on one CPU core), so it runs on a
@@ -17,8 +17,8 @@ documented subset of evenly spaced eval images, where every other upsampler is s
 the matching of the full-set low-res row (same seed): the subset rows are paired among
 themselves, not with the full-set rows.
 
-    /work/cpu_slot fw run recipes/featup_jbu_texmosaic.yaml --out runs/featup_jbu_texmosaic
-    /work/cpu_slot python bench/featup_texmosaic.py --jbu runs/featup_jbu_texmosaic
+    fw run recipes/featup_jbu_texmosaic.yaml --out runs/featup_jbu_texmosaic
+    python bench/featup_texmosaic.py --jbu runs/featup_jbu_texmosaic
 """
 
 from __future__ import annotations
@@ -211,7 +211,7 @@ def main() -> None:
     parser.add_argument("--tier", choices=["full", "fast"], default="full")
     parser.add_argument("--n-train", type=int, help="override the tier's train size (even)")
     parser.add_argument("--n-eval", type=int, help="override the tier's eval size (even)")
-    parser.add_argument("--no-baselines", action="store_true", help="skip the §2.6 rows")
+    parser.add_argument("--no-baselines", action="store_true", help="skip the baseline rows")
     parser.add_argument("--implicit-images", type=int, default=4)
     parser.add_argument("--implicit-steps", type=int, default=40)
     parser.add_argument("--implicit-views", type=int, default=2, help="jitters per step")

@@ -18,7 +18,7 @@ of output pixels, ``peak(HW) = a + b·HW`` with b fitted from the 56² and 112²
 same C, so the largest side is ``⌊√((8 GiB − a) / b)⌋``. Linear is exact here: every buffer
 of either formulation is a multiple of H·W (or (H+k−1)(W+k−1), whose excess is in a).
 
-    flock /tmp/fw-cpu.lock python bench/jbu.py            # the full table (a few minutes)
+    python bench/jbu.py                     # the full table (a few minutes)
     python bench/jbu.py --channels 64 --sizes 56 --reps 2   # a quick look
 
 Timings are reported, never asserted. Single-threaded (torch.set_num_threads(1)).

@@ -1,4 +1,4 @@
-"""STEGO on TexMosaic-12 (benchmarks.md §2): one table from one run.
+"""STEGO on TexMosaic-12 (docs/benchmarks.md): one table from one run.
 
 Rows (mIoU and pixel accuracy, whole image / boundary band / interior, mean ± std over seeds):
 RGB-pixel k-means; random-init network k-means (s16, s32a); raw-feature cosine k-means on every
@@ -6,16 +6,16 @@ tap (low-res and bilinear); the GT-region pooling oracle on the STEGO taps; the 
 linear probe on s16 and s32a (the ceiling); STEGO heads on s16 and s32a (cosine k-means, K = 12,
 seed 0, on train codes; codes upsampled bilinearly) and their online linear probes.
 
-(λ, b) are chosen on **dev** among the stego.md §3.1 presets with ``--select`` (one seed, fewer
-steps), then frozen in ``PRESET_BY_TAP`` below before the val table is run (benchmarks.md §4).
+(λ, b) are chosen on **dev** among the presets of ``PRESETS`` with ``--select`` (one seed, fewer
+steps), then frozen in ``PRESET_BY_TAP`` below before the val table is run.
 
-    flock /tmp/fw-cpu.lock python bench/stego_texmosaic.py --select      # dev, picks presets
-    flock /tmp/fw-cpu.lock python bench/stego_texmosaic.py               # the val table
-    flock /tmp/fw-cpu.lock python bench/stego_texmosaic.py --select-then-run   # both at once
+    python bench/stego_texmosaic.py --select      # dev, picks presets
+    python bench/stego_texmosaic.py               # the val table
+    python bench/stego_texmosaic.py --select-then-run   # both at once
 
 ``--gray`` runs the grey variant (same labels, the colour cue removed; the frozen (λ, b) stay
 those chosen on RGB dev unless ``--select`` is rerun with ``--gray``). ``--replicate 1`` draws
-fresh data (benchmarks.md §2.4); with ``--headline`` only the rows that the STEGO claim needs are
+fresh data; with ``--headline`` only the rows that the STEGO claim needs are
 computed (raw k-means on the STEGO taps and the STEGO heads), for that confirmation.
 """
 
@@ -41,7 +41,8 @@ from fw_stego.texmosaic import texmosaic12
 
 K = 12
 PARTS = ("all", "band", "interior")
-#: stego.md §3.1: (λ_rand, λ_knn, λ_self, b_rand, b_knn, b_self)
+#: (λ_rand, λ_knn, λ_self, b_rand, b_knn, b_self) of Hamilton, PhD thesis, Table B.3 and the
+#: authors' released STEGO configs
 PRESETS: dict[str, tuple[float, ...]] = {
     "cityscapes_B3": (0.91, 0.58, 1.00, 0.31, 0.18, 0.46),
     "cocostuff_B3": (0.15, 1.00, 0.10, 1.00, 0.20, 0.12),
@@ -53,11 +54,11 @@ PRESETS: dict[str, tuple[float, ...]] = {
     "coco_older_code": (0.72, 0.80, 0.29, 0.86, 0.04, 0.34),
     "cityscapes_older_code": (0.72, 0.18, 0.46, 0.25, 0.20, 0.25),
 }
-#: frozen after `--select` on dev (RGB, replicate 0, seed 0, 200 steps; s16: 08:09 UTC, s32a:
-#: 11:26 UTC 2026-11-30, before the s32a val rows were run); None = not chosen
+#: frozen after `--select` on dev (RGB, replicate 0, seed 0, 200 steps), before the val rows
+#: were run; None = not chosen
 PRESET_BY_TAP: dict[str, str | None] = {"s16": "potsdam_vits_code", "s32a": "cityscapes_older_code"}
 STEGO_TAPS = ("s16", "s32a")
-#: the seven taps of benchmarks.md §1 (s16d is SpokenObjects' dilated variant)
+#: the seven taps of docs/benchmarks.md (s16d is SpokenObjects' dilated variant)
 TEXMOSAIC_TAPS = ("s4", "s8", "s16a", "s16", "s32a", "s32", "s32c")
 
 
@@ -159,7 +160,7 @@ def match_all(conf: dict[str, Confusion], matched: bool) -> dict[str, float]:
 
 def cluster_scores(train_maps, val_maps, label, band, seed, modes=("nearest", "bilinear")):
     centroids = spherical_kmeans(flat(train_maps), seed)
-    score = torch.einsum("nchw,kc->nkhw", val_maps.float(), centroids)  # un-normalised f (§2.5.3)
+    score = torch.einsum("nchw,kc->nkhw", val_maps.float(), centroids)  # un-normalised f
     return centroids, {m: score_maps(score, label, band, m) for m in modes}
 
 
@@ -187,7 +188,7 @@ def majority_cells(label: torch.Tensor, grid: int) -> torch.Tensor:
 
 
 def train_linear_probe(train_maps, train_label, seed) -> torch.nn.Conv2d:
-    """1×1 conv + bias, CE on majority cell labels, Adam 5e-3, 300 full-batch steps (§2.6)."""
+    """1×1 conv + bias, CE on majority cell labels, Adam 5e-3, 300 full-batch steps."""
     torch.manual_seed(seed)
     conv = torch.nn.Conv2d(train_maps.shape[1], K, 1)
     opt = torch.optim.Adam(conv.parameters(), lr=5e-3)
@@ -201,7 +202,7 @@ def train_linear_probe(train_maps, train_label, seed) -> torch.nn.Conv2d:
 
 
 def linear_probe(train_maps, train_label, val_maps, label, band, seed) -> dict[str, float]:
-    """The §2.6 probe's scores (logits upsampled bilinearly, identity matching)."""
+    """The linear probe's scores (logits upsampled bilinearly, identity matching)."""
     conv = train_linear_probe(train_maps, train_label, seed)
     with torch.no_grad():
         logits = conv(val_maps.float())
@@ -221,7 +222,7 @@ def pixel_kmeans(train_x, val_x, label, band, seed) -> dict[str, float]:
 def baseline_rows(
     train, val, label, band, seeds, table: Table, t0: float, taps=STEGO_TAPS, gray=False, only=None
 ):
-    """Every §2.6 baseline row into ``table``: pixel k-means, the random-init net on the
+    """Every baseline row into ``table``: pixel k-means, the random-init net on the
     headline taps, raw k-means of all seven taps (low-res and bilinear), the GT-region pooling
     oracle and the supervised linear probe on ``taps``; with ``only`` (the --headline mode) just
     raw k-means on those taps. Returns the ImageNet taps' train and val maps (fp16), which the
@@ -422,7 +423,7 @@ def best_on_dev(results: dict) -> dict[str, str]:
 
 
 def select(train, args) -> dict[str, str]:
-    """Train every §3.1 preset once (seed 0) per tap and score it on dev (cluster mIoU)."""
+    """Train every preset once (seed 0) per tap and score it on dev (cluster mIoU)."""
     dev = texmosaic12("dev", "full", gray=args.gray, replicate=args.replicate, progress=False)
     label = dev.tensors["label"].long()
     band = boundary_band(label, 9)

@@ -1,11 +1,11 @@
-"""Value functions on coalitions of players: what an `fw.api.Explainer` explains (spec explain.md).
+"""Value functions on coalitions of players: what an `fw.api.Explainer` explains (Hamilton, PhD thesis, Ch. 7).
 
 A :class:`Game` gives a value ``v(S)`` for every coalition ``S`` of its ``n_players`` players.
 Explainers query it in batches of coalitions (``value``, bool ``[S, n]``) or, when they need
 gradients, with soft membership weights in [0, 1] (``soft_value``, float ``[S, n]``; a 0/1
 weight is the hard coalition).
 
-:class:`SimilarityGame` is the game of a similarity model d(x, y) (spec §1.4, §1.9):
+:class:`SimilarityGame` is the game of a similarity model d(x, y) (thesis Eqs. 7.2 and 7.6):
 
 - first order, ``players="match"``: v₁(S) = d(x, mask(y, S)), the players are parts of y
   (``"query"`` swaps the roles);
@@ -99,7 +99,7 @@ def grid_players(size: tuple[int, ...], cells: tuple[int, ...] | None = None) ->
 
 
 class SimilarityGame(Game):
-    """v₁(S) = d(x, mask(y, S)) or v₂(S) = d(mask(x, ·), mask(y, ·)) (spec Eq. 7.2 / 7.6)."""
+    """v₁(S) = d(x, mask(y, S)) or v₂(S) = d(mask(x, ·), mask(y, ·)) (thesis Eq. 7.2 / 7.6)."""
 
     def __init__(
         self,

@@ -1,5 +1,5 @@
 """Batched random augmentations for view-based learners (SimCLR's "random crop (with flip and
-resize), color distortion, and Gaussian blur"; spec icon.md §1.3).
+resize), color distortion, and Gaussian blur"; Chen et al. 2020).
 
 Every op works on a float batch ``[B, C, H, W]`` in [0, 1] and draws its random parameters
 **per image** from torch's global generator (seeded and checkpointed by `fw.train`), in one

@@ -1,4 +1,4 @@
-"""Trainable mappers f_φ (seed 004 App. G.1): an embedding table, a linear map, an MLP."""
+"""Trainable mappers f_φ (I-Con, App. G.1): an embedding table, a linear map, an MLP."""
 
 from __future__ import annotations
 
@@ -131,7 +131,7 @@ class MLP(Featurizer):
 class OrthonormalProjection(Featurizer):
     """``f(x) = W x`` with orthonormal rows ``W Wᵀ = I`` (a projection onto a ``dim``-subspace).
 
-    PCA's mapper (spec icon.md §3.3 #3): with the identity p and the σ→∞ Gaussian q
+    PCA's mapper (I-Con, Cor. 1): with the identity p and the σ→∞ Gaussian q
     (``cohesion_variance``) the I-Con loss is ``−2 Var(W x)``, which an unconstrained linear map
     drives to −∞; over orthonormal projections its minimisers span the top-``dim`` principal
     subspace. ``W`` is kept orthonormal by `torch.nn.utils.parametrizations.orthogonal`.
