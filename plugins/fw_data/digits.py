@@ -27,7 +27,7 @@ def digits(
     share no pixel; the pairing is the item id (split-image views in the manner of Deep CCA's
     MNIST halves, not two sensors). ``meta["modalities"]`` names the two keys.
 
-    ``embedding``: a side embedding ``g`` under the key ``embedding`` (X-Sample's p11 reads
+    ``embedding``: a side embedding ``g`` under the key ``embedding`` (X-Sample's p reads
     it). ``label`` is the one-hot class ``[N, 10]``: the digits have no captions, so this is
     a "class-name" embedding in which every two classes are equally unrelated.
     """

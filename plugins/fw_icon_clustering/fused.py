@@ -42,7 +42,7 @@ class SparseP:
 
 @attrs.frozen
 class ClusterQ:
-    """A recognised learned composition: q9 cluster kernel with eps, and q-debiasing."""
+    """A recognised learned composition: the cluster kernel (uniform on clusters) with eps, and q-debiasing."""
 
     eps: float
     alpha: float
@@ -63,7 +63,7 @@ def compile_p(p: api.NeighborhoodDistribution) -> SparseP | None:
 
 
 def compile_q(q: api.NeighborhoodDistribution) -> ClusterQ | None:
-    """The fused form of ``q``, or None when it is not a (debiased) q9 cluster kernel."""
+    """The fused form of ``q``, or None when it is not a (debiased) cluster kernel."""
     alpha = 0.0
     if isinstance(q, Debiased):
         alpha, q = q.alpha, q.of

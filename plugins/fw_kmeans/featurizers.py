@@ -1,6 +1,6 @@
-"""The spectral embedding as a (frozen, non-parametric) featurizer (spec icon.md §3.3 #20).
+"""The spectral embedding as a (frozen, non-parametric) featurizer (I-Con, Cor. 5).
 
-Spectral clustering is k-Means on the spectral embedding [P Cor. 5]: the first eigenvectors of
+Spectral clustering is k-Means on the spectral embedding (I-Con, Cor. 5): the first eigenvectors of
 the normalised Laplacian of an affinity graph. This featurizer computes that embedding of the
 training set once (``setup``) and looks points up by dataset id, so a recipe can hand it to a
 supervisory p (``p_featurizer`` of the ``clusterer`` learner) — k-Means as I-Con then runs on it.

@@ -1,4 +1,4 @@
-"""Entry point of the ``sne`` plugin: SNE and t-SNE (spec icon.md §3.3 items 1-2)."""
+"""Entry point of the ``sne`` plugin: SNE and t-SNE (I-Con, Thms 1-2)."""
 
 from __future__ import annotations
 
