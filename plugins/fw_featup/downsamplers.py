@@ -1,4 +1,4 @@
-"""Learned downsamplers σ↓ (spec featup.md §1.4, Eq. 5.2): how the backbone pooled.
+"""Learned downsamplers σ↓ (Hamilton, PhD thesis, §5.5.1, Eq. 5.2): how the backbone pooled.
 
 Both produce exactly the backbone grid with a ``k × k`` window and
 ``stride = (H − k) // (h − 1)`` (no padding, pitfall 7.2); a window/size pair that cannot

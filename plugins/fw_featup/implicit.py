@@ -1,4 +1,4 @@
-"""Implicit FeatUp (spec featup.md §1.6, §1.7, §1.9; Eq. 5.7): an MLP fitted per image.
+"""Implicit FeatUp (Hamilton, PhD thesis, §5.5.2-§5.5.3, Eq. 5.7): an MLP fitted per image.
 
 ``F_hr = MLP(h(e_i : e_j : x̃, ω̂))`` over Fourier features of the pixel coordinates and the
 min-max scaled colour, predicting the image's features in their own PCA-128 space; the

@@ -1,4 +1,4 @@
-"""The view transforms t ∈ T of the multi-view loss (spec featup.md §1.3, pitfall 7.1).
+"""The view transforms t ∈ T of the multi-view loss (Hamilton, PhD thesis, §5.5).
 
 A jitter is sampled once and applied identically to the image (before the featurizer) and to
 the high-resolution features (before the downsampler): reflect-pad, zoom (p = 0.5), integer

@@ -1,4 +1,4 @@
-"""FeatUp's training objective (spec featup.md §1.2, §1.7, §1.8).
+"""FeatUp's training objective (Hamilton, PhD thesis, Eqs. 5.1 and 5.8, §5.5.3).
 
 - :class:`Uncertainty` + :func:`reconstruction_loss`: Eq. 5.1 with the adaptive, spatially
   varying scale ``s = exp(Conv1x1(f(t(x))) + 0.1)`` ≥ 1e-4 predicted from the *observed* view;

@@ -1,4 +1,4 @@
-"""Feed-forward upsamplers σ↑ (spec featup.md §1.5, §2.4): baselines and the JBU.
+"""Feed-forward upsamplers σ↑ (Hamilton, PhD thesis, §5.5.2, §5.6): baselines and the JBU.
 
 All take low-resolution features ``[B, C, h, w]`` and a guidance image ``[B, 3, H, W]`` in
 [0, 1] and return ``[B, C, *size]`` (``size`` defaults to ``(H, W)``). Trainable ones accept
@@ -342,12 +342,12 @@ class JBU(Trainable):
 
 
 class JBUStack(Trainable):
-    """FeatUp's JBU as the authors ship it ([C] ``JBUStack``, spec §1.5): ``stages`` 2× JBU
+    """FeatUp's JBU as the authors ship it (the reference code's ``JBUStack``): ``stages`` 2× JBU
     stages, each guided by the image average-pooled to its output size, then the final
     residual ``0.1·Conv1x1(Dropout2d(0.2)(F)) + F``; bilinearly resized to ``size`` if the
     stages end elsewhere.
 
-    Options give the thesis-literal variant (§7 pitfall 8): ``window=3``, ``key_dim=30``,
+    Options give the thesis-literal variant: ``window=3``, ``key_dim=30``,
     ``feature_resize="bilinear"``, ``reference_extras=False`` (no kernel fixup, no final
     residual conv). ``stages`` = log2 of the backbone stride: 4 for /16 ViTs, 5 for stride-32
     CNNs (which the reference leaves at 4 and resizes).
@@ -433,7 +433,7 @@ class JBUStack(Trainable):
         self, scores: Tensor, guidance: Tensor, size: tuple[int, int] | None = None
     ) -> Tensor:
         """Upsample low-resolution score maps ``[B, K, h, w]`` (any K) with the stages and the
-        final resize but without the channel-mixing residual (benchmarks.md §2.5 exactness
+        final resize but without the channel-mixing residual (docs/benchmarks.md exactness
         trick). In eval mode every kernel depends on the image only, so for a linear head
         ``(A, a)`` on the upsampled features, ``A·stack(F) + a`` equals
         ``upsample_scores(A'·F + a')`` with ``(A', a') =`` :meth:`fold_head` ``(A, a)``."""

@@ -1,10 +1,10 @@
-"""STEGO's datasets in their official layouts, as map-style datasets of dict items (spec §4.1).
+"""STEGO's datasets in their official layouts, as map-style datasets of dict items (Hamilton, PhD thesis, §4.6.1, App. B.10).
 
 Items are ``{"x": float [3, res, res] in [0, 1], "label": long [res, res] (-1 = ignore),
 "index": long}``. Evaluation splits resize the shorter side to ``res`` (320) and centre-crop;
 training splits with ``five_crop`` hold the five (½h, ½w) crops of every image as separate
 items (item ``5·i + c`` is crop ``c`` of image ``i``: TL, TR, BL, BR, centre), each resized to
-``res`` (224) and centre-cropped (spec §2.4). Images resize bilinearly, as the thesis says (the
+``res`` (224) and centre-cropped (thesis §4.5.3). Images resize bilinearly, as the thesis says (the
 reference code uses nearest); labels always nearest. A missing or incomplete tree raises
 `fw.errors.DataError` naming the expected files and where to get them.
 """
@@ -80,7 +80,7 @@ CITYSCAPES_CLASSES = [
     "motorcycle", "bicycle",
 ]  # fmt: skip
 POTSDAM_CLASSES = ["roads and cars", "buildings and clutter", "trees and vegetation"]
-#: Potsdam fine label -> Potsdam-3 class (spec §4.1): {0,4} -> 0, {1,5} -> 1, {2,3} -> 2
+#: Potsdam fine label -> Potsdam-3 class: {0,4} -> 0, {1,5} -> 1, {2,3} -> 2
 POTSDAM_FINE_TO_COARSE = {0: 0, 4: 0, 1: 1, 5: 1, 2: 2, 3: 2}
 
 
@@ -191,10 +191,10 @@ def cocostuff27(
     res: int | None = None,
     five_crop: bool | None = None,
 ) -> SegmentationFiles:
-    """CocoStuff-27 (IIC's curated lists; 27 coarse classes, spec §4.1).
+    """CocoStuff-27 (IIC's curated lists; 27 coarse classes).
 
     ``image_list`` defaults to ``Coco164kFull_Stuff_Coarse.txt`` for train and
-    ``Coco164kFull_Stuff_Coarse_7.txt`` for val (the spec's reading of the reference code;
+    ``Coco164kFull_Stuff_Coarse_7.txt`` for val (our reading of the reference code;
     several reproductions train on the ``_7`` list: set it here). ``res`` defaults to 224
     (train) / 320 (val); ``five_crop`` to True for train.
     """
@@ -266,7 +266,7 @@ def cityscapes27(
     res: int | None = None,
     five_crop: bool | None = None,
 ) -> SegmentationFiles:
-    """Cityscapes-27 (PiCIE's setting: ``labelIds - 7``, negatives ignored; spec §4.1)."""
+    """Cityscapes-27 (PiCIE's setting: ``labelIds - 7``, negatives ignored)."""
     check_choice(split, ("train", "val"), "split")
     base = Path(root).expanduser()
     image_dir = base / "leftImg8bit" / split
@@ -316,7 +316,7 @@ def potsdam3(
     res: int | None = None,
     five_crop: bool | None = None,
 ) -> SegmentationFiles:
-    """Potsdam-3 (IIC's lists; RGB of the RGBIR tiles; {0,4}, {1,5}, {2,3}; spec §4.1).
+    """Potsdam-3 (IIC's lists; RGB of the RGBIR tiles; {0,4}, {1,5}, {2,3}).
 
     ``train`` reads ``labelled_train.txt``, ``val`` reads ``labelled_test.txt``.
     """

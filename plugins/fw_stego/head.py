@@ -1,4 +1,4 @@
-"""STEGO's segmentation head and its two online probes (spec stego.md §2.2, §2.5, §7.9-11)."""
+"""STEGO's segmentation head and its two online probes (Hamilton, PhD thesis, §4.5.3, §4.6.1, App. B.10)."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ class SegmentationHead(nn.Module):
 
     1×1 convolutions, ``dim`` output channels (70), no output normalisation. Each branch draws
     its own channel-dropout mask (``Dropout2d(p)``, train mode only), as the reference code's
-    ``DinoFeaturizer`` does (spec §2.2).
+    ``DinoFeaturizer`` does.
     """
 
     def __init__(self, in_dim: int, dim: int = 70, dropout: float = 0.1, nonlinear: bool = True):
@@ -39,7 +39,7 @@ class ClusterProbe(nn.Module):
 
     Centroids start as ``randn``; ``inner = cos(code, centroid)``. The training loss is minus
     the mean cosine to the nearest centroid (hard assignment); ``log_probs(code, alpha)`` is
-    ``log_softmax(alpha · inner)`` (alpha = 2 feeds the CRF, spec §2.6).
+    ``log_softmax(alpha · inner)`` (alpha = 2 feeds the CRF).
     """
 
     def __init__(self, dim: int, n_clusters: int):
@@ -62,7 +62,7 @@ class ClusterProbe(nn.Module):
 
 
 class LinearProbe(nn.Module):
-    """``Conv1x1(dim -> n_classes)`` on codes, trained with cross-entropy (spec §2.5)."""
+    """``Conv1x1(dim -> n_classes)`` on codes, trained with cross-entropy (thesis §4.6.1)."""
 
     def __init__(self, dim: int, n_classes: int):
         super().__init__()

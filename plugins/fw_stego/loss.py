@@ -1,11 +1,11 @@
-"""STEGO's correlation loss (spec stego.md §1.3-§1.5, §7): a linear Potts energy, not a KL.
+"""STEGO's correlation loss (Hamilton, PhD thesis, §4.5.2-§4.5.3): a linear Potts energy, not a KL.
 
 For a source map ``f`` / code ``s`` and a target map ``g`` / code ``t`` sampled at ``n × n``
 random positions each, with ``F`` the cosine similarities of features and ``S`` of codes::
 
     L_corr = mean_{b,h,w,i,j} -(F^SC_{bhwij} - shift) · max(S_{bhwij}, clamp_min)
 
-(Eq. 4.4 with the reference code's mean instead of the thesis's sum, §7.4). ``F`` carries no
+(Eq. 4.4 with the reference code's mean instead of the thesis's sum). ``F`` carries no
 gradient. The full objective (Eq. 4.5) sums the self, KNN and random terms with their λ.
 """
 
@@ -21,7 +21,7 @@ from torch import Tensor
 from fw.errors import ShapeError, check_choice
 
 ScMode = Literal["reference", "thesis", "off"]
-#: channel-wise L2 normalisation epsilon of the reference code (spec §2.2)
+#: channel-wise L2 normalisation epsilon of the reference code
 NORM_EPS = 1e-10
 #: the reference code's stand-in for "no clamp" (``clamp(-9999)``)
 NO_CLAMP = -9999.0
@@ -40,7 +40,7 @@ def spatial_centre(fd: Tensor, sc_mode: ScMode) -> Tensor:
     """Spatial centring of ``F [B, h, w, i, j]`` over the target positions (Eq. 4.3).
 
     ``thesis``: ``F - mean_ij F``. ``reference``: the authors' code, which adds back the global
-    mean of F over the whole batch tensor, ``F - mean_ij F + mean F`` (spec §1.5, §7.3; the
+    mean of F over the whole batch tensor, ``F - mean_ij F + mean F`` (the
     Table B.3 shifts were tuned with it). ``off``: F unchanged (the "Pointwise" ablation).
     """
     check_choice(sc_mode, ("reference", "thesis", "off"), "sc_mode")
@@ -65,7 +65,7 @@ def correlation_term(
     """Per-entry loss ``-(F^SC - shift) · clamp(S)`` ``[B, h, w, i, j]`` and ``S`` (Eq. 4.4).
 
     ``f1``/``f2`` are sampled features (no gradient is taken through them), ``c1``/``c2`` the
-    codes at the same positions. With ``zero_clamp`` S is clamped at 0 (§1.3.2), else at the
+    codes at the same positions. With ``zero_clamp`` S is clamped at 0 (thesis Eq. 4.4), else at the
     reference code's -9999 (i.e. not at all). ``normalized``: all four are already unit vectors
     along their channels.
     """
@@ -80,7 +80,7 @@ def sample_grid(maps: Tensor, coords: Tensor) -> Tensor:
     """Bilinear samples ``[B, C, n, m]`` of ``maps [B, C, H, W]`` at ``coords [B, n, m, 2]``.
 
     ``coords`` are (x, y) in [-1, 1] with the corners on the outer cell centres
-    (``align_corners=True``) and border padding, as the reference code samples (spec §1.5).
+    (``align_corners=True``) and border padding, as the reference code samples.
     """
     return F.grid_sample(maps, coords, mode="bilinear", padding_mode="border", align_corners=True)
 
@@ -112,7 +112,7 @@ class PairWeights:
 
 @attrs.frozen
 class CorrelationLoss:
-    """The full STEGO objective (Eq. 4.5) in the reference code's sampled form (spec §1.5).
+    """The full STEGO objective (Eq. 4.5) in the reference code's sampled form.
 
     ``__call__(feats, code, feats_knn, code_knn)`` takes the (dropped-out) backbone maps and
     codes of a batch of images and of one KNN partner each, draws ``samples × samples``
@@ -178,7 +178,7 @@ class CorrelationLoss:
         term = self._term
         # normalise every sampled vector once; the terms then skip it (same values)
         f_src, c_src = _unit(sample_grid(feats, coords1)), _unit(sample_grid(code, coords1))
-        # self pair: the same coordinates on both sides, so S = F = 1 on the diagonal (§7.7)
+        # self pair: the same coordinates on both sides, so S = F = 1 on the diagonal
         self_loss, self_cd = term(f_src, f_src, c_src, c_src, self.self_pair.shift)
         knn_loss, knn_cd = term(
             f_src,

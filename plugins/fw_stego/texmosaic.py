@@ -1,10 +1,10 @@
-"""TexMosaic-12: mosaics of 12 real textures with exact masks (benchmarks.md §2).
+"""TexMosaic-12: mosaics of 12 real textures with exact masks (docs/benchmarks.md).
 
 Every item is regenerated from its own stream ``numpy.random.default_rng([seed, replicate,
-i])`` (§0.2, §2.4), so items regenerate alone and smaller tiers are prefixes. A split holds a
+i])``, so items regenerate alone and smaller tiers are prefixes. A split holds a
 Voronoi half (items ``0..n/2``) then a blob half, each with its own seed. Sources: 5 photos
-bundled with scikit-image and 7 from Debian's ``opencv-doc`` (§2.1); each is cut in two across
-its longer axis, train crops come from half A and val/dev crops from half B (§2.2).
+bundled with scikit-image and 7 from Debian's ``opencv-doc``; each is cut in two across
+its longer axis, train crops come from half A and val/dev crops from half B.
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ from fw.errors import DataError, check_choice
 GENERATOR_VERSION = "texmosaic12-v1"
 SIZE = 224
 OPENCV_DATA = Path("/usr/share/doc/opencv-doc/examples/data")
-#: id -> (class name, source): ``skimage:<function>`` or an opencv-doc file name (§2.1)
+#: id -> (class name, source): ``skimage:<function>`` or an opencv-doc file name
 SOURCES: tuple[tuple[str, str], ...] = (
     ("brick", "skimage:brick"),
     ("grass", "skimage:grass"),
@@ -42,9 +42,9 @@ SOURCES: tuple[tuple[str, str], ...] = (
     ("facade", "building.jpg"),
 )
 CLASSES = [name for name, _ in SOURCES]
-#: (Voronoi-half seed, blob-half seed) per split (§2.4)
+#: (Voronoi-half seed, blob-half seed) per split
 SEEDS = {"train": (1000, 1001), "val": (2000, 2001), "dev": (3000, 3001)}
-#: items per split: full and fast (CI) tiers (§2.4)
+#: items per split: full and fast (CI) tiers
 TIERS = {"full": {"train": 600, "val": 200, "dev": 100}, "fast": {"train": 200, "val": 100}}
 
 Split = Literal["train", "val", "dev"]
@@ -101,7 +101,7 @@ def _displacement(rng: np.random.Generator) -> np.ndarray:
 
 
 def _voronoi(rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
-    """Warped Voronoi layout: ``(region map, class of each region)`` (§2.3.1)."""
+    """Warped Voronoi layout: ``(region map, class of each region)``."""
     n = int(rng.integers(3, 8))
     centres = rng.uniform(0, SIZE, size=(n, 2)).astype(np.float32)
     dy, dx = _displacement(rng), _displacement(rng)
@@ -119,7 +119,7 @@ def _voronoi(rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
 
 
 def _blobs(rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
-    """Blob layout: argmax of k smoothed noise fields, one region per class (§2.3.1)."""
+    """Blob layout: argmax of k smoothed noise fields, one region per class."""
     from scipy.ndimage import gaussian_filter
 
     k = int(rng.integers(2, 5))
@@ -133,7 +133,7 @@ def _blobs(rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
 
 
 def _crop(rng: np.random.Generator, half: np.ndarray) -> np.ndarray:
-    """A fresh jittered 224×224 crop of a source half (§2.3.2)."""
+    """A fresh jittered 224×224 crop of a source half."""
     s = float(rng.uniform(0.7, 1.4))
     h, w = half.shape[:2]
     side = min(int(round(SIZE / s)), h, w)
@@ -229,7 +229,7 @@ def texmosaic12(
 
 
 def manifest(split: str, n: int, replicate: int, gray: bool) -> dict:
-    """What defines a split's data (§0.2): generator, seeds, N, package versions, source hashes."""
+    """What defines a split's data: generator, seeds, N, package versions, source hashes."""
     versions = {}
     for dist in ("scikit-image", "numpy", "scipy", "torch"):
         try:
