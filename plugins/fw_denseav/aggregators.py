@@ -1,4 +1,4 @@
-"""DenseAV's aggregators: pool a [K, Na, Nb] similarity volume to one score (spec denseav.md §1.4).
+"""DenseAV's aggregators: pool a [K, Na, Nb] similarity volume to one score (thesis Eq. 6.2).
 
 Side ``a`` is the one averaged over time (audio tokens, padding excluded by ``mask_a``); side
 ``b`` is the one searched for evidence (image positions, ``mask_b`` marks valid ones). Heads are

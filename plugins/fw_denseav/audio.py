@@ -135,7 +135,7 @@ class AudioFeaturizer(Featurizer):
 
 
 class LogMelEncoder(AudioFeaturizer):
-    """A log-mel conv encoder trained from scratch (benchmarks.md §3.6), one token per 80 ms.
+    """A log-mel conv encoder trained from scratch (docs/benchmarks.md), one token per 80 ms.
 
     Log-mel (64 bins, 25/10 ms) standardised by the training set's mean/std (:meth:`setup`),
     three stride-2 convs (kernel 4, ``width``), four residual dilated blocks (dilations 1, 2, 4,
@@ -223,7 +223,7 @@ class HuBERT(AudioFeaturizer):
 
     ``model`` picks the bundle: the self-supervised ``hubert_base``/``hubert_large`` (the
     thesis's "self-supervision only" claim) or ``hubert_large_ft`` (what the authors' released
-    checkpoint used, CTC fine-tuned with transcripts; spec denseav.md §2.1). The weights come
+    checkpoint used, CTC fine-tuned with transcripts; Hamilton, PhD thesis, Ch. 6). The weights come
     from torch.hub's cache; with ``download`` False (the default) a missing file is a
     :class:`DataError` naming the file, its cache path and the URL to fetch it from. ``layer``
     counts from 1 (None: the last). ``frozen`` freezes every weight; otherwise all are trained

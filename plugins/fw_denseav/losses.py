@@ -1,6 +1,6 @@
 """DenseAV's objective: symmetric InfoNCE on calibrated scores plus the regularisers.
 
-Sections refer to ``specs/denseav.md``; equations to seed 000 (Chapter 6, Appendix D).
+Equations are those of Hamilton, PhD thesis, Chapter 6 and Appendix D.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from torch import Tensor, nn
 
 
 class Calibrator(nn.Module):
-    """Learnable inverse temperature γ = exp(w), clamped to [0.01, 100] (spec §1.5).
+    """Learnable inverse temperature γ = exp(w), clamped to [0.01, 100] (thesis Eq. 6.3).
 
     ``forward(S)`` returns the calibrated logits γS − mean(γS) (the global mean is removed; it
     leaves the softmax unchanged and keeps logits centred). ``init`` is γ at the start.

@@ -1,4 +1,4 @@
-"""SpokenObjects metrics (benchmarks.md §3.7) on heat maps of (image, name) items.
+"""SpokenObjects metrics (docs/benchmarks.md) on heat maps of (image, name) items.
 
 Heat maps are upsampled bilinearly to 224 (``align_corners=False``) and subsampled ``[::2, ::2]``
 to 112 with the masks; binary ">" outcomes count ties as ½.

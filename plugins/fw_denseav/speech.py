@@ -1,6 +1,6 @@
 """Text-to-speech with exact word timings: espeak-ng (library events) and flite (segment times).
 
-benchmarks.md §3.3. espeak-ng is driven through ctypes on ``libespeak-ng.so.1`` (its command
+See docs/benchmarks.md (SpokenObjects). espeak-ng is driven through ctypes on ``libespeak-ng.so.1`` (its command
 line prints no timings); flite's ``-psdur`` gives every segment's end time, which are aligned to
 the words' lexicon phones by edit distance.
 """
@@ -121,7 +121,7 @@ class Espeak:
 def _espeak_spans(
     text: str, events: list[tuple[int, int, int, str]], duration: float
 ) -> np.ndarray:
-    """Word spans from word events (start) and pause phonemes / next word (end), §3.3.
+    """Word spans from word events (start) and pause phonemes / next word (end).
 
     espeak-ng joins some unstressed function words to their neighbour under one word event
     (observed: "at a" in "look at a sandal"); such a word gets the span of the event that

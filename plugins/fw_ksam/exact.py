@@ -1,4 +1,4 @@
-"""Exact game-theoretic values by enumerating every coalition (spec explain.md §1.2–1.3).
+"""Exact game-theoretic values by enumerating every coalition (Hamilton, PhD thesis, Eq. 7.1, §7.7.1).
 
 Coalitions are indexed by bitmask: bit ``i`` of the index is player ``i``. Everything here is
 O(n·2ⁿ) and meant for small games (n ≤ ~18), where it is the oracle the estimators are tested
@@ -35,7 +35,7 @@ def game_values(game: Game, max_players: int = 18) -> Tensor:
 
 
 def moebius(values: Tensor) -> Tensor:
-    """Harsanyi dividends d(S) = Σ_{T⊆S} (−1)^{|S|−|T|} v(T) (spec §1.3), d(∅) = v(∅).
+    """Harsanyi dividends d(S) = Σ_{T⊆S} (−1)^{|S|−|T|} v(T) (thesis Eq. 7.4), d(∅) = v(∅).
 
     ``values`` is ``[2ⁿ]`` in bitmask order; the fast Möbius transform flips one bit per pass.
     """
@@ -51,7 +51,7 @@ def moebius(values: Tensor) -> Tensor:
 
 
 def shapley_from_dividends(dividends: Tensor, n: int) -> Tensor:
-    """φ(i) = Σ_{T∋i} d(T)/|T| (dividends split equally among members, spec §1.3)."""
+    """φ(i) = Σ_{T∋i} d(T)/|T| (dividends split equally among members)."""
     members = all_coalitions(n).double()
     sizes = members.sum(1)
     share = torch.where(sizes > 0, dividends / sizes.clamp(min=1), torch.zeros_like(dividends))
@@ -59,7 +59,7 @@ def shapley_from_dividends(dividends: Tensor, n: int) -> Tensor:
 
 
 def shapley_taylor_from_dividends(dividends: Tensor, n: int) -> tuple[Tensor, Tensor]:
-    """Order-2 Shapley–Taylor indices (spec Eq. 7.5 with T ⊇ S, the erratum).
+    """Order-2 Shapley–Taylor indices (thesis Eq. 7.5, read with T ⊇ S).
 
     Returns ``(first [n], pairs [n, n])``: ``first[i] = d({i}) = v({i}) − v(∅)`` and
     ``pairs[i, j] = Σ_{T⊇{i,j}} d(T)/C(|T|, 2)`` (symmetric, zero diagonal).

@@ -1,15 +1,15 @@
 """IGSAM: integrated gradients (order 1) and integrated Hessians (order 2) on soft masks.
 
-First order (spec Eq. E.1): φᵢ = ∫₀¹ ∂v(α𝟙)/∂wᵢ dα, the Aumann–Shapley value along the straight
+First order (Hamilton, PhD thesis, App. E): φᵢ = ∫₀¹ ∂v(α𝟙)/∂wᵢ dα, the Aumann–Shapley value along the straight
 path from the background (w = 0) to the input (w = 𝟙); ``game.soft_value`` interpolates
-b + w(x − b) per player, so ∂v/∂wᵢ is the chain rule Σ (x − b) ∂f/∂z of the spec. Midpoint
+b + w(x − b) per player, so ∂v/∂wᵢ is the chain rule Σ (x − b) ∂f/∂z. Midpoint
 Riemann sum with ``steps`` evaluations.
 
-Second order (spec §1.9, Integrated Hessians [324]): Γᵢⱼ = ∫∫ αβ ∂²v(αβ𝟙)/∂wᵢ∂wⱼ dα dβ. The
+Second order (thesis §7.7, Integrated Hessians of Janizek et al.): Γᵢⱼ = ∫∫ αβ ∂²v(αβ𝟙)/∂wᵢ∂wⱼ dα dβ. The
 integrand depends on t = αβ only, whose density on [0, 1] is −ln t, so
 Γ = ∫₀¹ t(−ln t) H(t) dt: a one-dimensional midpoint rule over ``hessian_steps`` Hessians, its
 weights rescaled to integrate t(−ln t) exactly (1/4), so Γ = ¼·H for a constant Hessian (GAP models:
-¼ of the Shapley–Taylor index, spec §6.5). The diagonal (self-interactions and main effects)
+¼ of the Shapley–Taylor index). The diagonal (self-interactions and main effects)
 is kept in ``last_diagonal``; ``explain`` returns the off-diagonal interactions. The thesis's
 experiments used the expected-Hessians variant (random baselines); this is the single-background
 integrated Hessians, the background being the game's.
@@ -49,7 +49,7 @@ def _hessian(game: Game, point: Tensor) -> Tensor:
 
 
 def integrated_hessians(game: Game, steps: int) -> Tensor:
-    """Γ ``[n, n]`` including the diagonal main effects (Janizek et al.; spec §1.9)."""
+    """Γ ``[n, n]`` including the diagonal main effects (Janizek et al.)."""
     n = game.n_players
     t = (torch.arange(steps, dtype=torch.float64) + 0.5) / steps
     # ∫∫ g(αβ) dα dβ = ∫ (−ln t) g(t) dt: Hessian weights t(−ln t), gradient weights −ln t,

@@ -1,10 +1,10 @@
 """Kernel-weighted least squares over coalitions: KSAM and KernelSHAP, first and second order.
 
-First order (spec §1.6, Lundberg & Lee): fit ``v(z) ≈ φ₀ + Σ φᵢ zᵢ`` under the Shapley kernel
+First order (thesis §7.6, Lundberg & Lee): fit ``v(z) ≈ φ₀ + Σ φᵢ zᵢ`` under the Shapley kernel
 π(S) = (n−1) / (C(n,|S|)·|S|·(n−|S|)); its infinite weights at |S| ∈ {0, n} are the
 constraints φ₀ = v(∅) and Σφ = v(N) − v(∅).
 
-Second order (spec §1.9, Eq. 7.7): fit ``v(z) ≈ φ₀ + Σ φᵢ zᵢ + Σ_{i<j} φᵢⱼ zᵢ zⱼ`` under
+Second order (thesis §7.7.2, Eq. 7.7): fit ``v(z) ≈ φ₀ + Σ φᵢ zᵢ + Σ_{i<j} φᵢⱼ zᵢ zⱼ`` under
 Λ(S) = (n−1) / (C(n,|S|)·C(|S|,2)·(n−|S|)); its infinite weights at |S| ∈ {0, 1, n} are
 φ₀ = v(∅), φᵢ = v({i}) − v(∅) and the efficiency constraint on the pair terms. With every
 coalition enumerated the fit equals the Shapley values / Shapley–Taylor indices exactly.
@@ -108,7 +108,7 @@ Pairs = tuple[Tensor, Tensor]
 
 
 def cross_pairs(split: tuple[int, int]) -> Pairs:
-    """Every query × match pair (i < n_q <= j): the "jagged" projection of spec §1.3."""
+    """Every query × match pair (i < n_q <= j): the "jagged" projection."""
     nq, nr = split
     i = torch.arange(nq).repeat_interleave(nr)
     return i, nq + torch.arange(nr).repeat(nq)
@@ -190,7 +190,7 @@ def kernel_explain(
     """Kernel regression estimate and the number of model evaluations it used.
 
     ``cross_only`` (order 2, games over two inputs) fits only the query × match pairs: exact
-    when within-image pairs interact not at all (GAP inner products, spec Prop. 7.7.1), and
+    when within-image pairs interact not at all (GAP inner products, thesis Prop. 7.7.1), and
     4x cheaper to solve.
     """
     check_choice(sampling, ("direct", "weighting"), "sampling")

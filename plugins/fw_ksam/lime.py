@@ -1,10 +1,10 @@
-"""LIME lifted to similarity (spec §1.4, §1.9): a locally weighted surrogate over coalitions.
+"""LIME lifted to similarity (Hamilton, PhD thesis, Eq. 7.2, §7.7): a locally weighted surrogate over coalitions.
 
 First order follows ImageLIME's defaults: each player is kept with probability ½ (the first
 sample keeps all), samples are weighted by sqrt(exp(−D²/width²)) with D the cosine distance
 between the coalition indicator and 𝟙 (width 0.25), and the surrogate is a ridge regression
 (α = 1) with an intercept. Second order fits the quadratic model [zᵢ, zᵢzⱼ] with an L1 penalty
-(Lasso, spec §1.9; ``l1`` is the penalty on the target divided by its standard deviation, since
+(Lasso; ``l1`` is the penalty on the target divided by its standard deviation, since
 the thesis gives none); the thesis's similarity kernel on masked inputs has an unspecified λ, so the
 same coalition-space kernel is used (a documented choice). LIME is not efficient: the
 attributions need not sum to v(N) − v(∅).

@@ -2,7 +2,7 @@
 
 First order (Castro et al.): φᵢ = E_π[v(Pᵢ ∪ {i}) − v(Pᵢ)], Pᵢ the players before i in a random
 order π. Second order, the Shapley–Taylor sampling estimator of Sundararajan et al. [292]:
-φ²({i, j}) = E_π[δ_{ij} v(T)], T the players before the first of i, j in π (spec §1.3: the
+φ²({i, j}) = E_π[δ_{ij} v(T)], T the players before the first of i, j in π (the
 probability of a given T is (2/n)/C(n−1, |T|), which is the weight of the δ_S formula). One
 permutation gives one sample of every pair from n(n−1)/2 + n − 1 new coalitions (prefixes and
 prefixes plus one later player); v(∅) and v(N) are evaluated once.

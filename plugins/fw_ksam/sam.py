@@ -1,6 +1,6 @@
 """SAM: the closed-form Shapley values of GAP inner-product similarities, and GradCAM.
 
-SAM (spec Prop. 7.6.1): for d(x, y) = Σ_c GAP(x)_c GAP(y)_c and players the positions of y,
+SAM (Hamilton, PhD thesis, Prop. 7.6.1): for d(x, y) = Σ_c GAP(x)_c GAP(y)_c and players the positions of y,
 φ(h, w) = 1/(HW) Σ_c GAP(x)_c (y − b)_{chw}. Second order (Prop. 7.7.1): the query × match
 interaction is 1/(H²W²) Σ_c (x − a)_{chw} (y − b)_{cij}; pairs within one image get 0. Players
 that group several positions (grid cells, superpixels) sum their positions' terms, which is
@@ -10,7 +10,7 @@ still exact because the game is linear (bilinear) in the player weights. On othe
 linearisation of the cosine similarity that keeps the norms fixed (the thesis does not say how
 SAM* was scaled for cosine models; this is our choice).
 
-GradCAM (spec Prop. 7.6.2): Σ_c y_{chw} GAP(∂d/∂y)_c — features times the spatially pooled
+GradCAM (thesis Prop. 7.6.2): Σ_c y_{chw} GAP(∂d/∂y)_c — features times the spatially pooled
 gradient, which violates the dummy axiom when the gradient is not spatially invariant (Fig. E.2).
 """
 

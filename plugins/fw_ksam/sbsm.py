@@ -1,9 +1,9 @@
-"""SBSM: sliding-square occlusion maps (Dong et al.), lifted to second order (spec §1.9, E.11).
+"""SBSM: sliding-square occlusion maps (Dong et al.), lifted to second order (Hamilton, PhD thesis, §7.7, App. E).
 
 A window of ``window`` positions per axis slides with ``stride`` over the explained input's
 positional axes (pixels of an image, cells of a feature map); each window removes the players it
 covers (at least half of their positions) and scores w = max(v(N) − v(N∖W), 0). The sign is the
-documented fix of the thesis's min[·, 0] (spec §1.9): a window whose removal lowers the
+documented fix of the thesis's min[·, 0]: a window whose removal lowers the
 similarity gets a large positive weight. A player's attribution is the weight-average of the
 windows over its positions, Σ_k w_k c_ki / Σ_k c_ki with c_ki the fraction of player i inside
 window k. Second order samples ``samples`` (query window, match window) pairs, removes both,
