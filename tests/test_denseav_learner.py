@@ -52,7 +52,7 @@ def _batch(b: int = 4) -> dict[str, torch.Tensor]:
 
 
 def test_training_step_trains_both_aligners_and_the_temperature():
-    """The authors' forward_image ran under no_grad (spec §6 #7): here the image side learns."""
+    """The authors' forward_image ran under no_grad: here the image side learns."""
     learner = _learner(cache_image_features=False)
     out = learner.training_step(_batch(), 0)
     assert torch.isfinite(out["loss"])
@@ -89,7 +89,7 @@ def test_splice_weights_mark_the_pasted_clip():
 
 
 def test_word_independent_heat_has_disc_exactly_half():
-    """An image's two items share one map, so exactly one of them wins (benchmarks.md §3.8)."""
+    """An image's two items share one map, so exactly one of them wins (docs/benchmarks.md)."""
     gen = torch.Generator().manual_seed(1)
     heat = torch.rand(5, 8, 8, generator=gen)
     masks = torch.zeros(5, 2, 8, 8, dtype=torch.bool)
@@ -175,7 +175,7 @@ def test_sorted_map_and_miou_equal_sklearn_and_the_threshold_loop(kind: str) -> 
 
 @pytest.mark.slow
 def test_untrained_model_is_at_chance_on_spoken_objects():
-    """benchmarks.md §3.8: the reference model at init scores like the random row."""
+    """docs/benchmarks.md: the reference model at init scores like the random row."""
     pytest.importorskip("skimage")
     from fw.errors import DataError
     from fw_backbones.taps import mobilenet_v2_tap
@@ -209,7 +209,7 @@ def test_aligner_warmup_detaches_the_backbones():
 
 
 def test_dino_lora_adapters_learn_after_the_aligner_warmup():
-    """Seed 000 §6: DINO is fine-tuned through rank-8 LoRA on qkv, after the aligner warm-up."""
+    """Hamilton, PhD thesis, Ch. 6: DINO is fine-tuned through rank-8 LoRA on qkv, after the aligner warm-up."""
     from fw_backbones import vit
 
     torch.manual_seed(0)
@@ -259,7 +259,7 @@ def test_conv_audio_aligner_pools_nine_frames_and_masks_padding():
 
 
 def test_prompted_protocol_reports_a_random_row_at_chance(monkeypatch):
-    """benchmarks.md §3.8: the prompted and presence tables carry the random row; i.i.d. token
+    """docs/benchmarks.md: the prompted and presence tables carry the random row; i.i.d. token
     heat has presence AUROC ≈ ½ and, word-independent per image, right-object accuracy ≈ ½."""
     import numpy as np
 

@@ -1,4 +1,4 @@
-"""DenseAV aggregators and objective against hand-written references (spec denseav.md §1)."""
+"""DenseAV aggregators and objective against hand-written references (thesis Eqs. 6.1-6.3)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""SpokenObjects (benchmarks.md §3.5 tests): voices, timings, masks, deterministic regeneration."""
+"""SpokenObjects (docs/benchmarks.md): voices, timings, masks, deterministic regeneration."""
 
 from __future__ import annotations
 

@@ -34,7 +34,7 @@ def random_stack(dim: int, seed: int = 0, stages: int = 2) -> JBUStack:
 @pytest.mark.parametrize("size", [None, (20, 18)])
 @pytest.mark.parametrize("with_bias", [True, False])
 def test_folded_score_upsampling_equals_full_feature_upsampling(size, with_bias):
-    # benchmarks.md §2.5: A·stack(F) + a == stages(A'·F) + a' with A' = A(I + 0.1W), a' = a + 0.1Ab
+    # docs/benchmarks.md: A·stack(F) + a == stages(A'·F) + a' with A' = A(I + 0.1W), a' = a + 0.1Ab
     torch.manual_seed(1)
     c, k = 6, 5
     stack = random_stack(c)

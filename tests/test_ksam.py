@@ -1,4 +1,4 @@
-"""KSAM explainers against exact enumeration and the spec's closed forms (spec explain.md)."""
+"""KSAM explainers against exact enumeration and the closed forms of Hamilton, PhD thesis, Ch. 7."""
 
 from __future__ import annotations
 
@@ -54,7 +54,7 @@ def shapley_by_definition(game: Game) -> torch.Tensor:
 
 
 def shapley_taylor_by_definition(game: Game) -> torch.Tensor:
-    """φ²(S) = (2/n) Σ_{T⊆N∖S} δ_S v(T) / C(n−1, |T|) (Sundararajan et al., spec §1.3)."""
+    """φ²(S) = (2/n) Σ_{T⊆N∖S} δ_S v(T) / C(n−1, |T|) (Sundararajan et al.)."""
     n = game.n_players
     out = torch.zeros(n, n, dtype=torch.float64)
     for i, j in itertools.combinations(range(n), 2):
@@ -229,7 +229,7 @@ def test_gradcam_equals_sam_with_zero_background_when_gradients_are_spatially_in
 
 
 def test_gradcam_violates_dummy_on_the_half_blind_model_but_ksam_and_igsam_do_not():
-    """Spec Fig. E.2: d(x, y) = cos(GAP(x), GAP(y ⊙ M)) with M = 0 on the left half."""
+    """Thesis Fig. E.2: d(x, y) = cos(GAP(x), GAP(y ⊙ M)) with M = 0 on the left half."""
     g = torch.Generator().manual_seed(7)
     x, y = torch.randn(6, 2, 4, generator=g), torch.randn(6, 2, 4, generator=g)
     blind = torch.ones(1, 1, 2, 4)

@@ -186,7 +186,7 @@ def test_clip_recipe_is_clips_symmetric_cross_entropy(registry, halves):
 
 
 def test_cross_modal_gaps_normalise_over_the_other_modality(registry, halves):
-    """t-CLIP's q is a Student-t over the other half only (a rectangular kernel, §7.9)."""
+    """t-CLIP's q is a Student-t over the other half only (a rectangular kernel)."""
     learner = _learner(registry, "tclip_digits")
     learner.setup(halves)
     learner.double()

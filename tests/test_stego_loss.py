@@ -1,4 +1,4 @@
-"""STEGO's correlation loss against a separately written loop reference of spec §1.3-§1.5, §7."""
+"""STEGO's correlation loss against a separately written loop reference of thesis §4.5.2-§4.5.3."""
 
 from __future__ import annotations
 
@@ -17,7 +17,7 @@ from fw_stego.loss import (
     spatial_centre,
 )
 
-# -- the reference: plain Python loops over the spec's formulas, float64 ----------------------
+# -- the reference: plain Python loops over the thesis's formulas, float64 --------------------
 
 
 def ref_bilinear(m: torch.Tensor, x: float, y: float) -> list[float]:
@@ -57,7 +57,7 @@ def cos(u: list[float], v: list[float]) -> float:
 
 
 def ref_term(fs, ft, cs, ct, shift, sc_mode, zero_clamp):
-    """Mean over batch and positions of -(F^SC - b) max(S, clamp) (Eq. 4.4, §1.5, §7.3-7.4)."""
+    """Mean over batch and positions of -(F^SC - b) max(S, clamp) (thesis Eq. 4.4)."""
     batch, n = len(fs), len(fs[0])
     pos = list(itertools.product(range(n), range(n)))
     fd = [
