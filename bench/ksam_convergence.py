@@ -1,6 +1,6 @@
 """Error against exact values vs number of model evaluations: KSAM, KernelSHAP, permutations.
 
-Hamilton's PhD thesis (§7.7.2) claims the second-order kernel "often requires 10x fewer function evaluations
+The thesis (§7.7.2) claims the second-order kernel "often requires 10x fewer function evaluations
 to achieve the same estimation accuracy" than the Shapley–Taylor sampling estimator [292]
 (Fig. 7.5: 15-input random 3-layer ReLU networks with Glorot init and 20 hidden units; Fig. E.4:
 random Boolean functions). This runs, on the same games and in one run:

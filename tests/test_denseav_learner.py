@@ -209,7 +209,7 @@ def test_aligner_warmup_detaches_the_backbones():
 
 
 def test_dino_lora_adapters_learn_after_the_aligner_warmup():
-    """Hamilton, PhD thesis, Ch. 6: DINO is fine-tuned through rank-8 LoRA on qkv, after the aligner warm-up."""
+    """thesis Ch. 6: DINO is fine-tuned through rank-8 LoRA on qkv, after the aligner warm-up."""
     from fw_backbones import vit
 
     torch.manual_seed(0)

@@ -126,7 +126,7 @@ def test_jbu_without_fixup_preserves_constants_and_kernels_sum_to_one():
 
 
 def test_jbu_stack_is_channelwise_linear_so_centroid_scores_commute():
-    # the exactness trick of docs/benchmarks.md: without the final residual, upsample(f)·c == upsample(f·c)
+    # the exactness trick: without the final residual, upsample(f)·c == upsample(f·c)
     torch.manual_seed(0)
     up = JBUStack(dim=6, stages=2, window=3, key_dim=4, reference_extras=False).eval()
     f = torch.randn(2, 6, 4, 4)

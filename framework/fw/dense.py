@@ -95,7 +95,7 @@ class Dense:
         return f, m
 
     def heads(self, k: int) -> Tensor:
-        """Features split into ``k`` heads along channels: ``[B, k, C/k, N]`` (DenseAV's heads)."""
+        """Features split into ``k`` heads along channels: ``[B, k, C/k, N]`` (multi-head)."""
         if self.channels % k:
             raise ShapeError(f"{self.channels} channels cannot be split into {k} equal heads")
         f, _ = self.flat()

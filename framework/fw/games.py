@@ -1,4 +1,4 @@
-"""Value functions on coalitions of players: what an `fw.api.Explainer` explains (Hamilton, PhD thesis, Ch. 7).
+"""Value functions on coalitions of players: what an `fw.api.Explainer` explains (thesis Ch. 7).
 
 A :class:`Game` gives a value ``v(S)`` for every coalition ``S`` of its ``n_players`` players.
 Explainers query it in batches of coalitions (``value``, bool ``[S, n]``) or, when they need
@@ -82,7 +82,7 @@ class Game(abc.ABC):
 def grid_players(size: tuple[int, ...], cells: tuple[int, ...] | None = None) -> Tensor:
     """A label map ``size`` that tiles the positional axes into ``cells`` equal-ish blocks.
 
-    With ``cells`` None every position is its own player (deep feature-map locations, SAM).
+    With ``cells`` None every position is its own player (deep feature-map locations).
     """
     cells = cells or size
     if len(cells) != len(size) or any(c < 1 or c > s for c, s in zip(cells, size, strict=True)):

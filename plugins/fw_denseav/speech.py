@@ -1,6 +1,6 @@
 """Text-to-speech with exact word timings: espeak-ng (library events) and flite (segment times).
 
-See docs/benchmarks.md (SpokenObjects). espeak-ng is driven through ctypes on ``libespeak-ng.so.1`` (its command
+docs/benchmarks.md. espeak-ng is driven through ctypes on ``libespeak-ng.so.1`` (its command
 line prints no timings); flite's ``-psdur`` gives every segment's end time, which are aligned to
 the words' lexicon phones by edit distance.
 """

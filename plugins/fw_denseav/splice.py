@@ -1,4 +1,4 @@
-"""Negative-audio splicing (Hamilton, PhD thesis, Ch. 6): paste another clip's audio into each clip."""
+"""Negative-audio splicing (thesis Ch. 6): paste another clip's audio into each clip."""
 
 from __future__ import annotations
 

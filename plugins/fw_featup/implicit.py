@@ -4,9 +4,9 @@
 min-max scaled colour, predicting the image's features in their own PCA-128 space; the
 un-projector maps them back. :meth:`ImplicitUpsampler.fit` runs the multi-view objective on one
 image: a pool of jittered views is featurized once (the first ``pca_views`` of them also fit the
-PCA, [C] ``pca_batch``), then each step reconstructs ``n_jitters`` views from the pool through
+PCA, reference ``pca_batch``), then each step reconstructs ``n_jitters`` views from the pool through
 the attention downsampler over ``[‖F_hr‖, F_hr]`` with the uncertainty term, plus the TV prior
-on ``‖F_hr‖`` (λ 0.05) and, with ``reference_extras``, [C]'s magnitude (0.001) and blur-pin
+on ``‖F_hr‖`` (λ 0.05) and, with ``reference_extras``, the authors' magnitude (0.001) and blur-pin
 (0.1) losses.
 """
 
@@ -69,7 +69,7 @@ class FourierFeatures(nn.Module):
 
 
 class ImplicitNet(nn.Module):
-    """The 3-layer ReLU MLP with channel LayerNorm and dropout, as 1×1 convs ([C] layers)."""
+    """The 3-layer ReLU MLP with channel LayerNorm and dropout, as 1×1 convs (reference layers)."""
 
     def __init__(
         self, out_dim: int = 128, n_freqs: int = 30, hidden: int = 128, dropout: float = 0.1

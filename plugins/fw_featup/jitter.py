@@ -27,11 +27,11 @@ class Jitter:
 def sample_jitter(
     height: int, width: int, max_pad: int, max_zoom: float, flips: bool = True
 ) -> Jitter:
-    """Draw a jitter from torch's global generator ([C] ``sample_transform``)."""
+    """Draw a jitter from torch's global generator (reference code: ``sample_transform``)."""
     zoom = 1.0
     if float(torch.rand(())) < 0.5:
         zoom = 1.0 + float(torch.rand(())) * (max_zoom - 1.0)
-    # the offsets range over the zoomed, padded canvas minus the crop ([C] JitteredImage.py)
+    # the offsets range over the zoomed, padded canvas minus the crop (reference JitteredImage.py)
     span_h = int((height + 2 * max_pad) * zoom) - height
     span_w = int((width + 2 * max_pad) * zoom) - width
     top = int(torch.randint(0, max(span_h, 0) + 1, ()))

@@ -1,9 +1,9 @@
 """The ``featup`` learner: trains an upsampler on a frozen featurizer (Hamilton, PhD thesis, Ch. 5).
 
-JBU objective per step (Table C.5, [C] ``train_jbu_upsampler``): featurize a batch of images,
+JBU objective per step (Table C.5, reference ``train_jbu_upsampler``): featurize a batch of images,
 upsample to image resolution, then for each of ``n_jitters`` views t sampled once per batch:
 ``rec(P·σ↓(t(F_hr)), P·f(t(x)); s = N(f(t(x))))`` with a fresh unit-column random projection
-P to ``proj_dim`` dims (thesis §5.5.3), averaged over views; plus ``tv_weight``·TV(‖F_hr‖) (0 for JBU).
+P to ``proj_dim`` dims (§5.5.3), averaged over views; plus ``tv_weight``·TV(‖F_hr‖) (0 for JBU).
 NAdam over upsampler, downsampler and uncertainty net. ``channel_norm`` compares and upsamples
 channel-LayerNormed backbone features, as the released JBU models do (the reference code's
 ChannelNorm); the flag is saved with the weights and the ``upsampled`` featurizer applies it.

@@ -6,7 +6,7 @@
 - :class:`PCA`: the implicit trainer's per-image compression to 128 components, with its
   un-projector;
 - :func:`magnitude_tv`: Eq. 5.8, total variation of the per-pixel feature norm;
-- :func:`magnitude_loss`: [C] ``mag_loss`` on the downsampled norm channel.
+- :func:`magnitude_loss`: the reference code's ``mag_loss`` on the downsampled norm channel.
 """
 
 from __future__ import annotations
@@ -83,7 +83,7 @@ class PCA(nn.Module):
 
 
 def magnitude_tv(features: Tensor) -> Tensor:
-    """Eq. 5.8 on ``‖F[i, j]‖``: squared differences of neighbouring norms, / (b·h·w) as [C]."""
+    """Eq. 5.8 on ``‖F[i, j]‖``: squared differences of neighbouring norms, / (b·h·w)."""
     mag = features.norm(dim=1)  # [B, H, W]
     dh = (mag[:, 1:, :] - mag[:, :-1, :]) ** 2
     dw = (mag[:, :, 1:] - mag[:, :, :-1]) ** 2
@@ -91,5 +91,5 @@ def magnitude_tv(features: Tensor) -> Tensor:
 
 
 def magnitude_loss(pred_norm: Tensor, target: Tensor) -> Tensor:
-    """[C] ``mag_loss``: ``mean((σ↓(t(‖F_hr‖)) − ‖f(t(x))‖)²)``."""
+    """The reference code's ``mag_loss``: ``mean((σ↓(t(‖F_hr‖)) − ‖f(t(x))‖)²)``."""
     return ((pred_norm - target.norm(dim=1, keepdim=True)) ** 2).mean()

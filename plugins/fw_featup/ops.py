@@ -1,4 +1,4 @@
-"""The JBU's spatially adaptive convolution as one op (Hamilton, PhD thesis, Eqs. 5.4-5.6, App. C.12).
+"""The JBU's spatially adaptive convolution as one op (thesis Eqs. 5.4-5.6, App. C.12).
 
 ``out[b, c, h, w] = Σ_{i,j} K[b, h, w, i, j] · x_pad[b, c, h + i, w + j]``
 

@@ -54,7 +54,7 @@ def read_upsampler_file(weights: str) -> dict[str, Any]:
 
 
 def channel_norm(features: Tensor) -> Tensor:
-    """LayerNorm over the channels of ``[B, C, H, W]``, no affine ([C] ``ChannelNorm`` on the
+    """LayerNorm over the channels of ``[B, C, H, W]``, no affine (reference ``ChannelNorm`` on the
     frozen backbone: its parameters stay at their init, 1 and 0)."""
     return F.layer_norm(features.transpose(1, -1), (features.shape[1],)).transpose(1, -1)
 
@@ -80,7 +80,7 @@ class Trainable(Upsampler):
     registry_name: str = ""
     dim: int | None
     options: dict[str, Any]  # constructor options that shape the parameters
-    #: trained on channel-LayerNormed backbone features ([C] ChannelNorm); set by the learner,
+    #: trained on channel-LayerNormed backbone features (reference ChannelNorm); set by the learner,
     #: saved with the weights, applied by the ``upsampled`` featurizer before upsampling
     feature_norm: bool = False
 
@@ -164,7 +164,7 @@ def bicubic() -> Interpolate:
 
 
 class ResizeConv(Trainable):
-    """[C] ``LayeredResizeConv``: per 2× stage, bilinear 2×, concat the resized image, a
+    """Upstream ``LayeredResizeConv``: per 2× stage, bilinear 2×, concat the resized image, a
     ``k×k`` conv back to C channels, ReLU (not on the last stage), residual add."""
 
     registry_name = "resize_conv"
@@ -211,7 +211,7 @@ class ResizeConv(Trainable):
 
 
 class JBUStage(nn.Module):
-    """One learned joint bilateral upsampler (Eqs. 5.4–5.6; [C] ``JBULearnedRange``).
+    """One learned joint bilateral upsampler (Eqs. 5.4–5.6; reference ``JBULearnedRange``).
 
     Kernel at each guidance pixel over a ``(2·radius+1)²`` window: a softmax over the window of
     ``exp(range_temp) · ⟨MLP(G_center), MLP(G_neighbour)⟩`` (range, Eq. 5.6) times a Gaussian of

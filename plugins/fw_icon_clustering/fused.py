@@ -42,7 +42,7 @@ class SparseP:
 
 @attrs.frozen
 class ClusterQ:
-    """A recognised learned composition: the cluster kernel (uniform on clusters) with eps, and q-debiasing."""
+    """A recognised learned composition: the cluster kernel with eps, and q-debiasing."""
 
     eps: float
     alpha: float

@@ -1,4 +1,4 @@
-"""Exact game-theoretic values by enumerating every coalition (Hamilton, PhD thesis, Eq. 7.1, §7.7.1).
+"""Exact game-theoretic values by enumerating every coalition (thesis Eq. 7.1, §7.7.1).
 
 Coalitions are indexed by bitmask: bit ``i`` of the index is player ``i``. Everything here is
 O(n·2ⁿ) and meant for small games (n ≤ ~18), where it is the oracle the estimators are tested

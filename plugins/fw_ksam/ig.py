@@ -1,11 +1,11 @@
 """IGSAM: integrated gradients (order 1) and integrated Hessians (order 2) on soft masks.
 
-First order (Hamilton, PhD thesis, App. E): φᵢ = ∫₀¹ ∂v(α𝟙)/∂wᵢ dα, the Aumann–Shapley value along the straight
+First order (thesis App. E): φᵢ = ∫₀¹ ∂v(α𝟙)/∂wᵢ dα, the Aumann–Shapley value along the straight
 path from the background (w = 0) to the input (w = 𝟙); ``game.soft_value`` interpolates
 b + w(x − b) per player, so ∂v/∂wᵢ is the chain rule Σ (x − b) ∂f/∂z. Midpoint
 Riemann sum with ``steps`` evaluations.
 
-Second order (thesis §7.7, Integrated Hessians of Janizek et al.): Γᵢⱼ = ∫∫ αβ ∂²v(αβ𝟙)/∂wᵢ∂wⱼ dα dβ. The
+Second order (thesis §7.7; Integrated Hessians): Γᵢⱼ = ∫∫ αβ ∂²v(αβ𝟙)/∂wᵢ∂wⱼ dα dβ. The
 integrand depends on t = αβ only, whose density on [0, 1] is −ln t, so
 Γ = ∫₀¹ t(−ln t) H(t) dt: a one-dimensional midpoint rule over ``hessian_steps`` Hessians, its
 weights rescaled to integrate t(−ln t) exactly (1/4), so Γ = ¼·H for a constant Hessian (GAP models:

@@ -1,4 +1,4 @@
-"""LIME lifted to similarity (Hamilton, PhD thesis, Eq. 7.2, §7.7): a locally weighted surrogate over coalitions.
+"""LIME lifted to similarity (thesis Eq. 7.2, §7.7): a locally weighted surrogate over coalitions.
 
 First order follows ImageLIME's defaults: each player is kept with probability ½ (the first
 sample keeps all), samples are weighted by sqrt(exp(−D²/width²)) with D the cosine distance

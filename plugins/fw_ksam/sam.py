@@ -1,6 +1,6 @@
 """SAM: the closed-form Shapley values of GAP inner-product similarities, and GradCAM.
 
-SAM (Hamilton, PhD thesis, Prop. 7.6.1): for d(x, y) = Σ_c GAP(x)_c GAP(y)_c and players the positions of y,
+SAM (thesis Prop. 7.6.1): for d(x, y) = Σ_c GAP(x)_c GAP(y)_c and players the positions of y,
 φ(h, w) = 1/(HW) Σ_c GAP(x)_c (y − b)_{chw}. Second order (Prop. 7.7.1): the query × match
 interaction is 1/(H²W²) Σ_c (x − a)_{chw} (y − b)_{cij}; pairs within one image get 0. Players
 that group several positions (grid cells, superpixels) sum their positions' terms, which is

@@ -1,4 +1,4 @@
-"""SBSM: sliding-square occlusion maps (Dong et al.), lifted to second order (Hamilton, PhD thesis, §7.7, App. E).
+"""SBSM: sliding-square occlusion maps (Dong et al.), lifted to second order (thesis §7.7, App. E).
 
 A window of ``window`` positions per axis slides with ``stride`` over the explained input's
 positional axes (pixels of an image, cells of a feature map); each window removes the players it

@@ -1,4 +1,4 @@
-"""Dense-CRF post-processing of segmentation log-probabilities (Hamilton, PhD thesis, App. B.9-B.10).
+"""Dense-CRF post-processing of segmentation log-probabilities (thesis App. B.9-B.10).
 
 STEGO's parameters: 10 mean-field iterations, a bilateral kernel (θα = 67 px, θβ = 3 intensity
 levels, weight a = 4) and a smoothness kernel (θγ = 1 px, weight 3), Potts compatibility; the

@@ -1,4 +1,4 @@
-"""STEGO's datasets in their official layouts, as map-style datasets of dict items (Hamilton, PhD thesis, §4.6.1, App. B.10).
+"""STEGO's datasets in their official layouts, as map-style datasets (thesis §4.6.1, App. B.10).
 
 Items are ``{"x": float [3, res, res] in [0, 1], "label": long [res, res] (-1 = ignore),
 "index": long}``. Evaluation splits resize the shorter side to ``res`` (320) and centre-crop;

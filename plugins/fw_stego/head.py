@@ -1,4 +1,4 @@
-"""STEGO's segmentation head and its two online probes (Hamilton, PhD thesis, §4.5.3, §4.6.1, App. B.10)."""
+"""STEGO's segmentation head and its two online probes (thesis §4.5.3, §4.6.1, App. B.10)."""
 
 from __future__ import annotations
 

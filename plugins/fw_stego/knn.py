@@ -1,4 +1,4 @@
-"""KNN mining over a training set: GAP of the frozen backbone, cosine, faiss (Hamilton, PhD thesis, §4.5.3)."""
+"""KNN mining over a training set: GAP of the frozen backbone, cosine, faiss (thesis §4.5.3)."""
 
 from __future__ import annotations
 
