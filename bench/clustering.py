@@ -73,7 +73,7 @@ DEFAULT_DATASETS: dict[str, tuple[str, dict]] = {
 
 
 def scores(y: np.ndarray, pred: np.ndarray) -> dict[str, float]:
-    from fw import metrics
+    from fw.lib import metrics
 
     return {
         "acc": metrics.hungarian_accuracy(y, pred),
@@ -340,7 +340,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     seeds = [int(s) for s in args.seeds.split(",")]
     out = Path(args.out or tempfile.mkdtemp(prefix="bench_clustering_"))
-    print(f"runs under {out}; seeds {seeds}", flush=True)
+    print(f"runs under {out.name}/; seeds {seeds}", flush=True)
 
     from fw.recipe import build
 

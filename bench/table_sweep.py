@@ -27,11 +27,12 @@ from pathlib import Path
 
 import numpy as np
 
-from fw import metrics
-from fw.plots import periodic_table
+from fw.lib import metrics
 from fw.recipe import recipe_from_dict
 from fw.registry import get_registry
-from fw.table import (
+from fw.train import train
+from fw_table.picture import periodic_table
+from fw_table.table import (
     Cell,
     build_table,
     cell_recipe_dict,
@@ -39,7 +40,6 @@ from fw.table import (
     smoke_recipe,
     status,
 )
-from fw.train import train
 
 ROOT = Path(__file__).resolve().parents[1]
 

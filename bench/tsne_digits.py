@@ -1,7 +1,7 @@
 """t-SNE on digits: fw's recipe (exact I-Con t-SNE) beside scikit-learn's exact and Barnes-Hut.
 
 Prints wall time, k-means Hungarian accuracy / NMI / ARI (same scoring for all three:
-`fw.evaluation.evaluate_embedding`), trustworthiness and the final KL, then the ratios.
+`fw.lib.evaluation.evaluate_embedding`), trustworthiness and the final KL, then the ratios.
 Timings are reported, never asserted.
 
     python bench/tsne_digits.py               # the full recipe (1000 steps)
@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from fw.evaluation import evaluate_embedding
+from fw.lib.evaluation import evaluate_embedding
 from fw.recipe import build, load_recipe
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -16,7 +16,7 @@ per (N, method), mean ± std over the seeds:
 At N = 1797 fw also runs its exact dense recipe (``tsne_digits.yaml``). Timings are printed,
 never asserted. The fits append to a JSONL file so an interrupted run keeps what it measured:
 
-    flock /tmp/fw-cpu.lock python bench/tsne_scale.py                       # everything
+    python bench/tsne_scale.py                                              # everything
     python bench/tsne_scale.py --sizes 1797 --methods fw,opentsne --seeds 0,1,2
     python bench/tsne_scale.py --table-only                                 # print the file
     python bench/tsne_scale.py --sizes 70000 --methods opentsne_exact_knn   # only when asked
@@ -208,7 +208,7 @@ def score(x: np.ndarray, y: np.ndarray, emb: np.ndarray, p_cache: Path) -> dict[
     from sklearn.cluster import KMeans
     from sklearn.manifold import trustworthiness
 
-    from fw.metrics import hungarian_accuracy
+    from fw.lib.metrics import hungarian_accuracy
 
     sub = np.random.default_rng(0).permutation(len(x))[:SUBSAMPLE]
     pred = KMeans(n_clusters=10, n_init=10, random_state=0).fit_predict(emb)

@@ -2,15 +2,21 @@
 
 from __future__ import annotations
 
+import os
 import signal
 from pathlib import Path
 
 import pytest
 import torch
 
-from fw.registry import Registry, get_registry
+from fw.registry import AUTOLOAD_ENV, PLUGINS_ENV, Registry, builtin_plugins, get_registry
 from fw_common.learner import IConLearner
 from tests.support import toy_plugin
+
+# The suite runs against fw's own plugins only, whatever else is installed (a broken or
+# conflicting third-party plugin must not fail fw's tests); subprocesses inherit this.
+os.environ[AUTOLOAD_ENV] = "1"
+os.environ[PLUGINS_ENV] = ",".join(builtin_plugins())
 
 ROOT = Path(__file__).resolve().parents[1]
 RECIPES = ROOT / "recipes"

@@ -7,8 +7,8 @@ import wave
 import numpy as np
 import pytest
 
-from fw.audio import read_wav, read_wav_at
 from fw.errors import DataError
+from fw_denseav.wav import read_wav, read_wav_at
 
 
 def _write(path, samples: np.ndarray, rate: int, width: int) -> None:

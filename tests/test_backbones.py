@@ -289,7 +289,7 @@ def test_mobilenet_classifies_scikit_image_photos(offline_hub):
 
 def test_backbone_features_cache_under_their_fingerprint(tmp_path):
     from fw.data import ArrayDataset
-    from fw.features import cache_entry, cached_features
+    from fw.lib.features import cache_entry, cached_features
 
     data = ArrayDataset({"x": torch.rand(6, 1, 28, 28)}, name="grey")
     f = cnn.resnet18(weights=None, image_size=32)

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 
 import pytest
+import yaml
 
 from fw import __version__
 from fw.cli import main
@@ -59,11 +61,27 @@ def test_user_errors_exit_2_without_traceback(cli, capsys, toy_recipe, tmp_path)
     assert "not found" in capsys.readouterr().err
 
 
-def test_debug_shows_the_exception(cli, toy_recipe):
-    from fw.errors import RecipeError
+def test_debug_keeps_exit_2_and_adds_the_traceback(cli, toy_recipe, capsys):
+    assert cli(["run", str(toy_recipe), "learner.q.name=nope", "--debug"]) == 2
+    err = capsys.readouterr().err
+    assert "Traceback (most recent call last)" in err and "RecipeError" in err
+    assert "fw: error:" in err.split("Traceback")[-1] and "learner.q.name" in err
 
-    with pytest.raises(RecipeError):
-        cli(["run", str(toy_recipe), "learner.q.name=nope", "--debug"])
+
+def test_changing_a_component_name_by_override_starts_from_its_defaults(cli, capsys):
+    recipe = RECIPES / "tsne_digits.yaml"
+    assert cli(["show", str(recipe), "learner.p.name=student_t", "learner.p.dof=2"]) == 0
+    p = yaml.safe_load(capsys.readouterr().out)["learner"]["p"]
+    assert p["name"] == "student_t" and p["dof"] == 2  # the gaussian's perplexity is gone
+    assert "perplexity" not in p
+
+
+def test_fw_help_names_the_plugin_of_every_command(capsys):
+    with pytest.raises(SystemExit):
+        main(["--help"])
+    out = " ".join(capsys.readouterr().out.split())
+    for command, plugin in [("run", "fw"), ("table", "table"), ("explain", "ksam")]:
+        assert re.search(rf" {command} [^\[]*\[{plugin}\]", out), command
 
 
 def test_run_prints_a_one_line_summary(cli, capsys, toy_recipe, tmp_path):

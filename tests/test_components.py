@@ -32,7 +32,7 @@ def _entries():
 
 @pytest.mark.parametrize(("kind", "name"), _entries())
 def test_component_smoke(kind, name, registry):
-    outcome = check(kind, registry.get(kind, name), registry)
+    outcome = check(registry.get(kind, name), registry)
     WALKED[kind] += 1
     assert outcome in ("ran", "trained", "stepped", "built", "error path")
 
@@ -86,4 +86,4 @@ class _BrokenPlugin:
 def test_walk_catches_a_broken_component(kind, name):
     registry = get_registry(modules=[_BrokenPlugin()])
     with pytest.raises(SmokeError, match=name):
-        check(kind, registry.get(kind, name), registry)
+        check(registry.get(kind, name), registry)

@@ -12,7 +12,7 @@ import torch.nn.functional as F
 from fw import api, hookimpl
 from fw.dense import Dense, lengths_to_mask
 from fw.games import SimilarityGame, grid_players
-from fw.icon import debias, icon_loss, propagate
+from fw.lib.icon import debias, icon_loss, propagate
 from fw.recipe import recipe_from_dict
 from fw.registry import get_registry
 from fw.train import train

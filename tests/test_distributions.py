@@ -10,7 +10,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from fw import api
-from fw.icon import icon_loss
+from fw.lib.icon import icon_loss
 from fw.recipe import build, recipe_from_dict
 from fw.registry import get_registry
 from fw_common.learner import context_from_batch
@@ -22,6 +22,7 @@ from fw_icon.wrappers import Debiased, Propagated, Union
 from fw_icon.xsample import CorrespondingGaussian
 from fw_kmeans.distributions import ClusterKernel
 from fw_simclr.distributions import PositivePairs
+from fw_table.table import P_FAMILIES, Q_FAMILIES
 
 DT = torch.float64
 N_IDS, VIEWS, DIM = 8, 2, 5
@@ -40,7 +41,7 @@ PARAMS: dict[str, dict] = {
     "union": {"of": [{"name": "positive_pairs"}, {"name": "knn", "k": 3}]},
 }
 
-FAMILIES = set(api.P_FAMILIES) | set(api.Q_FAMILIES)
+FAMILIES = set(P_FAMILIES) | set(Q_FAMILIES)
 
 
 def smoke_context() -> dict:

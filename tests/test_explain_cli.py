@@ -1,4 +1,4 @@
-"""`fw explain`: recipes, games on images, metrics and pictures (spec explain.md §3)."""
+"""`fw explain`: recipes, games on images, metrics and pictures (thesis §7.8)."""
 
 from __future__ import annotations
 
@@ -12,7 +12,8 @@ import torch
 
 from fw.cli import main
 from fw.errors import RecipeError
-from fw.explaining import (
+from fw_ksam.exact import Exact
+from fw_ksam.protocol import (
     ExplainSettings,
     PlayersConfig,
     SimilarityModel,
@@ -23,7 +24,6 @@ from fw.explaining import (
     heatmap,
     inefficiency,
 )
-from fw_ksam.exact import Exact
 from fw_ksam.sam import SAM
 
 RECIPES = Path(__file__).resolve().parents[1] / "recipes" / "explain"
@@ -70,7 +70,7 @@ def test_feature_games_and_metrics_agree_with_hand_computation():
     setup = build_game(model, x, y, PlayersConfig(kind="features"), settings)
     game = setup.game
     assert game.n_players == 16 and setup.grid == (4, 4)
-    # v(N) is d(x, y); v(∅) scores x against the blurred y's features (spec §6.7)
+    # v(N) is d(x, y); v(∅) scores x against the blurred y's features
     v0, vn = game.empty_and_full()
     assert vn == pytest.approx(model(x, y), rel=1e-5)
     assert v0 == pytest.approx(model(x, blur(y[None], 5)[0]), rel=1e-5)
@@ -165,7 +165,7 @@ def test_fw_explain_on_two_bundled_photos_with_imagenet_weights(tmp_path):
 
 @pytest.mark.parametrize("path", sorted(RECIPES.glob("*.yaml")), ids=lambda p: p.stem)
 def test_shipped_explain_recipes_validate(path, registry):
-    from fw.explaining import load_explain_recipe
+    from fw_ksam.protocol import load_explain_recipe
 
     recipe = load_explain_recipe(path, registry=registry)
     factory = registry.get("explainer", recipe.explainer["name"]).factory

@@ -12,7 +12,7 @@ from torch import Tensor, nn
 from fw.api import Featurizer
 from fw.data import ArrayDataset
 from fw.errors import ShapeError
-from fw.features import cache_entry, cached_features, knn, load_cached
+from fw.lib.features import cache_entry, cached_features, knn, load_cached
 
 
 class CountingLinear(Featurizer):

@@ -9,7 +9,7 @@ import torch
 
 from fw.api import Neighborhood
 from fw.errors import ShapeError
-from fw.icon import debias, icon_loss, propagate
+from fw.lib.icon import debias, icon_loss, propagate
 
 
 def _random_nb(n: int, m: int, generator: torch.Generator, square: bool = True) -> Neighborhood:

@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from fw import api
-from fw.icon import debias
+from fw.lib.icon import debias
 from fw.recipe import build, load_recipe, recipe_from_dict
 from fw_icon_clustering.walks import (
     KNNWalks,

@@ -11,7 +11,7 @@ import torch
 
 from fw import api
 from fw.data import ArrayDataset
-from fw.icon import icon_loss
+from fw.lib.icon import icon_loss
 from fw.recipe import build, load_recipe, recipe_from_dict
 from fw.train import train
 from fw_common.mappers import OrthonormalProjection
@@ -249,7 +249,7 @@ def test_clustering_recipes_beat_scikit_learn(registry, tmp_path, recipe, refere
     from sklearn.cluster import KMeans, SpectralClustering
     from sklearn.datasets import load_digits
 
-    from fw import metrics
+    from fw.lib import metrics
 
     bunch = load_digits()
     x, y = bunch.data / 16.0, bunch.target

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from fw import metrics
+from fw.lib import metrics
 
 
 def _brute_force_accuracy(y_true: np.ndarray, y_pred: np.ndarray) -> float:

@@ -1,4 +1,4 @@
-"""Oracles (spec icon.md §7.15): I-Con with a method's (p, q) equals that method's own loss.
+"""Oracles: I-Con with a method's (p, q) equals that method's own loss.
 
 Every reference below is written out independently of the distributions it checks (loops or
 the method's published code structure), in float64.
@@ -14,7 +14,7 @@ import torch.nn.functional as F
 
 from fw import api
 from fw.api import Neighborhood
-from fw.icon import icon_loss
+from fw.lib.icon import icon_loss
 from fw.recipe import build
 from fw.registry import get_registry
 from fw_icon.discrete import MODALITY, CrossModal, DataLabel, Identity, SameClass
@@ -36,7 +36,7 @@ DT = torch.float64
 
 
 def cosine_q(z: torch.Tensor, tau: float) -> Neighborhood:
-    """SimCLR's q2 written directly: softmax over k != i of cos / τ."""
+    """SimCLR's q written directly: softmax over k != i of cos / τ."""
     zn = F.normalize(z, dim=1)
     mask = ~torch.eye(len(z), dtype=torch.bool)
     return Neighborhood.from_logits(zn @ zn.T / tau, mask)
@@ -165,7 +165,7 @@ def harmonic_reference(f: torch.Tensor, protos: torch.Tensor, y: torch.Tensor, p
 
 @pytest.mark.parametrize("n", [0.5, 1.0, 2.5])
 def test_harmonic_loss_equals_baek_reference(n):
-    """q8 with the thesis's degree n on squared distances is Baek's loss with exponent 2n."""
+    """Harmonic q with degree n on squared distances is Baek's loss with exponent 2n."""
     f = torch.randn(10, 4, dtype=DT, requires_grad=True)
     y = torch.randint(0, 3, (10,))
     q_dist = Harmonic(n=n, num_classes=3, dim=4).double()
@@ -180,7 +180,7 @@ def test_harmonic_loss_equals_baek_reference(n):
 
 
 def test_harmonic_is_the_sigma_to_zero_limit_of_a_student_t():
-    """Thm F.3.8: at width σ, q8 is the Student-t with 2n − 1 dof; σ → 0 gives d^(−n)."""
+    """Thm F.3.8: at width σ, harmonic q is the Student-t with 2n − 1 dof; σ → 0 gives d^(−n)."""
     n = 2.0
     f, protos = torch.randn(7, 3, dtype=DT), torch.randn(4, 3, dtype=DT)
     limit = Harmonic(n=n)({api.FEATURES: f, api.FEATURES_COL: protos})
@@ -197,7 +197,7 @@ def test_harmonic_is_the_sigma_to_zero_limit_of_a_student_t():
 
 
 def test_harmonic_on_a_prototype_is_finite():
-    """Log space (spec §7.8): a feature exactly on its prototype gets all the mass, no NaN."""
+    """Log space: a feature exactly on its prototype gets all the mass, no NaN."""
     protos = torch.randn(3, 2, dtype=DT)
     f = torch.cat([protos[1:2], torch.randn(2, 2, dtype=DT)]).requires_grad_()
     y = torch.tensor([1, 0, 2])
@@ -341,13 +341,13 @@ def test_clip_equals_symmetric_cross_entropy(tau):
 
 
 def test_cluster_kernel_kmeans_identity():
-    """Σ_ij q(j|i)‖x_i − x_j‖² = 2 Σ_ic φ_ic‖x_i − μ_c‖² at weighted-mean centres (§3.3 #18)."""
+    """Σ_ij q(j|i)‖x_i − x_j‖² = 2 Σ_ic φ_ic‖x_i − μ_c‖² at weighted-mean centres (I-Con, Thm 8)."""
     n, dim, k = 15, 3, 4
     x = torch.randn(n, dim, dtype=DT)
     logits = torch.randn(n, k, dtype=DT)
     q = ClusterKernel()({api.FEATURES: logits})
     torch.testing.assert_close(q.prob.sum(1), torch.ones(n, dtype=DT))
-    assert bool(q.mask.all())  # j = i included (spec §7.2)
+    assert bool(q.mask.all())  # j = i included
     phi = logits.softmax(1)
     centres = (phi.T @ x) / phi.sum(0).unsqueeze(1)
     pairwise = (q.prob * torch.cdist(x, x).pow(2)).sum()
@@ -405,7 +405,7 @@ def test_cluster_kernel_exclude_self_eps_and_columns():
 
 
 def test_reverse_kl_identity():
-    """Σ_i KL(q_i‖p_i) = 1/2σ² Σ_ij q‖x_i−x_j‖² − Σ_i H(q_i) + Σ_i log Z_i (spec §7.15c)."""
+    """Σ_i KL(q_i‖p_i) = 1/2σ² Σ_ij q‖x_i−x_j‖² − Σ_i H(q_i) + Σ_i log Z_i (I-Con, Thm 9)."""
     n, k, sigma = 12, 3, 0.8
     x = torch.randn(n, 2, dtype=DT)
     sq = torch.cdist(x, x).pow(2)
@@ -487,7 +487,7 @@ def test_cohesion_variance_is_the_sigma_to_infinity_limit():
 
 
 def test_pca_from_identity_and_cohesion_variance():
-    """p = identity, q = σ→∞ Gaussian: the loss is −2 Var(f) + log n (spec §3.3 #3)."""
+    """p = identity, q = σ→∞ Gaussian: the loss is −2 Var(f) + log n (I-Con, Cor. 1)."""
     x = torch.randn(9, 4, dtype=DT)
     ctx = {api.FEATURES: x}
     p = Identity()(ctx)

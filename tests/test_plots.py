@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from fw import metrics
-from fw.plots import cluster_confusion, matched_order
+from fw.lib import metrics
+from fw.lib.plots import cluster_confusion, matched_order
 
 
 def test_matched_order_undoes_a_permutation_and_keeps_extra_clusters() -> None:

@@ -19,13 +19,14 @@ from sklearn.metrics import pairwise_distances
 
 from fw import api
 from fw.errors import RecipeError
-from fw.icon import icon_loss
+from fw.lib.icon import icon_loss
 from fw.recipe import build, load_recipe, recipe_from_dict
 from fw.registry import get_registry
 from fw_sne.distributions import Gaussian, StudentT
 from fw_sne.fused import radial_kl
 from fw_sne.learners import SNE, TSNE
 from fw_sne.optim import TSNEGradientDescent, tsne_gd
+from fw_table.table import P_FAMILIES, Q_FAMILIES
 from tests.support.training import train_full_batch
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -304,13 +305,13 @@ def test_plugin_registers_its_components():
     for (kind, name), factory in expected.items():
         entry = registry.get(kind, name)
         assert entry.factory is factory and entry.plugin == "sne"
-    assert Gaussian.family in api.P_FAMILIES and Gaussian.family in api.Q_FAMILIES
-    assert StudentT.family in api.P_FAMILIES and StudentT.family in api.Q_FAMILIES
+    assert Gaussian.family in P_FAMILIES and Gaussian.family in Q_FAMILIES
+    assert StudentT.family in P_FAMILIES and StudentT.family in Q_FAMILIES
 
 
 def test_sne_and_tsne_table_cells_run_their_recipes():
-    from fw.table import status
     from fw_sne.cells import CELLS
+    from fw_table.table import status
 
     registry = get_registry(plugins=["common", "data", "sne"], autoload=False)
     cells = {c.method: c for c in CELLS}

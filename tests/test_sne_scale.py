@@ -18,9 +18,9 @@ from sklearn.manifold._t_sne import _joint_probabilities_nn
 from sklearn.neighbors import NearestNeighbors
 
 from fw import api
-from fw.icon import icon_loss
+from fw.lib.icon import icon_loss
+from fw.lib.sparse import SparseNeighborhood
 from fw.recipe import build, load_recipe
-from fw.sparse import SparseNeighborhood
 from fw_sne.distributions import Gaussian, ScaleError, StudentT
 from fw_sne.learners import SNE, TSNE
 from fw_sne.scale import (
@@ -249,7 +249,7 @@ def test_table_builds_the_sparse_variant_of_kernel_cells(cell, repulsion):
 
     from fw.recipe import recipe_from_dict
     from fw.registry import get_registry
-    from fw.table import scaled_recipe
+    from fw_table.table import scaled_recipe
 
     registry = get_registry()
     raw = yaml.safe_load(scaled_recipe(cell, "sparse", registry))
@@ -266,7 +266,7 @@ def test_table_builds_the_sparse_variant_of_kernel_cells(cell, repulsion):
 def test_table_refuses_a_scale_a_cell_does_not_have():
     from fw.errors import FwError
     from fw.registry import get_registry
-    from fw.table import scaled_recipe
+    from fw_table.table import scaled_recipe
 
     with pytest.raises(FwError, match="no 'sparse' variant; cells with one: SNE, t-SNE"):
         scaled_recipe("Dual t-SNE", "sparse", get_registry())

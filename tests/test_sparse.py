@@ -1,4 +1,4 @@
-"""fw.sparse: a sparse neighbourhood gives the I-Con loss of its dense form (spec §1.1, §7.4)."""
+"""fw.sparse: a sparse neighbourhood gives the I-Con loss of its dense form."""
 
 from __future__ import annotations
 
@@ -9,8 +9,8 @@ import torch
 
 from fw.api import Neighborhood
 from fw.errors import FwError, ShapeError
-from fw.icon import icon_loss
-from fw.sparse import SparseNeighborhood
+from fw.lib.icon import icon_loss
+from fw.lib.sparse import SparseNeighborhood
 
 
 def _loop_kl(

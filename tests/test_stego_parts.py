@@ -7,7 +7,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from fw.metrics import unsupervised_miou
+from fw.lib.metrics import unsupervised_miou
 from fw_stego.crf import dense_crf, have_pydensecrf
 from fw_stego.head import ClusterProbe, LinearProbe, SegmentationHead
 from fw_stego.knn import five_crop, global_descriptors, mine_knns, sample_partners

@@ -77,3 +77,23 @@ def test_plugin_can_be_selected_explicitly(installed):
     proc = _fw(env, "--plugin", "laplace", "plugins")
     assert proc.returncode == 0, proc.stderr
     assert "laplace" in proc.stdout and "embedding" not in proc.stdout
+
+
+def test_its_command_is_listed_with_the_plugin_and_runs(installed):
+    help_text = _fw(installed, "--help").stdout
+    line = next(x for x in help_text.splitlines() if x.strip().startswith("laplace-row"))
+    assert "[laplace]" in line
+    proc = _fw(installed, "laplace-row", "0", "1", "--scale", "1")
+    assert proc.returncode == 0, proc.stderr
+    e = 2.718281828459045
+    assert proc.stdout.split() == [f"{e / (e + 1):.4f}", f"{1 / (e + 1):.4f}"]
+    bad = _fw(installed, "laplace-row", "0", "--scale", "-1")
+    assert bad.returncode == 2 and "--scale must be positive" in bad.stderr
+    assert "Traceback" not in bad.stderr
+
+
+def test_without_the_distribution_the_command_is_gone(installed):
+    env = {**installed, "PYTHONPATH": str(ROOT)}  # the same environment, plugin uninstalled
+    assert "laplace-row" not in _fw(env, "--help").stdout
+    proc = _fw(env, "laplace-row", "0")
+    assert proc.returncode == 2 and "invalid choice: 'laplace-row'" in proc.stderr

@@ -4,9 +4,7 @@ from __future__ import annotations
 
 from importlib.metadata import PackageNotFoundError, version
 
-import pluggy
-
-hookimpl = pluggy.HookimplMarker("fw")
+from fw.hookspecs import hookimpl
 
 try:
     __version__ = version("fw")

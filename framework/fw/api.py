@@ -16,6 +16,7 @@ The kinds of component, and the hook that registers each, are listed once in `fw
 from __future__ import annotations
 
 import abc
+import math
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, ClassVar
@@ -37,31 +38,12 @@ LABELS = "labels"  # [n] long class labels of the rows
 LABELS_COL = "labels_col"  # [m] long class labels of the columns
 NEIGHBORS = "neighbors"  # [N, k] long, precomputed kNN table in dataset-id space
 GRAPH = "graph"  # [n, m] float, affinity / adjacency weights between rows and columns
-EMBEDDING = "embedding"  # [n, e] float, a fixed side embedding g(x_i) of each row (spec p11)
+EMBEDDING = "embedding"  # [n, e] float, a fixed side embedding g(x_i) of each row (X-Sample's p)
 EMBEDDING_COL = "embedding_col"  # [m, e] float, the side embedding of each column
+#: keys a distribution may read without listing them in ``requires`` (absent: columns = rows)
+OPTIONAL_KEYS = (FEATURES_COL, INDEX_COL, LABELS_COL, EMBEDDING_COL)
 
 Context = Mapping[str, Any]
-
-#: Periodic-table families (seed 000, Fig. 8.1): columns are supervisory p, rows learned q.
-P_FAMILIES: tuple[str, ...] = (
-    "Gaussian",
-    "Student-T",
-    "Identity",
-    "Graph Kernel Weights",
-    "Uniform over K-Neighbors",
-    "Uniform over Positive Pairs",
-    "Cross-Modal Pairs",
-    "Uniform over Classes",
-    "Data-Label Pairs",
-)
-Q_FAMILIES: tuple[str, ...] = (
-    "Gaussian",
-    "Gaussian σ→∞",
-    "Gaussian σ→0",
-    "Student-T",
-    "Uniform on Clusters",
-)
-CLUSTER_FAMILY = "Uniform on Clusters"
 
 
 @attrs.frozen
@@ -69,12 +51,15 @@ class Neighborhood:
     """Row-normalised log-probabilities ``[..., n, m]`` with the boolean candidate mask.
 
     Leading axes are independent batches of neighbourhoods (e.g. one per image, over sampled
-    positions); everything (`fw.icon.icon_loss`, `debias`, masks, reductions) works over the
+    positions); everything (`fw.lib.icon.icon_loss`, `debias`, masks, reductions) works over the
     last axis, and a loss averages over all rows of all batches. ``mask`` has the shape of
     ``log_prob`` (or broadcasts to it along leading axes). ``log_norm`` (``[..., n]``,
     optional) is the log row normaliser of the kernel the rows came from
-    (``log_prob = logits - log_norm``); early exaggeration needs it (see `fw.icon.icon_loss`).
+    (``log_prob = logits - log_norm``); early exaggeration needs it (see `fw.lib.icon.icon_loss`).
     A learned q carries gradient in ``log_prob`` (and ``log_norm``); a supervisory p does not.
+    A joint distribution over ordered pairs (t-SNE's ``p_ij``, van der Maaten & Hinton 2008) is
+    one row ``[1, n·n]``, column ``i·n + j`` holding pair (i, j); :meth:`joint_matrix` gives
+    its ``[n, n]`` matrix. p and q must both be joint or both per row (their shapes differ).
 
     Example::
 
@@ -123,6 +108,13 @@ class Neighborhood:
     def num_candidates(self) -> Tensor:
         """Number of allowed columns per row, ``[..., n]``."""
         return self.mask.sum(dim=-1)
+
+    def joint_matrix(self) -> Tensor:
+        """Probabilities of a joint ``[..., 1, n·n]`` neighbourhood as ``[..., n, n]`` (i, j)."""
+        n = math.isqrt(self.shape[-1])
+        if self.shape[-2] != 1 or n * n != self.shape[-1]:
+            raise ShapeError(f"a joint neighbourhood is [1, n·n], got {tuple(self.shape)}")
+        return self.prob.reshape(*self.shape[:-2], n, n)
 
     def detach(self) -> Neighborhood:
         """The same neighbourhood without gradient."""
@@ -186,12 +178,15 @@ class NeighborhoodDistribution(Component):
     ``requires`` lists the context keys it reads (checked before each call). A supervisory
     distribution (``role = "supervisory"``) is computed without gradient; a learned one
     (``role = "learned"``) keeps the graph so the loss trains the mapper; ``"either"`` may serve
-    as p or q. ``family`` is the periodic-table row/column it belongs to (seed 000, Fig. 8.1).
-    Kernels on features accept leading batch axes: ``FEATURES [..., n, d]`` gives
-    ``[..., n, n]`` (one neighbourhood per image, over its sampled positions).
+    as p or q. ``family`` is the periodic-table row/column it belongs to (thesis Fig. 8.1).
+    It may read `OPTIONAL_KEYS` and keys it first tests (``key in ctx``, ``ctx.get``) without
+    listing them. ``batched = True`` claims leading batch axes: ``FEATURES [B, n, d]`` gives
+    ``[B, n, m]``, batch ``b`` equal to the call on ``FEATURES[b]`` alone (one neighbourhood per
+    image, over its sampled positions); otherwise ``FEATURES [n, ...]`` are n points.
     """
 
     requires: ClassVar[tuple[str, ...]] = (FEATURES,)
+    batched: ClassVar[bool] = False
     role: ClassVar[str] = "either"
     family: ClassVar[str] = ""
 
@@ -252,14 +247,14 @@ class Upsampler(nn.Module, Component):
 
     ``forward(features, guidance [B, 3, H, W], size=None)``; ``size`` defaults to the
     guidance's ``(H, W)``. Gradient flows to the upsampler's parameters and to ``features``.
-    An upsampler fitted per image (FeatUp's implicit network) sets ``per_image = True`` and
+    An upsampler fitted per image (a network fitted to one image) sets ``per_image = True`` and
     implements :meth:`fit`, which the caller runs on each image before ``forward``; recipes
     that train an upsampler over a corpus refuse such an upsampler, and featurizers wrapped
     with it fit it per image at inference.
 
     Example::
 
-        up = registry.get("upsampler", "bilinear").factory()
+        up = registry.get("upsampler", name).factory()
         hr = up(lr_feats, image)                  # [B, C, H, W]
     """
 
@@ -289,8 +284,8 @@ class Upsampler(nn.Module, Component):
 class Downsampler(nn.Module, Component):
     """Models how a backbone pooled its features: ``[B, C, H, W]`` -> ``[B, C, *size]``.
 
-    FeatUp learns it (σ↓, spec featup.md §1.4) so that upsampled features, pooled again,
-    reproduce the backbone's low-resolution ones. ``guidance`` (the image) is optional.
+    Upsampler training learns it (σ↓, Hamilton, PhD thesis, §5.5.1) so that high-resolution
+    features, pooled again, reproduce the backbone's low-resolution ones. ``guidance`` (the image) is optional.
     """
 
     @abc.abstractmethod
@@ -305,8 +300,8 @@ class Aggregator(nn.Module, Component):
 
     ``forward(a, b) -> [B_a, B_b]`` for ``a`` ``[B_a, C, *Sa]`` and ``b`` ``[B_b, C, *Sb]`` (each a
     tensor or a :class:`fw.dense.Dense` with a validity mask for padding). Channels split into
-    ``heads`` K equal groups (DenseAV's head split, spec denseav.md §1.2); the local volume of a
-    pair is ``vol[k, n, m] = <a[k, :, n], b[k, :, m]>`` (Eq. 6.1). A subclass implements only
+    ``heads`` K equal groups (multi-head similarity, Hamilton, PhD thesis, §6.5); the local
+    volume of a pair is ``vol[k, n, m] = <a[k, :, n], b[k, :, m]>`` (Eq. 6.1). A subclass implements only
     :meth:`pool`, which reduces volumes of a chunk of pairs; the base class never builds the full
     ``[B_a, B_b, K, Na, Nb]`` tensor: it walks blocks of rows of ``a`` so that at most
     ``max_elements`` volume entries exist at once. :meth:`pair_volumes` returns the volumes of
@@ -370,7 +365,7 @@ class Aggregator(nn.Module, Component):
 
 
 class Explainer(Component):
-    """Attributes a game's value to its players (spec explain.md): first or second order.
+    """Attributes a game's value to its players (thesis Ch. 7): first or second order.
 
     ``explain(game, order=1)`` returns ``[n]`` (one value per player; Shapley-like) and
     ``explain(game, order=2)`` a symmetric ``[n, n]`` matrix of pairwise interactions
@@ -382,7 +377,7 @@ class Explainer(Component):
     Example::
 
         game = SimilarityGame(d, x, y, grid_players((7, 7)), background_y=blurred)
-        phi = registry.get("explainer", "ksam").factory(samples=2048).explain(game)   # [49]
+        phi = registry.get("explainer", name).factory().explain(game)   # [49]
     """
 
     orders: ClassVar[tuple[int, ...]] = (1,)
@@ -447,7 +442,7 @@ class Learner(nn.Module, Component):
 
     A batch is a dict of tensors with at least ``"index"`` (dataset ids) and usually ``"x"``
     (inputs) and ``"label"``; dense inputs follow `fw.dense` (``"audio"`` + ``"audio_mask"``).
-    ``headline`` names the metrics `fw run` prints in its one-line summary.
+    ``headline`` names the metrics `fw run` prints in its one-line summary, most telling first.
     """
 
     #: ``None`` means the learner wants the whole dataset as one batch every step.
@@ -498,3 +493,18 @@ class Augmentation(Component):
     @abc.abstractmethod
     def __call__(self, x: Tensor) -> Tensor:
         """Return the augmented batch."""
+
+
+@attrs.frozen
+class Command:
+    """An ``fw`` sub-command a plugin contributes through the ``fw_commands`` hook.
+
+    ``configure(parser)`` adds the command's arguments to its `argparse` sub-parser;
+    ``main(args)`` runs it and returns the exit status (``None`` means 0). The host adds
+    ``--plugin`` and ``--debug`` to every command and turns `fw.errors.FwError` into exit 2.
+    """
+
+    help: str
+    main: Callable[[Any], int | None]
+    configure: Callable[[Any], None] = lambda parser: None
+    description: str = ""

@@ -97,6 +97,13 @@ def collate_batched(items: Any) -> dict[str, Tensor]:
     return torch.utils.data.default_collate(items)
 
 
+def gather(dataset: Dataset, idx: list[int]) -> dict[str, Tensor]:
+    """The items ``idx`` of a dataset collated into one batch (``__getitems__`` when it has it)."""
+    if hasattr(dataset, "__getitems__"):
+        return collate_batched(dataset.__getitems__(idx))
+    return collate_batched([dataset[i] for i in idx])
+
+
 def take(data: Dataset, key: str = "x", limit: int | None = None) -> Tensor:
     """The ``key`` entries of a dataset's first ``limit`` items (all when None), stacked.
 

@@ -21,6 +21,8 @@ from torch.utils.data import Dataset
 from fw import api
 
 hookspec = pluggy.HookspecMarker("fw")
+#: marks a plugin's hook implementations (re-exported as ``fw.hookimpl``)
+hookimpl = pluggy.HookimplMarker("fw")
 
 Factories = Mapping[str, Callable[..., Any]]
 
@@ -51,7 +53,7 @@ def fw_distributions() -> Factories:
 
 @_kind("featurizer", api.Featurizer)
 def fw_featurizers() -> Factories:
-    """Contribute Featurizer factories (backbones, embedding tables, MLP mappers)."""
+    """Contribute Featurizer factories (backbones, embedding tables, mappers)."""
 
 
 @_kind("upsampler", api.Upsampler)
@@ -95,8 +97,13 @@ def fw_optimizers() -> Factories:
 
 
 @hookspec
+def fw_commands() -> Mapping[str, api.Command]:
+    """Contribute `fw` sub-commands: ``{name: fw.api.Command}`` (the host's own too)."""
+
+
+@hookspec
 def fw_table_cells() -> list[Any]:
-    """Declare which periodic-table cells this plugin's methods occupy (`fw.table.Cell`)."""
+    """Declare the periodic-table cells this plugin's methods occupy (read by the table plugin)."""
 
 
 #: Every component kind, in the order `fw plugins` lists them (the order of the hooks above).

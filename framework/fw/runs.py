@@ -7,10 +7,10 @@ from pathlib import Path
 from typing import Any
 
 import attrs
-import torch
 
 from fw.api import Learner
 from fw.errors import DataError
+from fw.files import load, why
 from fw.recipe import build, load_recipe, recipe_from_dict
 from fw.registry import Registry, get_registry
 
@@ -26,11 +26,12 @@ class RunResult:
     learner: Learner
 
 
-def load_run(run_dir: str | Path, registry: Registry | None = None) -> Learner:
+def load_run(run_dir: str | Path, registry: Registry | None = None, setup: bool = True) -> Learner:
     """The trained learner of a run: rebuilt from ``recipe.yaml``, weights from the checkpoint.
 
-    The learner sees its training data once (``setup``), as in training, then loads the
-    checkpointed state and is put in eval mode, so ``infer`` equals the run's final model.
+    The learner sees its training data once (``setup``, skipped with ``setup=False`` for a
+    learner that needs no data to rebuild its layers), then loads the checkpointed state
+    (tensors only: `fw.files.load`) and is put in eval mode, so ``infer`` equals the run's model.
     """
     registry = registry or get_registry()
     run_dir = Path(run_dir)
@@ -42,17 +43,20 @@ def load_run(run_dir: str | Path, registry: Registry | None = None) -> Learner:
                 "`fw run --out DIR` holds recipe.yaml and checkpoints/last.ckpt)"
             )
     recipe = load_recipe(recipe_path, registry=registry)
-    data = build("dataset", recipe.raw["data"], registry, "data")
     learner: Learner = build("learner", recipe.raw["learner"], registry, "learner")
     if recipe.trainer.batch_size is not None:
         learner.batch_size = recipe.trainer.batch_size
-    learner.setup(data)
+    if setup:
+        learner.setup(build("dataset", recipe.raw["data"], registry, "data"))
+    state = load(ckpt, "Delete it or the run directory and train again")
     try:
-        state = torch.load(ckpt, map_location="cpu", weights_only=False)
         learner.load_state_dict(state["learner"])
-    except Exception as err:  # truncated file or another learner's state
-        raise DataError(f"cannot restore the learner from {ckpt}: {err}") from err
-    learner.load_extra_state(state.get("extra", {}))
+        learner.load_extra_state(state.get("extra", {}))
+    except Exception as err:  # another learner's state, or not a checkpoint of fw
+        raise DataError(
+            f"cannot restore the learner of {recipe_path} ({type(learner).__name__}) from "
+            f"{ckpt}: {why(err)}. The checkpoint was written by another recipe."
+        ) from err
     learner.eval()
     return learner
 

@@ -1,10 +1,18 @@
 """Smoke checks for any registered component: build it small, run it on random inputs of its kind.
 
-`check(kind, entry)` builds the component from its declared ``example`` parameters (or its
-defaults), feeds it random inputs of the shapes its kind's contract names, and checks shape,
-dtype, finiteness and, where it has parameters, that a gradient arrives. tests/test_components.py
-walks every registered component with it, so a new plugin is tested for free; a third-party
-plugin can call it from its own tests.
+`check(component)` builds a registered component from its declared ``example`` parameters (or
+its defaults), checks it is an instance of its kind's base class (`fw.hookspecs.KINDS`), feeds
+it random inputs of the shapes its kind's contract names, and checks shape, dtype, finiteness
+and that a gradient reaches its parameters (an upsampler's: also its input features). A
+distribution must declare in ``requires`` every context key it reads (besides
+`fw.api.OPTIONAL_KEYS`), and, given ``FEATURES`` with a leading batch axis, either refuse it or
+return one neighbourhood per batch, each the one of its slice. tests/test_components.py walks
+every registered component with it; a third-party plugin's test calls it by name::
+
+    from fw.smoke import check
+
+    def test_my_components():
+        assert check("laplace") == "ran"  # or check(registry.get("distribution", "laplace"))
 """
 
 from __future__ import annotations
@@ -18,12 +26,12 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from fw import api
+from fw import api, hookspecs
 from fw.dense import Dense, lengths_to_mask
 from fw.errors import DataError, FwError
 from fw.games import SimilarityGame, grid_players
 from fw.recipe import build, recipe_from_dict
-from fw.registry import Entry, Registry
+from fw.registry import Entry, Registry, get_registry
 
 
 class SmokeError(AssertionError):
@@ -47,16 +55,20 @@ def _finite(entry: Entry, t: Tensor, what: str) -> None:
         raise _fail(entry, f"{what} has NaN or infinite values")
 
 
-def _grad_arrives(entry: Entry, module: nn.Module, out: Tensor) -> None:
+def _grad_arrives(
+    entry: Entry, module: nn.Module, out: Tensor, inputs: Tensor | None = None
+) -> None:
+    """A finite gradient reaches the trainable parameters (and ``inputs``, when given)."""
     params = [p for p in module.parameters() if p.requires_grad]
-    if not params or not out.requires_grad:
-        return
-    out.float().square().mean().backward()
-    if all(p.grad is None for p in params):
-        raise _fail(entry, "no gradient reaches any of its trainable parameters")
-    for p in params:
-        if p.grad is not None and not bool(torch.isfinite(p.grad).all()):
-            raise _fail(entry, "a parameter's gradient is not finite")
+    if out.requires_grad and (params or inputs is not None):
+        out.float().square().mean().backward()
+        if params and all(p.grad is None for p in params):
+            raise _fail(entry, "no gradient reaches any of its trainable parameters")
+    for t in [*params, *([] if inputs is None else [inputs])]:
+        if t.grad is not None and not bool(torch.isfinite(t.grad).all()):
+            raise _fail(entry, "a gradient to its parameters or input features is not finite")
+    if inputs is not None and inputs.grad is None:
+        raise _fail(entry, "no gradient reaches its input features (detached or recomputed?)")
 
 
 def smoke_context(n: int = 12, d: int = 4, generator: torch.Generator | None = None) -> dict:
@@ -74,13 +86,28 @@ def smoke_context(n: int = 12, d: int = 4, generator: torch.Generator | None = N
     }
 
 
-def _distribution(entry: Entry, obj: api.NeighborhoodDistribution) -> None:
-    ctx = smoke_context()
-    nb = obj(ctx)
-    if nb.log_prob.shape[-1] < 1 or nb.log_prob.dim() < 2:
-        raise _fail(entry, f"returned log_prob of shape {tuple(nb.log_prob.shape)}")
-    if nb.log_prob.shape[-2] != 12:
-        raise _fail(entry, f"has {nb.log_prob.shape[-2]} rows for a context of 12 points")
+class _Reads(dict):
+    """A context that records the keys read by ``ctx[key]`` without ``key in ctx`` or ``get``."""
+
+    def __init__(self, data: dict) -> None:
+        super().__init__(data)
+        self.read: set[str] = set()
+        self.checked: set[str] = set()
+
+    def __getitem__(self, key: str) -> Any:
+        self.read.add(key)
+        return super().__getitem__(key)
+
+    def __contains__(self, key: object) -> bool:
+        self.checked.add(key)  # type: ignore[arg-type]
+        return super().__contains__(key)
+
+    def get(self, key: str, default: Any = None) -> Any:
+        self.checked.add(key)
+        return super().get(key, default)
+
+
+def _normalised(entry: Entry, obj: api.NeighborhoodDistribution, nb: api.Neighborhood) -> None:
     if bool(torch.isnan(nb.log_prob).any()):
         raise _fail(entry, "log_prob has NaN values")
     normalized = getattr(obj, "normalized", True)  # pseudo log-probabilities say so (σ→∞)
@@ -90,11 +117,39 @@ def _distribution(entry: Entry, obj: api.NeighborhoodDistribution) -> None:
     has = mass > 0
     if not bool(torch.allclose(mass[has], torch.ones_like(mass[has]), atol=1e-4)):
         raise _fail(entry, "rows do not sum to 1 over their candidates")
+
+
+def _batched(entry: Entry, obj: api.NeighborhoodDistribution, ctx: dict, shape: tuple) -> None:
+    """``batched``: ``FEATURES [2, n, d]`` gives ``[2, n, m]``, each batch its slice's alone."""
+    x = torch.stack([ctx[api.FEATURES].detach(), torch.randn_like(ctx[api.FEATURES])])
+    with torch.no_grad():
+        nb = obj({**ctx, api.FEATURES: x})
+        if tuple(nb.shape) != (2, *shape):
+            raise _fail(entry, f"maps features [2, 12, 4] to {tuple(nb.shape)}, not [2, *{shape}]")
+        _normalised(entry, obj, nb)
+        for b in range(2):
+            if not torch.allclose(nb.log_prob[b], obj({**ctx, api.FEATURES: x[b]}).log_prob):
+                raise _fail(entry, f"batch {b} of features [2, n, d] differs from that slice alone")
+
+
+def _distribution(entry: Entry, obj: api.NeighborhoodDistribution) -> None:
+    ctx = _Reads(smoke_context())
+    nb = obj(ctx)
+    extra = sorted(ctx.read - ctx.checked - set(obj.requires) - set(api.OPTIONAL_KEYS))
+    if extra:  # only `requires` is checked before the call: an unlisted key may be absent
+        raise _fail(entry, f"reads context key(s) {extra} unchecked: add it to `requires`")
+    if nb.log_prob.shape[-1] < 1 or nb.log_prob.dim() < 2:
+        raise _fail(entry, f"returned log_prob of shape {tuple(nb.log_prob.shape)}")
+    if nb.log_prob.shape[-2] != 12:
+        raise _fail(entry, f"has {nb.log_prob.shape[-2]} rows for a context of 12 points")
+    _normalised(entry, obj, nb)
     if nb.log_prob.requires_grad:
         nb.prob.square().sum().backward()
         grad = ctx[api.FEATURES].grad
         if grad is not None and not bool(torch.isfinite(grad).all()):
             raise _fail(entry, "the gradient to the features is not finite")
+    if obj.batched:
+        _batched(entry, obj, dict(ctx), tuple(nb.shape))
 
 
 def _featurizer(entry: Entry, obj: api.Featurizer) -> None:
@@ -140,7 +195,8 @@ def _upsampler(entry: Entry, obj: api.Upsampler) -> None:
     if tuple(out.shape) != (feats.shape[0], 8, 12, 12):
         raise _fail(entry, f"asked for [B, 8, 12, 12], returned {tuple(out.shape)}")
     _finite(entry, out, "its output")
-    _grad_arrives(entry, obj, out)
+    # a per-image upsampler predicts its features from the image (Upsampler docstring)
+    _grad_arrives(entry, obj, out, None if obj.per_image else feats)
 
 
 def _downsampler(entry: Entry, obj: api.Downsampler) -> None:
@@ -223,6 +279,7 @@ def _dataset(entry: Entry, registry: Registry) -> str:
             params.setdefault(name, str(Path(tmp) / "missing"))
         try:
             data = build("dataset", {"name": entry.name, **params}, registry)
+            _is_kind(entry, data)
         except FwError as err:
             if not missing and not isinstance(err, DataError):
                 raise
@@ -252,8 +309,30 @@ def _optimizer(entry: Entry) -> None:
         raise _fail(entry, "one step on a quadratic did not move the parameters finitely")
 
 
-def check(kind: str, entry: Entry, registry: Registry) -> str:
-    """Run the smoke check of one registered component; return what was checked."""
+def _is_kind(entry: Entry, obj: Any) -> None:
+    base = {k.name: k.base for k in hookspecs.KINDS}[entry.kind]
+    if not isinstance(obj, base):
+        raise _fail(
+            entry,
+            f"built a {type(obj).__name__}, which is not a {base.__module__}.{base.__qualname__} "
+            "subclass: subclass it",
+        )
+
+
+def check(component: str | Entry, registry: Registry | None = None) -> str:
+    """Smoke-check one registered component (its name, or its `Entry`); return what was checked.
+
+    ``registry`` defaults to `fw.registry.get_registry()`. Raises `SmokeError` naming the broken
+    contract, or `fw.errors.FwError` when ``component`` names no single component.
+    """
+    registry = registry or get_registry()
+    if isinstance(component, str):
+        hits = [e for e in select(registry, [component]) if e.name == component]
+        if len(hits) != 1:
+            kinds = [e.kind for e in hits] or "none: it is a plugin, check each of select()"
+            raise FwError(f"'{component}' must name one component; its kinds: {kinds}")
+        component = hits[0]
+    entry, kind = component, component.kind
     if kind == "optimizer":
         _optimizer(entry)
         return "stepped"
@@ -261,6 +340,7 @@ def check(kind: str, entry: Entry, registry: Registry) -> str:
         return _dataset(entry, registry)
     try:
         obj = build(kind, {"name": entry.name, **example_params(entry.factory)}, registry)
+        _is_kind(entry, obj)
         if kind == "learner":
             _learner(entry, obj, registry)
             return "trained"
@@ -279,3 +359,23 @@ def check(kind: str, entry: Entry, registry: Registry) -> str:
         raise SmokeError(f"no smoke check for component kind '{kind}'")
     checks[kind](entry, obj)
     return "ran"
+
+
+def select(registry: Registry, targets: list[str]) -> list[Entry]:
+    """The registered components a plugin name or a component name refers to, in kind order."""
+    found: list[Entry] = []
+    for target in targets:
+        hits = [
+            e
+            for kind in registry.kinds()
+            for e in registry.entries(kind)
+            if target in (e.plugin, e.name)
+        ]
+        if not hits:
+            plugins = sorted({e.plugin for k in registry.kinds() for e in registry.entries(k)})
+            raise FwError(
+                f"'{target}' names no loaded plugin and no registered component. Plugins: "
+                f"{', '.join(plugins)} (`fw plugins` lists every component)."
+            )
+        found += [e for e in hits if e not in found]
+    return found

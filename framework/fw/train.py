@@ -15,6 +15,7 @@ import random
 import signal
 import threading
 import time
+import typing
 from collections.abc import Iterator
 from datetime import datetime
 from pathlib import Path
@@ -26,8 +27,9 @@ import yaml
 from torch.utils.data import DataLoader, Dataset
 
 from fw.api import Learner, Optimization
-from fw.data import ArrayDataset, SeededItems, StepSampler, collate_batched, load_all
-from fw.errors import FwError, Interrupted
+from fw.data import ArrayDataset, SeededItems, StepSampler, collate_batched, gather, load_all
+from fw.errors import FwError, Interrupted, RecipeError
+from fw.files import locked, why, write_text
 from fw.memory import reuse_freed_memory
 from fw.recipe import DEFAULT_STEPS, Recipe, TrainerConfig, build, result_settings
 from fw.registry import Registry, get_registry
@@ -74,13 +76,7 @@ class BatchStream:
             if self._full is None:
                 self._full = load_all(self.dataset)
             return self._full
-        return _gather(self.dataset, self.sampler.indices(step).tolist())
-
-
-def _gather(dataset: Dataset, idx: list[int]) -> dict[str, torch.Tensor]:
-    if hasattr(dataset, "__getitems__"):
-        return collate_batched(dataset.__getitems__(idx))
-    return collate_batched([dataset[i] for i in idx])
+        return gather(self.dataset, self.sampler.indices(step).tolist())
 
 
 def batches(
@@ -107,7 +103,7 @@ def batches(
     sampler = StepSampler(n, batch_size, seed, start, stop, fabric.global_rank, fabric.world_size)
     if isinstance(dataset, ArrayDataset):
         for step in range(start, stop):
-            yield _to_device(_gather(dataset, sampler.indices(step).tolist()), fabric.device)
+            yield _to_device(gather(dataset, sampler.indices(step).tolist()), fabric.device)
         return
     loader = DataLoader(
         SeededItems(dataset),
@@ -200,20 +196,21 @@ def _wandb_id(run_dir: Path) -> str:
 
 
 class StopRequest:
-    """First Ctrl-C asks the loop to stop at the next step boundary; a second one aborts."""
+    """First Ctrl-C or SIGTERM asks the loop to stop at the next step boundary; a second aborts."""
 
     def __init__(self) -> None:
         self.requested = False
-        self._previous: Any = None
+        self._previous: dict[int, Any] = {}
 
     def __enter__(self) -> StopRequest:
         if threading.current_thread() is threading.main_thread():
-            self._previous = signal.signal(signal.SIGINT, self._handle)
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                self._previous[sig] = signal.signal(sig, self._handle)
         return self
 
     def __exit__(self, *exc: object) -> None:
-        if self._previous is not None:
-            signal.signal(signal.SIGINT, self._previous)
+        for sig, handler in self._previous.items():
+            signal.signal(sig, signal.SIG_DFL if handler is None else handler)
 
     def _handle(self, signum: int, frame: Any) -> None:
         if self.requested:
@@ -232,13 +229,49 @@ def _fabric(recipe: Recipe) -> Any:
     from lightning_fabric import Fabric
 
     cfg = recipe.trainer
-    return Fabric(
-        accelerator=cfg.accelerator,
-        devices=cfg.devices,
-        strategy=cfg.strategy,
-        precision=cfg.precision,
-        num_nodes=cfg.num_nodes,
-    )
+    _check_trainer(cfg)
+    keys = ("accelerator", "devices", "strategy", "precision", "num_nodes")
+    settings = {k: getattr(cfg, k) for k in keys}
+    try:
+        return Fabric(**settings)
+    except Exception as err:  # lightning's own refusal of a combination of settings
+        given = " ".join(f"trainer.{k}={v}" for k, v in settings.items())
+        raise RecipeError(f"lightning-fabric refuses {given}: {err}") from err
+
+
+def _check_trainer(cfg: TrainerConfig) -> None:
+    """Refuse trainer settings lightning-fabric cannot use, naming the key and the choices."""
+    from lightning_fabric.accelerators import ACCELERATOR_REGISTRY as accelerators
+    from lightning_fabric.plugins.precision import precision
+    from lightning_fabric.strategies import STRATEGY_REGISTRY
+
+    choices = {
+        "accelerator": ("auto", "cpu", "gpu", *sorted(accelerators.available_accelerators())),
+        "strategy": ("auto", *STRATEGY_REGISTRY.available_strategies()),
+        "precision": typing.get_args(precision._PRECISION_INPUT_STR)
+        + typing.get_args(precision._PRECISION_INPUT_STR_ALIAS),
+    }
+    for key, allowed in choices.items():
+        if str(getattr(cfg, key)) not in allowed:
+            raise RecipeError(
+                f"trainer.{key}: unknown value {getattr(cfg, key)!r}; choose one of "
+                f"{', '.join(allowed)}"
+            )
+    wanted = ("cuda", "mps") if cfg.accelerator == "gpu" else (cfg.accelerator,)
+    usable = [
+        a for a in wanted if a in accelerators and accelerators[a]["accelerator"].is_available()
+    ]
+    if cfg.accelerator not in ("auto", "cpu") and not usable:
+        raise RecipeError(
+            f"trainer.accelerator={cfg.accelerator}: no {'/'.join(wanted).upper()} device on this "
+            "machine; use trainer.accelerator=cpu (or auto)"
+        )
+    devices = str(cfg.devices).strip("[]").replace(" ", "")
+    if not (devices in ("auto", "-1") or devices.replace(",", "").isdigit()) or devices == "0":
+        raise RecipeError(
+            f"trainer.devices={cfg.devices!r}: give a number of devices >= 1, -1 (all), 'auto' "
+            "or device ids such as '0,1'"
+        )
 
 
 def train(
@@ -266,12 +299,14 @@ def fit(
     """`train`, also returning the trained learner (for in-process use, `fw.run`)."""
     registry = registry or get_registry()
     run_dir = Path(run_dir) if run_dir is not None else default_run_dir(recipe)
-    _check_run_dir(recipe, run_dir, resume, overwrite)
+    child = os.environ.get(RUN_DIR_ENV) == str(run_dir) and os.environ.get("LOCAL_RANK")
     # DDP children launched below inherit the directory; a later run in this process must not
     previous = os.environ.get(RUN_DIR_ENV)
-    os.environ[RUN_DIR_ENV] = str(run_dir)
     try:
-        return _fit_in(recipe, run_dir, resume, registry)
+        with contextlib.nullcontext() if child else locked(run_dir):  # one writer per run
+            _check_run_dir(recipe, run_dir, resume, overwrite)
+            os.environ[RUN_DIR_ENV] = str(run_dir)
+            return _fit_in(recipe, run_dir, resume, registry)
     finally:
         if previous is None:
             os.environ.pop(RUN_DIR_ENV, None)
@@ -303,26 +338,26 @@ def _fit_in(
         optim = Optimization.of(learner.configure_optimizers())
     model, *optimizers = fabric.setup(learner, *optim.optimizers)
     schedulers = optim.schedulers
+    steps = total_steps(cfg, data, learner.batch_size, fabric.world_size)
     # only now: a run refused for its data or values leaves no empty directory behind
     if rank0:
         (run_dir / "checkpoints").mkdir(parents=True, exist_ok=True)
-        (run_dir / "recipe.yaml").write_text(recipe.to_yaml(), encoding="utf-8")
+        write_text(run_dir / "recipe.yaml", recipe.to_yaml())
     fabric.barrier()
 
-    start = 0
+    start, spent, last = 0, 0.0, {}
     if resume:
         state = {"learner": learner, **_optim_state(optimizers, schedulers)}
         state.update(step=0, rng=None, extra={})
         try:
-            fabric.load(ckpt_path, state)
+            rest = fabric.load(ckpt_path, state, weights_only=True)
         except Exception as err:  # truncated file, or the state of another learner
             raise FwError(
-                f"--resume: cannot restore {ckpt_path} ({type(err).__name__}: "
-                f"{str(err).splitlines()[0][:200]}). The file is truncated or was written by "
-                "another recipe; run again with --overwrite to start afresh."
+                f"--resume: cannot restore {ckpt_path}: {why(err)}. It is truncated or was "
+                "written by another recipe; run again with --overwrite to start afresh."
             ) from err
         _load_schedulers(schedulers, state)
-        start = int(state["step"])
+        start, spent, last = int(state["step"]), rest.get("seconds", 0.0), rest.get("last", {})
         _set_rng_state(state["rng"])
         learner.load_extra_state(state["extra"])
 
@@ -333,6 +368,8 @@ def _fit_in(
             "step": step,
             "rng": _rng_state(),
             "extra": learner.extra_state(),
+            "seconds": time.perf_counter() - t0,  # training time summed over resumes
+            "last": last,
         }
         tmp = ckpt_path.with_suffix(".tmp")
         fabric.save(tmp, state)
@@ -340,13 +377,11 @@ def _fit_in(
             os.replace(tmp, ckpt_path)
         fabric.barrier()
 
-    steps = total_steps(cfg, data, learner.batch_size, fabric.world_size)
     logger = MetricLogger(run_dir, recipe, enabled=rank0, resume_step=start)
     bar = _progress(cfg.progress and rank0, steps, start, recipe.name)
-    t0 = time.perf_counter()
-    last: dict[str, float] = {}
+    t0 = time.perf_counter() - spent
     stream = batches(data, learner.batch_size, recipe.seed, start, steps, fabric, cfg.num_workers)
-    with StopRequest() as stop:
+    with StopRequest() as stop, bar:  # the bar closes first, so an error gets its own line
         for step, batch in zip(range(start, steps), stream, strict=False):
             with fabric.autocast():
                 out = model(batch, step)
@@ -390,7 +425,7 @@ def _fit_in(
         final.update({f"final_{k}": v for k, v in last.items()})
         final["steps"] = float(steps)
         final["train_seconds"] = elapsed
-        (run_dir / "metrics.json").write_text(json.dumps(final, indent=2) + "\n")
+        write_text(run_dir / "metrics.json", json.dumps(final, indent=2) + "\n")
         logger.log(steps, final, split="eval")
     logger.finish(final)
     fabric.barrier()
@@ -401,6 +436,8 @@ def total_steps(cfg: TrainerConfig, data: Any, batch_size: int | None, world_siz
     """Steps of the run: ``ceil(epochs·N / global batch)``, at most ``max_steps`` if given."""
     if cfg.epochs is None:
         return DEFAULT_STEPS if cfg.max_steps is None else cfg.max_steps
+    if cfg.epochs <= 0:
+        raise RecipeError("trainer.epochs=0 trains nothing: give epochs > 0 (or max_steps=0)")
     try:
         n = len(data)
     except TypeError as err:
@@ -447,8 +484,14 @@ def _check_run_dir(recipe: Recipe, run_dir: Path, resume: bool, overwrite: bool)
     if resume:
         if not ckpt_path.exists():
             raise FwError(
-                f"--resume: no checkpoint at {ckpt_path}. Pass the --out directory of the run "
-                "to continue (it holds checkpoints/last.ckpt)."
+                f"--resume: no checkpoint at {ckpt_path}. "
+                + (
+                    "The run stopped before its first checkpoint (trainer.checkpoint_every=0 "
+                    "saves only on Ctrl-C, SIGTERM and at the end): start it again with "
+                    "--overwrite, with trainer.checkpoint_every=N to survive a kill."
+                    if saved.exists()
+                    else "Pass the --out directory of the run (it holds checkpoints/last.ckpt)."
+                )
             )
         if saved.exists():
             before = result_settings(yaml.safe_load(saved.read_text(encoding="utf-8")) or {})
@@ -461,6 +504,8 @@ def _check_run_dir(recipe: Recipe, run_dir: Path, resume: bool, overwrite: bool)
                     f"--resume: {run_dir} holds a run of another recipe (its {', '.join(changed)} "
                     f"differ; see {saved}). Resume with that recipe, or use another --out."
                 )
+        if (run_dir / "metrics.json").exists():
+            raise FwError(f"--resume: {run_dir} holds a finished run; nothing was changed")
         return
     if os.environ.get(RUN_DIR_ENV) == str(run_dir) and os.environ.get("LOCAL_RANK"):
         return  # a DDP child of the process that already checked (and cleared) the directory

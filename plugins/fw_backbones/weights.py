@@ -28,6 +28,7 @@ import torch
 from torch import Tensor
 
 from fw.errors import DataError
+from fw.files import load
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -338,10 +339,7 @@ def read_checkpoint(path: Path) -> dict[str, Tensor]:
     (DINO training checkpoints), strips DDP's ``module.`` prefix, and keeps only the
     ``backbone.`` part of a checkpoint that also holds a projection head.
     """
-    try:
-        obj: Any = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as err:  # pickle errors, truncated files, non-tensor payloads
-        raise DataError(f"cannot read checkpoint {path}: {type(err).__name__}: {err}") from err
+    obj: Any = load(path)  # tensors only; a DataError naming the file otherwise
     for key in _CONTAINERS:
         if isinstance(obj, Mapping) and isinstance(obj.get(key), Mapping):
             obj = obj[key]

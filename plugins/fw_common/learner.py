@@ -1,4 +1,4 @@
-"""The generic I-Con learner: any supervisory p × learned q × mapper (seed 000 Fig. 8.3)."""
+"""The generic I-Con learner: any supervisory p × learned q × mapper (thesis Fig. 8.3)."""
 
 from __future__ import annotations
 
@@ -11,7 +11,8 @@ from torch import Tensor
 from fw import api
 from fw.api import OptimizerFactory
 from fw.data import load_all
-from fw.icon import icon_loss
+from fw.lib.icon import icon_loss
+from fw_table.table import CLUSTER_FAMILY
 
 
 def context_from_batch(batch: dict[str, Tensor], features: Tensor) -> dict[str, Any]:
@@ -127,7 +128,7 @@ class IConLearner(api.Learner):
 
     @torch.no_grad()
     def evaluate(self, data: Any, run_dir: Path | None = None) -> dict[str, float]:
-        from fw.evaluation import evaluate_embedding
+        from fw.lib.evaluation import evaluate_embedding
 
         was_training = self.training
         self.eval()
@@ -138,7 +139,7 @@ class IConLearner(api.Learner):
         return evaluate_embedding(
             z,
             data,
-            clusters_from_argmax=self.q.family == api.CLUSTER_FAMILY,
+            clusters_from_argmax=self.q.family == CLUSTER_FAMILY,
             n_clusters=self.eval_clusters,
             run_dir=run_dir if self.plot else None,
             title=f"{type(self).__name__}: p={type(self.p).__name__}, q={type(self.q).__name__}",

@@ -34,7 +34,7 @@ def fw_learners():
 
 @hookimpl
 def fw_table_cells():
-    from fw.table import RecipeTemplate
+    from fw_table.table import RecipeTemplate
 
     # every p family without a more specific template runs on the generic I-Con learner
     generic = {

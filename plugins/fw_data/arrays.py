@@ -41,6 +41,13 @@ def _load(path: Path, x: str, label: str | None) -> tuple[np.ndarray, np.ndarray
         feats = [c for c in columns if c != label]
         if not feats:
             raise DataError(f"{path} has no feature columns besides '{label}'")
+        for c in columns:  # genfromtxt reads text (and empty cells) as NaN
+            if np.isnan(np.atleast_1d(table[c])).any():
+                key = "data.label" if c == label else "a feature column"
+                raise DataError(
+                    f"{path}: column '{c}' ({key}) has text or empty cells; every column must "
+                    "be numeric (encode text classes as integers)"
+                )
         values = np.stack([np.atleast_1d(table[c]) for c in feats], axis=1)
         labels = None if label is None else np.atleast_1d(table[label])
         return values, labels
@@ -60,6 +67,8 @@ def arrays(
     file has none, and ``label: null`` ignores them. ``limit`` keeps the first N points.
     """
     file = Path(path).expanduser()
+    if file.is_dir():
+        raise DataError(f"data.path: {file} is a directory; give a .npy, .npz or .csv file")
     if not file.is_file():
         raise DataError(f"data.path: {file} does not exist (working directory: {Path.cwd()})")
     try:
@@ -77,7 +86,8 @@ def arrays(
         raise DataError(f"{file}: the inputs '{x}' (data.x) contain NaN or infinite values")
     tensors = {"x": torch.as_tensor(values, dtype=torch.float32)}
     if labels is not None:
-        if labels.shape != (len(values),) or not np.all(np.equal(np.mod(labels, 1), 0)):
+        numeric = labels.dtype.kind in "biuf"
+        if not numeric or labels.shape != (len(values),) or not np.all(np.mod(labels, 1) == 0):
             raise DataError(
                 f"{file}: the labels '{label}' (data.label) must be integers [N] = "
                 f"[{len(values)}], got dtype {labels.dtype} and shape {labels.shape}"

@@ -44,7 +44,7 @@ def _find(root: Path, stem: str) -> Path:
     raise DataError(f"Fashion-MNIST file {root / stem}[.gz] not found; {_HOW_TO_GET}")
 
 
-def _load_split(root: Path, split: str) -> tuple[np.ndarray, np.ndarray]:
+def load_split(root: Path, split: str) -> tuple[np.ndarray, np.ndarray]:
     """Images ``[n, 28, 28]`` uint8 and labels ``[n]`` of one official split."""
     img_stem, lab_stem = _FILES[split]
     img_path, lab_path = _find(root, img_stem), _find(root, lab_stem)
@@ -73,7 +73,7 @@ def fashion_mnist(
         raise DataError(f"Fashion-MNIST folder {base} does not exist; {_HOW_TO_GET}")
     if split not in ("train", "test", "all"):
         raise DataError(f"Fashion-MNIST split must be 'train', 'test' or 'all', got {split!r}")
-    parts = [_load_split(base, s) for s in (("train", "test") if split == "all" else (split,))]
+    parts = [load_split(base, s) for s in (("train", "test") if split == "all" else (split,))]
     images = np.concatenate([p[0] for p in parts])
     labels = np.concatenate([p[1] for p in parts])
     if limit is not None:

@@ -19,11 +19,11 @@ import torch
 from torch import Tensor
 from torch.utils.data import Dataset
 
-from fw.audio import read_wav_at
 from fw.errors import DataError
+from fw_denseav.wav import read_wav_at
 
 RATE = 16_000
-#: the authors' 10 s clip length in samples (512 HuBERT frames; spec denseav.md §2.2)
+#: the authors' 10 s clip length in samples (512 HuBERT frames, as the reference code)
 PAPER_SAMPLES = 164_200
 
 

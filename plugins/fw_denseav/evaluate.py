@@ -1,6 +1,6 @@
 """Evaluation of a DenseAV learner: retrieval on any paired data; SpokenObjects localisation.
 
-benchmarks.md §3.7–3.8: word-prompted heat maps of (image, name) items, the baseline rows that
+docs/benchmarks.md: word-prompted heat maps of (image, name) items, the baseline rows that
 need no training (random, centre prior, objectness and target oracles, whole-utterance heat),
 prompted localisation with held-out voices, presence AUROC, retrieval with label-set precision.
 """
@@ -9,15 +9,24 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
 from torch import Tensor, nn
 
+from fw.data import gather
 from fw.dense import Dense
 from fw_denseav import metrics as M
-from fw_denseav.learner import DenseAV, _collate, _images
+
+if TYPE_CHECKING:
+    from fw_denseav.learner import DenseAV
+
+
+def float_images(x: Tensor) -> Tensor:
+    """Images as float in [0, 1] (uint8 items are scaled)."""
+    return x.float() / 255.0 if x.dtype == torch.uint8 else x.float()
+
 
 RATE = 16_000
 
@@ -32,14 +41,14 @@ def encode(
     maps = learner.image_maps(data, n, batch) if learner.image_frozen else None
     audio, masks, images, rest = [], [], [], {}
     for start in range(0, n, batch):
-        items = _collate(data, list(range(start, min(n, start + batch))))
+        items = gather(data, list(range(start, min(n, start + batch))))
         a = learner.encode_audio(items["audio"].float(), items["audio_mask"].bool())
         audio.append(a.features)
         masks.append(a.mask)
         feats = (
             maps[start : start + batch].float()
             if maps is not None
-            else learner.image(_images(items["x"]))
+            else learner.image(float_images(items["x"]))
         )
         images.append(learner.image_aligner(feats))
         for key in ("seg", "cls", "spans", "label"):
@@ -66,7 +75,7 @@ def cell_cover(mask: Tensor, grid: tuple[int, int]) -> Tensor:
 def baseline_heats(
     items: dict[str, Tensor], ids: Tensor, grid: tuple[int, int]
 ) -> dict[str, Tensor]:
-    """Token-grid heat of the word-independent rows of §3.8 for item ids ``[M]``."""
+    """Token-grid heat of the word-independent baseline rows for item ids ``[M]``."""
     h, w = grid
     rand = torch.stack(
         [
@@ -151,7 +160,7 @@ def spotting(
     lengths: Tensor,
     hop: float,
 ) -> dict[str, float]:
-    """spot and spot-disc (§3.7) from c_j(t), the mean upsampled s(t) inside mask j.
+    """spot and spot-disc from c_j(t), the mean upsampled s(t) inside mask j.
 
     spot: the argmax of c_j over valid tokens lies within j's tokens ±1. spot-disc (two-object
     items): the mean of c_j over j's tokens > over the other name's tokens (ties ½).
@@ -216,7 +225,7 @@ def prompted(learner: DenseAV, image: Dense, items: dict[str, Tensor], n: int) -
         )  # [n, K, t, h, w]
         heats = {
             "": heat.amax(dim=1).mean(dim=1),  # [n, h, w]
-            # the random row (§3.8): i.i.d. U[0,1) per token, a fresh draw per prompt and image
+            # the random row: i.i.d. U[0,1) per token, a fresh draw per prompt and image
             "random_": torch.from_numpy(np.random.default_rng([7, 1, q]).random((n, *grid))),
         }
         has = (items["cls"][:n] == p["cls"]).any(dim=1)

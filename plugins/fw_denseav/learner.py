@@ -1,7 +1,8 @@
 """The DenseAV learner: dense audio–image contrastive learning with a pooling aggregator.
 
-Spec denseav.md §1 (loss), §2 (aligners, resolutions, optimisation); benchmarks.md §3.6 (the
-CPU reference model) and §3.7 (SpokenObjects evaluation, in `fw_denseav.evaluate`).
+Hamilton et al., CVPR 2024; Hamilton, PhD thesis, Ch. 6 and App. D (loss, aligners, resolutions,
+optimisation); docs/benchmarks.md (the CPU reference model and the SpokenObjects evaluation, in
+`fw_denseav.evaluate`).
 """
 
 from __future__ import annotations
@@ -17,9 +18,11 @@ from torch import Tensor, nn
 from tqdm.auto import tqdm
 
 from fw.api import Aggregator, Featurizer, Learner, Optimization, OptimizerFactory
+from fw.data import gather
 from fw.dense import Dense
 from fw.errors import ShapeError
 from fw_denseav.audio import ChannelNorm
+from fw_denseav.evaluate import evaluate, float_images
 from fw_denseav.losses import (
     Calibrator,
     disentanglement_loss,
@@ -33,7 +36,7 @@ from fw_denseav.splice import splice_negatives, to_tokens
 
 
 class Aligner(nn.Module):
-    """Channel LayerNorm (eps 1e-4) then a 1×1 conv to the code dimension (spec §2.1)."""
+    """Channel LayerNorm (eps 1e-4) then a 1×1 conv to the code dimension."""
 
     def __init__(self, channels: int, dim: int) -> None:
         super().__init__()
@@ -47,7 +50,7 @@ class Aligner(nn.Module):
 
 
 class AudioConvAligner(nn.Module):
-    """The authors' audio aligner (spec §2.1): channel LN, two kernel-3 stride-3 convs, then one
+    """The authors' audio aligner: channel LN, two kernel-3 stride-3 convs, then one
     pre-norm self-attention block over the tokens with a learned CLS token (dropped after).
 
     Returns features ``[B, dim, T // 9]`` (about) and the resampled validity mask: a token is
@@ -119,10 +122,6 @@ def warmup_cosine(warmup: int, total: int, cosine: bool = True) -> Any:
     return factor
 
 
-def _images(x: Tensor) -> Tensor:
-    return x.float() / 255.0 if x.dtype == torch.uint8 else x.float()
-
-
 class DenseAV(Learner):
     """DenseAV: which image regions a spoken word or a sound refers to, learned from pairs alone.
 
@@ -131,7 +130,7 @@ class DenseAV(Learner):
     ``aggregator`` splits into its K heads. The loss is the symmetric InfoNCE of the calibrated
     aggregate scores (Eq. 6.3) over the batch gathered from all processes, plus the weighted
     regularisers of Eq. 6.5/D.7. A frozen image featurizer's maps are computed once per training
-    item (``cache_image_features``); training average-pools them by ``train_pool`` (spec §2.2).
+    item (``cache_image_features``); training average-pools them by ``train_pool``.
     ``steps`` sets the cosine schedule's length (use the trainer's ``max_steps``).
     """
 
@@ -248,10 +247,10 @@ class DenseAV(Learner):
         out = []
         for start in tqdm(range(0, n, batch), desc=desc or "image features", leave=False):
             idx = list(range(start, min(n, start + batch)))
-            items = _collate(data, idx)
+            items = gather(data, idx)
             # channels-last input: oneDNN's convolutions run ≈1.7× faster on one CPU thread
             # (MobileNetV2 s16d: 74 -> 40 ms per image; the maps agree to 1e-5)
-            x = _images(items["x"]).contiguous(memory_format=torch.channels_last)
+            x = float_images(items["x"]).contiguous(memory_format=torch.channels_last)
             out.append(self.image(x).half().contiguous())
         maps = torch.cat(out)
         _MAPS[key] = (data, maps)  # holding the dataset keeps its id from being reused
@@ -270,7 +269,7 @@ class DenseAV(Learner):
         if self._cache is not None and self.training and "index" in batch:
             feats = self._cache[batch["index"].cpu()].to(batch["audio"].device).float()
         else:
-            feats = self.image(_images(batch["x"]))
+            feats = self.image(float_images(batch["x"]))
         if detach:
             feats = feats.detach()
         if pool > 1:
@@ -306,7 +305,7 @@ class DenseAV(Learner):
             audio, neg = splice_negatives(
                 audio, mask, p=self.splice_p, min_seconds=lo, max_seconds=hi
             )
-        # phase 1 (spec §2.4): only the aligners and γ learn while the backbones' outputs are
+        # phase 1: only the aligners and γ learn while the backbones' outputs are
         # detached for the first ``aligner_warmup`` steps
         warm = step < self.aligner_warmup
         a = self.encode_audio(audio, mask, detach=warm)
@@ -357,7 +356,7 @@ class DenseAV(Learner):
 
     @torch.no_grad()
     def token_heat(self, audio: Dense, image: Dense) -> Tensor:
-        """s(t, h, w) = max_k <a_t, v_hw> of paired items: ``[B, T, h, w]`` (benchmarks.md §3.7)."""
+        """s(t, h, w) = max_k <a_t, v_hw> of paired items: ``[B, T, h, w]`` (docs/benchmarks.md)."""
         pairs = torch.arange(audio.batch).repeat(2, 1).T
         vol = self.aggregator.pair_volumes(audio, image, pairs)  # [B, K, T, h, w]
         return vol.amax(dim=1)
@@ -378,12 +377,10 @@ class DenseAV(Learner):
         """Similarity over time and space ``[T', h, w]`` of one image and one clip."""
         self.eval()
         a = self.encode_audio(audio.float(), mask.bool())
-        heat = self.token_heat(a, Dense(self.image_aligner(self.image(_images(image)))))[0]
+        heat = self.token_heat(a, Dense(self.image_aligner(self.image(float_images(image)))))[0]
         return heat[: int(a.mask.sum())] if a.mask is not None else heat
 
     def evaluate(self, data: Any, run_dir: Path | None = None) -> dict[str, float]:
-        from fw_denseav.evaluate import evaluate
-
         return evaluate(self, data, run_dir)
 
 
@@ -400,11 +397,3 @@ def _fingerprint(module: nn.Module) -> str:
         digest.update(f"{name}:{t.dtype}:{tuple(t.shape)};".encode())
         digest.update(t.reshape(-1).view(torch.uint8).numpy().tobytes())
     return digest.hexdigest()
-
-
-def _collate(data: Any, idx: list[int]) -> dict[str, Tensor]:
-    from fw.data import collate_batched
-
-    if hasattr(data, "__getitems__"):
-        return collate_batched(data.__getitems__(idx))
-    return collate_batched([data[i] for i in idx])

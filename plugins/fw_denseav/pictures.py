@@ -9,7 +9,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from fw.plots import pyplot, save_figure
+from fw.lib.plots import pyplot, save_figure
 
 
 def _upsample(heat: Tensor, size: tuple[int, int]) -> np.ndarray:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from fw import hookimpl
-from fw_denseav import aggregators, audio, datasets, learner, spoken_objects
+from fw_denseav import aggregators, audio, datasets, learner, localize, spoken_objects
 
 
 @hookimpl
@@ -35,3 +35,8 @@ def fw_datasets():
 @hookimpl
 def fw_learners():
     return {"denseav": learner.DenseAV}
+
+
+@hookimpl
+def fw_commands():
+    return {"localize": localize.COMMAND}

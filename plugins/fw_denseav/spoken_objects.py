@@ -1,4 +1,4 @@
-"""SpokenObjects (benchmarks.md §3): Fashion-MNIST objects on textured canvases, spoken captions.
+"""SpokenObjects (docs/benchmarks.md): Fashion-MNIST objects on textured canvases, spoken captions.
 
 Every item is regenerated from ``numpy.random.default_rng([split_seed, index])``, so one item
 alone and the same item in sequence are byte-identical. Images are 224×224 RGB with exact masks;
@@ -65,7 +65,7 @@ VOICES: dict[str, dict[str, tuple[str, ...]]] = {
     },
     "test": {"espeak": _espeak_voices(_TEST_ACCENTS, _TEST_VARIANTS), "flite": ("slt",)},
 }
-#: held-out voices of the prompted-localisation protocol (§3.7)
+#: held-out voices of the prompted-localisation protocol
 PROMPT_VOICES = (
     "espeak:en-us-nyc+f4",
     "espeak:en-gb-x-gbcwmd+m5",
@@ -87,7 +87,7 @@ def noun_phrase(cls: int) -> str:
 
 @attrs.frozen
 class Item:
-    """One generated pair (the stored fields of §3.4)."""
+    """One generated pair (the stored fields)."""
 
     img: np.ndarray  # [224, 224, 3] uint8
     seg: np.ndarray  # [224, 224] uint8; j+1 marks cls[j]
@@ -113,9 +113,9 @@ def fashion_pool(pool: str, root: str = "/usr/share/datasets/fashion-mnist") -> 
     """Per class, the Fashion-MNIST images of a pool: train 0–49,999, dev 50,000–59,999, test."""
     from pathlib import Path
 
-    from fw_data.fashion_mnist import _load_split
+    from fw_data.fashion_mnist import load_split
 
-    images, labels = _load_split(Path(root), "test" if pool == "test" else "train")
+    images, labels = load_split(Path(root), "test" if pool == "test" else "train")
     if pool == "train":
         images, labels = images[:50_000], labels[:50_000]
     elif pool == "dev":
@@ -190,7 +190,7 @@ def place_exact(
 def _post(
     speech: Speech, rng: np.random.Generator
 ) -> tuple[np.ndarray, np.ndarray, float, dict[str, float]]:
-    """Resample to 16 kHz, lead-in, peak, noise at an SNR (§3.4); returns int16, spans, lead."""
+    """Resample to 16 kHz, lead-in, peak, noise at an SNR; returns int16, spans, lead."""
     x = speech.samples
     if speech.rate == 22_050:
         x = resample_poly(x, 320, 441)
@@ -212,7 +212,7 @@ def _post(
 def speak(
     text: str, voice: str, rng: np.random.Generator
 ) -> tuple[np.ndarray, np.ndarray, dict[str, float]]:
-    """Synthesise ``text`` with ``voice`` (``espeak:V`` / ``flite:V``) within 3.5 s (§3.3–3.4).
+    """Synthesise ``text`` with ``voice`` (``espeak:V`` / ``flite:V``) within 3.5 s.
 
     Engine parameters are redrawn from ``rng`` (same voice) until the clip fits; never truncated.
     """

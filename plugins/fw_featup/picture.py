@@ -8,13 +8,13 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from fw.plots import pyplot, save_figure
+from fw.lib.plots import pyplot, save_figure
 
 
 def pca_rgb(low: Tensor, others: list[Tensor]) -> list[np.ndarray]:
     """One image's maps ``[C, h, w]`` and ``[C, H, W]`` -> RGB arrays in [0, 1].
 
-    The 3-d PCA is fitted on the *low-res* features only (spec §4.4) and that same projection,
+    The 3-d PCA is fitted on the *low-res* features only and that same projection,
     and the same per-component 1st–99th percentile scaling, colour every map.
     """
     c = low.shape[0]

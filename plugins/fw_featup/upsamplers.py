@@ -19,6 +19,7 @@ from torch import Tensor, nn
 
 from fw.api import Upsampler
 from fw.errors import DataError, FwError, RecipeError, ShapeError, check_choice
+from fw.files import load
 from fw_featup.ops import adaptive_conv, local_dot
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -43,10 +44,7 @@ def read_upsampler_file(weights: str) -> dict[str, Any]:
             f"upsampler weights {path} not found: pass a run directory of the 'featup' learner "
             f"(it writes {WEIGHTS_FILE}) or that file itself"
         )
-    try:
-        record = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as err:  # truncated file, not a torch file
-        raise DataError(f"cannot read upsampler weights {path}: {err}") from err
+    record = load(path, "Pass the upsampler.pt of a 'featup' run")  # tensors only
     if not isinstance(record, dict) or "state_dict" not in record or "name" not in record:
         raise DataError(f"{path} is not an upsampler record written by the 'featup' learner")
     record["path"] = str(path)

@@ -1,7 +1,7 @@
 """Periodic-table cells of the ``icon`` plugin: methods built on its catalog distributions.
 
 Identity, kNN, graph, same-class and σ→∞ / σ→0 (cohesion-variance, triplet) kernels live
-here (spec icon.md §2); these cells run on the generic ``icon`` learner. The cells whose
+here; these cells run on the generic ``icon`` learner. The cells whose
 recipes need the view learner of ``simclr`` — CLIP, CMC and their gaps on two modalities,
 X-Sample CL, the Harmonic loss and the "Error rate" gap, which use this plugin's
 ``cross_modal``, ``corresponding_gaussian``, ``harmonic`` and ``prototype_triplet`` — are
@@ -10,7 +10,7 @@ declared by ``fw_simclr.cells``.
 
 from __future__ import annotations
 
-from fw.table import Cell
+from fw_table.table import Cell
 
 DR = "Dimensionality Reduction"
 GAP = "Gap"
@@ -36,7 +36,7 @@ CELLS = [
         p_name="gaussian",
         q_name="cohesion_variance",
         p_params={"sigma": 3.0},
-        note="[P] Thm 3 only (not in the figure); wide Gaussian p, σ→∞ q",
+        note="I-Con, Thm 3 only (not in the figure); wide Gaussian p, σ→∞ q",
     ),
     Cell(
         "SNE Graph Embeddings",

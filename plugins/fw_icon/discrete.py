@@ -1,7 +1,7 @@
-"""Discrete supervisory distributions (spec icon.md §2.1 B, §2.2 p3, p7, p8, p9).
+"""Discrete supervisory distributions (I-Con, Table 1; Hamilton, PhD thesis, Table 8.1).
 
 All are uniform over a given relation, ``1/Z · 1[...]``, normalised over the candidates (see
-`fw_icon.base` for square vs rectangular contexts and ``on_missing``).
+`fw.lib.distributions` for square vs rectangular contexts and ``on_missing``).
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ import torch
 
 from fw import api
 from fw.errors import ShapeError
-from fw_icon.base import (
+from fw.lib.distributions import (
     Geometry,
     OnMissing,
     candidates,
@@ -28,7 +28,7 @@ MODALITY = "modality"
 
 
 class Identity(api.NeighborhoodDistribution):
-    """p(j|i) = 1[i = j] (spec §2.2 p3; PCA with the σ→∞ Gaussian, spec §3.3 #3).
+    """p(j|i) = 1[i = j] (PCA with the σ→∞ Gaussian, I-Con, Cor. 1).
 
     Square contexts only, and the diagonal is the one candidate set here that **includes**
     ``i = j`` (every column is a candidate, all mass sits on ``i``); pair it with a q that keeps
@@ -53,7 +53,7 @@ class Identity(api.NeighborhoodDistribution):
 
 
 class SameClass(api.NeighborhoodDistribution):
-    """p(j|i) = 1/(K_i − 1) · 1[y_i = y_j, j ≠ i] (spec §2.2 p8; SupCon, spec §3.3 #11).
+    """p(j|i) = 1/(K_i − 1) · 1[y_i = y_j, j ≠ i] (SupCon, I-Con, Cor. 2).
 
     ``K_i`` is the number of batch points in i's class, so a row is uniform over i's in-batch
     classmates. Rectangular contexts (``LABELS_COL``) are uniform over the columns sharing
@@ -75,11 +75,11 @@ class SameClass(api.NeighborhoodDistribution):
 
 
 class DataLabel(api.NeighborhoodDistribution):
-    """p(j|i) = 1[i belongs to class j] (spec §2.2 p9; cross-entropy, spec §3.3 #15).
+    """p(j|i) = 1[i belongs to class j] (cross-entropy, I-Con, Cor. 3).
 
     Rows are the data points (``LABELS`` ``[n]``), columns the class prototypes. With
     ``num_classes`` C the columns are the classes ``0..C−1`` (``[n, C]``, one-hot rows; the
-    ``1/|C|`` printed in [P] Table 1 is a typo, spec §9.14); without it the columns are the
+    ``1/|C|`` printed in I-Con's Table 1 is a typo); without it the columns are the
     points of ``LABELS_COL`` and a row is uniform over the columns of its class.
     """
 
@@ -119,9 +119,9 @@ class DataLabel(api.NeighborhoodDistribution):
 
 
 class CrossModal(api.NeighborhoodDistribution):
-    """p(j|i) = 1/Z · 1[i, j are a positive pair and V_i ≠ V_j] (spec §2.2 p7; CMC, CLIP).
+    """p(j|i) = 1/Z · 1[i, j are a positive pair and V_i ≠ V_j] (CMC, CLIP; I-Con, Thm 6).
 
-    Two layouts, both normalised only over the *other* modality (spec §7.9):
+    Two layouts, both normalised only over the *other* modality:
 
     - rectangular ``[n_A, n_B]``: rows are modality A, columns modality B (``FEATURES_COL`` /
       ``INDEX_COL``); pairs share a dataset id (``INDEX`` vs ``INDEX_COL``; without ids, or

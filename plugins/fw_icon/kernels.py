@@ -1,9 +1,9 @@
-"""Learned kernels of the catalog (spec icon.md §2.3 q4-q7) beyond SNE's Gaussian/Student-t.
+"""Learned kernels of the catalog (I-Con, Table 1) beyond SNE's Gaussian/Student-t.
 
-Conventions (spec §7.7): distances are **squared** Euclidean; a Euclidean Gaussian has logits
-``−‖u − v‖²/2σ²`` (spec §1.6) except the two limits, which follow their theorems' ``/σ²``
+Conventions: distances are **squared** Euclidean; a Euclidean Gaussian has logits
+``−‖u − v‖²/2σ²`` except the two limits, which follow their theorems' ``/σ²``
 (Prop. 1 and Thm 5); a cosine kernel has logits ``cos(u, v)/τ`` (τ is a temperature, not σ:
-on the unit sphere ``‖u − v‖² = 2 − 2cos``, so ``τ = σ²`` for ``/2σ²``; spec §2.3 q2).
+on the unit sphere ``‖u − v‖² = 2 − 2cos``, so ``τ = σ²`` for ``/2σ²``).
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from torch import Tensor, nn
 
 from fw import api
 from fw.errors import ShapeError, check_choice
-from fw_icon.base import (
+from fw.lib.distributions import (
     candidates,
     features,
     geometry,
@@ -30,15 +30,15 @@ from fw_icon.discrete import cross_modal_candidates
 
 
 class CrossModalGaussian(api.NeighborhoodDistribution, nn.Module):
-    """q(j|i) ∝ exp(sim(f_i, g_j)) normalised over the other modality only (spec q6; CLIP, CMC).
+    """q(j|i) ∝ exp(sim(f_i, g_j)) normalised over the other modality only (I-Con, Thm 6).
 
     Layouts as for ``cross_modal`` p: rectangular ``[n_A, n_B]`` (``FEATURES`` modality A,
     ``FEATURES_COL`` modality B), or square with ``MODALITY`` ``[n]`` so that each point is
-    normalised over the other modality's points (both directions at once; spec §7.9).
+    normalised over the other modality's points (both directions at once).
 
     ``metric``: ``cosine`` — ``cos(f_i, g_j)/τ`` (CLIP; τ = ``temperature``, CLIP's initial
-    0.07 by default); ``dot`` — ``f_i·g_j/τ`` ([T] Table 8.1 with τ = 1); ``euclidean`` —
-    ``−‖f_i − g_j‖²/2σ²`` ([P] Table 1 has ``σ² = 1/2``). ``learn_temperature`` makes
+    0.07 by default); ``dot`` — ``f_i·g_j/τ`` (thesis Table 8.1 with τ = 1); ``euclidean`` —
+    ``−‖f_i − g_j‖²/2σ²`` (I-Con's Table 1 has ``σ² = 1/2``). ``learn_temperature`` makes
     ``log(1/τ)`` a parameter (CLIP's learned logit scale, clamped to ≤ 100).
     """
 
@@ -86,7 +86,7 @@ class CrossModalGaussian(api.NeighborhoodDistribution, nn.Module):
 
 
 class PrototypeSoftmax(api.NeighborhoodDistribution, nn.Module):
-    """q(j|i) = softmax_j(f_i·φ_j / τ) over class prototypes φ (spec q7; cross-entropy, MLM).
+    """q(j|i) = softmax_j(f_i·φ_j / τ) over class prototypes φ (I-Con, Cor. 3, Thm 7).
 
     Where the prototypes come from:
 
@@ -98,7 +98,7 @@ class PrototypeSoftmax(api.NeighborhoodDistribution, nn.Module):
 
     ``bias`` adds a learned per-class bias (``f·φ_j + b_j``: a linear classifier's logits).
     ``normalize`` L2-normalises f and φ first (a cosine classifier). With ``data_label`` as p
-    the I-Con loss is exactly ``F.cross_entropy`` of these logits (spec §3.3 #15).
+    the I-Con loss is exactly ``F.cross_entropy`` of these logits (I-Con, Cor. 3).
     """
 
     table_params: ClassVar[dict[str, Any]] = {"q": {"num_classes": 10, "dim": 16}}
@@ -143,7 +143,7 @@ class PrototypeSoftmax(api.NeighborhoodDistribution, nn.Module):
 
 
 class CohesionVariance(api.NeighborhoodDistribution):
-    """The wide-Gaussian limit σ→∞ (spec q4; Prop. 1 / F.2.1): PCA, MDS, VICReg, Average Margin.
+    """The wide-Gaussian limit σ→∞ (I-Con, Prop. 1): PCA, MDS, VICReg, Average Margin.
 
     Not a literal kernel: ``q_σ(j|i) ∝ exp(−‖f_i − f_j‖²/σ²)`` tends to uniform as σ→∞, and
     what survives is its first-order term. With ``sigma: null`` (the default) ``log_prob`` is
@@ -169,7 +169,7 @@ class CohesionVariance(api.NeighborhoodDistribution):
     """
 
     #: its loss is unbounded below for an unconstrained mapper (cohesion − 2·Var): generated
-    #: table recipes project orthonormally instead (`fw.table.generic_recipe`)
+    #: table recipes project orthonormally instead (`fw_table.table.generic_recipe`)
     table_learner: ClassVar[dict[str, Any]] = {
         "mapper": {"name": "orthonormal_projection", "dim": 2},
         "optimizer": {"lr": 0.05},
@@ -200,7 +200,7 @@ class CohesionVariance(api.NeighborhoodDistribution):
 
 
 def cohesion_variance_loss(p: api.Neighborhood, x: Tensor) -> Tensor:
-    """``(1/n) Σ_ij p(j|i)‖x_i − x_j‖² − 2 Var(x)`` (spec §3.3 Prop. 1), square p only."""
+    """``(1/n) Σ_ij p(j|i)‖x_i − x_j‖² − 2 Var(x)`` (I-Con, Prop. 1), square p only."""
     n = x.shape[0]
     if p.log_prob.shape != (n, n):
         raise ShapeError(f"cohesion_variance_loss needs p of shape [{n}, {n}]")
@@ -210,7 +210,7 @@ def cohesion_variance_loss(p: api.Neighborhood, x: Tensor) -> Tensor:
 
 
 class Triplet(api.NeighborhoodDistribution):
-    """The narrow-Gaussian limit σ→0 with one negative (spec q5; Thm 5 / F.3.3): Triplet loss.
+    """The narrow-Gaussian limit σ→0 with one negative (I-Con, Thm 5): Triplet loss.
 
     Row i is normalised over its positives and **one** negative only::
 
@@ -218,7 +218,7 @@ class Triplet(api.NeighborhoodDistribution):
 
     so with one positive (two views) the I-Con cross-entropy row is
     ``softplus((d⁺ − d⁻)/σ²)`` and ``σ²·L − σ² log 2 ≤ mean_i max(d⁺ − d⁻, 0) ≤ σ²·L`` (the
-    bounds of spec §3.3 #8; the hinge is the σ→0 limit). Positives are the other points with
+    bounds of I-Con, Thm 5; the hinge is the σ→0 limit). Positives are the other points with
     the same ``INDEX`` (``positives: index``) or label (``labels``; Triplet SupCon); the negative
     is drawn uniformly (``random``, from torch's global generator) or is the nearest one
     (``hardest``) among the rest. p must put its mass on those positives only (e.g.

@@ -1,4 +1,4 @@
-"""Neighbour-graph supervisory distributions (spec icon.md §2.1 A/D, §2.2 p4 and p5)."""
+"""Neighbour-graph supervisory distributions (I-Con, Table 1; Hamilton, PhD thesis, Fig. 8.1)."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from torch import Tensor
 
 from fw import api
 from fw.errors import ShapeError, check_choice
-from fw_icon.base import (
+from fw.lib.distributions import (
     Geometry,
     OnMissing,
     candidates,
@@ -25,7 +25,7 @@ from fw_icon.base import (
 
 
 class UniformKNN(api.NeighborhoodDistribution):
-    """p(j|i) = 1/k · 1[j is one of the k nearest neighbours of i] (spec §2.2 p5).
+    """p(j|i) = 1/k · 1[j is one of the k nearest neighbours of i].
 
     Two sources of neighbours (``source: auto`` takes the table when the context has one):
 
@@ -33,12 +33,12 @@ class UniformKNN(api.NeighborhoodDistribution):
       L2-normalised features for ``metric: cosine`` (the experiments' choice), ``IndexFlatL2``
       for ``euclidean``. In a square context i itself is never its own neighbour;
     - ``table``: a precomputed global kNN table ``NEIGHBORS`` ``[N, K]`` in dataset-id space
-      (the ImageNet clusterer's k=3 cosine neighbours, spec §5.1), matched to the batch by
+      (the ImageNet clusterer's k=3 cosine neighbours, I-Con §4), matched to the batch by
       ``INDEX`` / ``INDEX_COL``; its first ``k`` entries other than i's own id are used, and
       only those present in the batch get mass (see ``on_missing``).
 
     ``symmetric`` makes the relation mutual-or: ``1/Z · 1[j ∈ kNN(i) or i ∈ kNN(j)]`` (the
-    LGSimCLR form ``1[x_i ∈ kNN(x_j)]`` united with the usual one; spec p5).
+    LGSimCLR form ``1[x_i ∈ kNN(x_j)]`` united with the usual one).
     """
 
     example: ClassVar[dict[str, Any]] = {"k": 3}
@@ -141,16 +141,16 @@ def _table_links(table: Tensor, ids: Tensor, ids_col: Tensor, k: int) -> Tensor:
 
 
 class GraphKernel(api.NeighborhoodDistribution):
-    """p(j|i) ∝ edge weight w_ij of a graph (spec §2.2 p4; Normalized Cuts, spec §3.3 #21).
+    """p(j|i) ∝ edge weight w_ij of a graph (Normalized Cuts, I-Con, Thm 11).
 
     The graph is ``GRAPH`` ``[n, m]`` (non-negative weights) when the context has one, else an
     RBF affinity on the features, ``w_ij = exp(−‖x_i − x_j‖² / 2σ²)`` (squared Euclidean
-    distance, the ``/2σ²`` convention of spec §1.6), kept only on the mutual-or ``k`` nearest
+    distance, the ``/2σ²`` convention), kept only on the mutual-or ``k`` nearest
     neighbours when ``k`` is given. Self-loops are dropped in square contexts
     (``exclude_self``).
 
     ``kernel: weights`` gives ``p(j|i) = w_ij / Σ_k w_ik``; ``kernel: exp`` is the NCut row of
-    [P] Table 1, "Gaussians on edge weights", ``exp(w_ij) / Σ_k exp(w_ik)``.
+    I-Con's Table 1, "Gaussians on edge weights", ``exp(w_ij) / Σ_k exp(w_ik)``.
     ``degree_normalized`` divides every column's weight by its degree ``d_j = Σ_k w_jk``
     first (``w_ij/d_j``, as in NCut's ``exp(w_ij/d_j)``); it needs a square graph.
     """

@@ -1,10 +1,10 @@
-"""Learned kernels from data points to class prototypes beyond the softmax (spec icon.md §2.3).
+"""Learned kernels from data points to class prototypes beyond the softmax (I-Con, Table 1).
 
 Rows are the data points (``FEATURES`` ``[n, d]``), columns the ``C`` class prototypes φ —
 learned here (``num_classes`` and ``dim``), the identity (``num_classes`` alone: the features
-are class scores) or given by the context's ``FEATURES_COL`` — as for ``prototype_softmax``
-(q7). Paired with ``data_label`` p (p9) they fill the data-label column of the table: the
-Student-t row (Harmonic loss, q8) and the σ→0 row (the "Error rate" gap). Distances are
+are class scores) or given by the context's ``FEATURES_COL`` — as for ``prototype_softmax``.
+Paired with ``data_label`` p they fill the data-label column of the table: the
+Student-t row (Harmonic loss) and the σ→0 row (the "Error rate" gap). Distances are
 squared Euclidean, computed from differences so that logs of them stay exact near 0.
 """
 
@@ -18,12 +18,12 @@ from torch import Tensor, nn
 
 from fw import api
 from fw.errors import check_choice
-from fw_icon.base import exact_sq_dists, learned_prototypes, present, prototype_points
+from fw.lib.distributions import exact_sq_dists, learned_prototypes, present, prototype_points
 from fw_icon.kernels import Triplet
 
 
 class Harmonic(api.NeighborhoodDistribution, nn.Module):
-    """Harmonic loss's q: an inverse power of the distance to each prototype (spec q8, Thm F.3.8).
+    """Harmonic loss's q: an inverse power of the distance to each prototype (thesis Thm F.3.8).
 
     ``q(j|i) = (d_ij + (2n − 1)σ²)^(−n) / Σ_k (d_ik + (2n − 1)σ²)^(−n)``, ``d_ij = ‖f_i − φ_j‖²``:
     the Student-t kernel with ``2n − 1`` degrees of freedom and scale σ; ``sigma: 0`` (default)
@@ -32,8 +32,8 @@ class Harmonic(api.NeighborhoodDistribution, nn.Module):
     Convention: ``n`` is the thesis's degree, the power of the **squared** distance. Baek et
     al. (2025) write ``‖f − φ_j‖₂^(−n_B)`` with the plain Euclidean distance, so ``n_B = 2n``
     (with ``data_label`` p the I-Con loss is their ``−log(‖f−φ_y‖^(−n_B) / Σ_k ‖f−φ_k‖^(−n_B))``,
-    tested). Evaluated in log space, ``−n·log(d_ij + (2n − 1)σ²)`` then a log-softmax (spec §7.3,
-    §7.8): powers of small distances overflow. A feature exactly on a prototype has its
+    tested). Evaluated in log space, ``−n·log(d_ij + (2n − 1)σ²)`` then a log-softmax:
+    powers of small distances overflow. A feature exactly on a prototype has its
     distance floored at the dtype's smallest normal number, so that class gets all the mass.
     """
 
@@ -77,15 +77,15 @@ class Harmonic(api.NeighborhoodDistribution, nn.Module):
 
 
 class PrototypeTriplet(api.NeighborhoodDistribution, nn.Module):
-    """A narrow Gaussian from each point to the class prototypes (spec q5 on prototypes; σ→0).
+    """A narrow Gaussian from each point to the class prototypes (σ→0, as in I-Con, Thm 5).
 
     ``q(j|i) = exp(−d_ij/σ²) / Σ_{k ∈ K_i} exp(−d_ik/σ²)``, ``d_ij = ‖f_i − φ_j‖²``, with the
     candidates ``K_i`` = {i's class, one other class} (``negative: hardest`` — the nearest wrong
-    prototype — or ``random``; Triplet's one-negative form, spec §3.3 #8) or every class
+    prototype — or ``random``; Triplet's one-negative form, I-Con, Thm 5) or every class
     (``all``). With ``data_label`` p and one negative a row of the I-Con loss is
     ``softplus((d_iy − d_i⁻)/σ²)``; in general ``σ²·L − σ² log|K_i| ≤ h ≤ σ²·L`` for the hinge
-    ``h = mean_i (d_iy − min_{k ∈ K_i} d_ik)`` (the bounds of spec §3.3 #8), so σ²·L → h as
-    σ→0 (spec §7.8). For the hardest negative or all classes ``h = mean_i (d_iy − min_k d_ik)``
+    ``h = mean_i (d_iy − min_{k ∈ K_i} d_ik)`` (the bounds of I-Con, Thm 5), so σ²·L → h as
+    σ→0. For the hardest negative or all classes ``h = mean_i (d_iy − min_k d_ik)``
     is zero exactly on the points whose nearest prototype is their class: its support is the
     set of errors of the nearest-prototype classifier (the "Error rate" gap of the table).
 

@@ -1,4 +1,4 @@
-"""Wrappers that transform nested distributions (spec icon.md §4; §2.2 p13, p14, p16; q12).
+"""Wrappers that transform nested distributions (I-Con, §3.3).
 
 Each takes its inner distribution(s) as recipe sub-components (parameters annotated
 ``NeighborhoodDistribution``) and is an ``nn.Module`` so that learned parts inside (e.g.
@@ -17,7 +17,7 @@ from torch import nn
 
 from fw import api
 from fw.errors import check_choice
-from fw.icon import debias, propagate
+from fw.lib.icon import debias, propagate
 
 
 class _Wrapper(api.NeighborhoodDistribution, nn.Module):
@@ -43,13 +43,13 @@ class _Wrapper(api.NeighborhoodDistribution, nn.Module):
 
 
 class Debiased(_Wrapper):
-    """Uniform mixing ``(1 − α)·p(j|i) + α/N`` (spec §4.1 p13 on p, §4.2 q12 on q).
+    """Uniform mixing ``(1 − α)·p(j|i) + α/N`` (I-Con, Eq. 2 on p; §3.3 on q).
 
-    ``N`` is the row's real number of candidates (the mask of what ``of`` returns; spec §7.5),
-    so rows still sum to 1. Works in log space (`fw.icon.debias`), so it can wrap a learned q
+    ``N`` is the row's real number of candidates (the mask of what ``of`` returns),
+    so rows still sum to 1. Works in log space (`fw.lib.icon.debias`), so it can wrap a learned q
     and keep its gradient; "both sides" debiasing wraps p and q each. ``alpha = 0`` returns the
     inner neighbourhood unchanged. Default α = 0.6, the low end of the recommended 0.6–0.8
-    (spec §4.4); feature learning used 0.2–0.6 (spec §5.5).
+    (I-Con, §4.3); feature learning used 0.2–0.6 (I-Con, App. A).
     """
 
     example: ClassVar[dict[str, Any]] = {"of": {"name": "knn", "k": 3}, "alpha": 0.2}
@@ -67,12 +67,12 @@ class Debiased(_Wrapper):
 
 
 class Propagated(_Wrapper):
-    """Neighbour propagation by walks, ``P̃ ∝ P + P² + … + P^steps`` (spec §4.3 p14).
+    """Neighbour propagation by walks, ``P̃ ∝ P + P² + … + P^steps`` (I-Con, §3.3).
 
     ``mode: sum`` weighs neighbours by their number of walks (``P̃``); ``uniform`` is uniform
     over every point reachable within ``steps`` (``P̃_U``). Walks return to i, so that mass is
-    removed and rows renormalised (spec §7.2, §7.11). ``steps`` is the longest walk: "kNN +
-    1-walks" of the paper's Table 4 (neighbours of neighbours, spec §4.3 note) is
+    removed and rows renormalised. ``steps`` is the longest walk: "kNN +
+    1-walks" of the paper's Table 4 (neighbours of neighbours) is
     ``steps: 2`` on a ``knn`` p. Square contexts only.
     """
 
@@ -99,10 +99,10 @@ class Propagated(_Wrapper):
 
 
 class Union(_Wrapper):
-    """Mixture ``Σ_k w_k p_k(j|i) / Σ_k w_k`` of distributions over the same pairs (spec p16).
+    """Mixture ``Σ_k w_k p_k(j|i) / Σ_k w_k`` of distributions over the same pairs.
 
     E.g. the ImageNet clusterer's supervisory p: augmentation views + kNN (k=3) + kNN walks,
-    ``of: [positive_pairs, knn, propagated(knn)]`` (spec §5.1), usually debiased afterwards.
+    ``of: [positive_pairs, knn, propagated(knn)]`` (I-Con, §4), usually debiased afterwards.
     The candidates are the union of the parts' candidates; ``weights`` default to equal. A row
     where some part has no mass (``on_missing: skip``) is renormalised over the parts that do,
     so every row with any neighbour still sums to 1.

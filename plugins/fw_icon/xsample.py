@@ -1,4 +1,4 @@
-"""X-Sample contrastive learning's supervisory p: a Gaussian on corresponding embeddings (p11)."""
+"""X-Sample contrastive learning's supervisory p: a Gaussian on corresponding embeddings."""
 
 from __future__ import annotations
 
@@ -9,13 +9,13 @@ import torch.nn.functional as F
 
 from fw import api
 from fw.errors import ShapeError
-from fw_icon.base import ctx_dtype, geometry, present
+from fw.lib.distributions import ctx_dtype, geometry, present
 
 
 class CorrespondingGaussian(api.NeighborhoodDistribution):
-    """p(j|i) = exp(g_i·g_j/τ) / Σ_{k≠i} exp(g_i·g_k/τ) on a side embedding g (spec §2.2 p11).
+    """p(j|i) = exp(g_i·g_j/τ) / Σ_{k≠i} exp(g_i·g_k/τ) on a side embedding g.
 
-    X-Sample CL (Sobal et al. 2025; [T] Thm F.3.5): the neighbours of a point are weighted by
+    X-Sample CL (Sobal et al. 2025; thesis Thm F.3.5): the neighbours of a point are weighted by
     the similarity of *corresponding* features — e.g. the caption embeddings of images — not by
     the inputs. ``g`` comes from the context key ``EMBEDDING`` ``[n, e]`` (``EMBEDDING_COL``
     ``[m, e]`` for the columns of a rectangular context), which learners fill from the batch

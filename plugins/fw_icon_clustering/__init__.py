@@ -1,7 +1,10 @@
-"""fw_icon_clustering plugin: the debiased InfoNCE clusterer (seed 004 §4; spec icon.md §5).
+"""fw_icon_clustering plugin: the debiased InfoNCE clusterer (I-Con, §4).
 
-A clustering head on frozen features, learned cluster-kernel q (q9), supervisory p built from
-augmentation views, global k-nearest neighbours and walks on the kNN graph (p16), debiasing on
+A clustering head on frozen features, learned cluster-kernel q (uniform on clusters), p from
+augmentation views, global k-nearest neighbours and walks on the kNN graph, debiasing on
 either side, an optional EMA teacher, and datasets that chain one learner's output into the
 next (``chained``, ``featurized``).
 """
+
+#: the other plugins this one imports (checked by tests/test_layers.py)
+requires: tuple[str, ...] = ("fw_common", "fw_icon", "fw_kmeans", "fw_simclr")

@@ -11,9 +11,14 @@ clusterer takes its kNN graph from it (``knn_key``) or its head inputs (``input_
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import pickle
 import random
+import shutil
+import sys
+import tempfile
 from pathlib import Path
 from typing import Any, Literal
 
@@ -24,6 +29,7 @@ from torch.utils.data import Dataset
 from fw import api
 from fw.data import ArrayDataset
 from fw.errors import DataError
+from fw.files import load, save
 from fw.runs import load_run
 
 #: where the chained runs are kept unless a recipe says otherwise
@@ -56,12 +62,12 @@ def featurized(
     """``of`` with ``featurizer``'s global features ``[N, D]`` under ``key`` (default ``x``).
 
     Features are computed once per (dataset, featurizer) and cached under ``cache_dir`` by
-    `fw.features.cached_features` (later runs read the file). ``keep_input`` names a key under
+    `fw.lib.features.cached_features` (later runs read the file). ``keep_input`` names a key under
     which the original ``x`` is kept when ``key`` replaces it (``null``: dropped). ``of`` may
     also be a lazy dataset (items read one by one, e.g. a large image folder): then only its
     ``targets`` (labels) and ``classes`` are carried over, and ``key`` must be ``x``.
     """
-    from fw.features import cached_features
+    from fw.lib.features import cached_features
 
     cache = Path(cache_dir).expanduser()
     featurizer.setup(of)  # lazy layers and data-fitted featurizers see the data first
@@ -124,7 +130,7 @@ def chained(
     """
     from fw.recipe import build, load_recipe, settings_digest
     from fw.registry import get_registry
-    from fw.train import CHECKPOINT, RUN_DIR_ENV, train
+    from fw.train import RUN_DIR_ENV
 
     path = _resolve(recipe)
     registry = get_registry()
@@ -141,24 +147,12 @@ def chained(
     emb_path = run_dir / f"output-{key}.pt"
 
     dataset = _as_array_dataset(build("dataset", inner.raw["data"], registry), "chained")
-    if emb_path.is_file():
-        emb = torch.load(emb_path)
-    else:
+    emb = _cached_output(emb_path)
+    if emb is None:
         saved = (torch.get_rng_state(), np.random.get_state(), random.getstate())
         saved_env = os.environ.get(RUN_DIR_ENV)
         try:
-            if not ((run_dir / CHECKPOINT).is_file() and (run_dir / "metrics.json").is_file()):
-                train(inner, run_dir, registry=registry, overwrite=True)
-            learner = load_run(run_dir, registry)
-            full = dataset.full_batch()
-            n = len(dataset)
-            with torch.no_grad():
-                parts = [
-                    learner.infer({k: v[s : s + batch_size] for k, v in full.items()})
-                    for s in range(0, n, batch_size)
-                ]
-            emb = torch.cat(parts).detach().float().cpu()
-            torch.save(emb, emb_path)
+            emb = _stage_output(inner, run_dir, emb_path, dataset, batch_size, registry)
         finally:
             torch.set_rng_state(saved[0])
             np.random.set_state(saved[1])
@@ -174,3 +168,68 @@ def chained(
     meta = dict(dataset.meta)
     meta.setdefault("chained", {})[key] = str(run_dir)
     return ArrayDataset(tensors, name=dataset.name, classes=dataset.classes, meta=meta)
+
+
+def _cached_output(path: Path) -> torch.Tensor | None:
+    """A stage's cached output, or None (absent; truncated or corrupt: removed to be rebuilt)."""
+    if not path.is_file():
+        return None
+    try:
+        emb = load(path, f"Delete {path.parent} to rebuild the stage")
+    except DataError as err:
+        if isinstance(err.__cause__, pickle.UnpicklingError):
+            raise  # not a file fw wrote: the user should see it
+        print(f"fw: {err}; rebuilding it", file=sys.stderr)
+        emb = None
+    if torch.is_tensor(emb) and emb.ndim >= 1:
+        return emb
+    with contextlib.suppress(OSError):  # a read-only cache fails below, naming the directory
+        path.unlink()
+    return None
+
+
+def _stage_output(
+    inner: Any, run_dir: Path, emb_path: Path, dataset: ArrayDataset, batch_size: int, registry: Any
+) -> torch.Tensor:
+    """Train the stage (once, in a temporary directory renamed into place), then infer."""
+    from fw.train import CHECKPOINT, train
+
+    try:
+        if not ((run_dir / CHECKPOINT).is_file() and (run_dir / "metrics.json").is_file()):
+            run_dir.parent.mkdir(parents=True, exist_ok=True)
+            tmp = Path(tempfile.mkdtemp(prefix=f".{run_dir.name}.", dir=run_dir.parent))
+            try:
+                train(inner, tmp, registry=registry, overwrite=True)  # locks its directory
+                _publish(tmp, run_dir)
+            finally:
+                shutil.rmtree(tmp, ignore_errors=True)
+        learner = load_run(run_dir, registry)
+        full = dataset.full_batch()
+        with torch.no_grad():
+            parts = [
+                learner.infer({k: v[s : s + batch_size] for k, v in full.items()})
+                for s in range(0, len(dataset), batch_size)
+            ]
+        emb = torch.cat(parts).detach().float().cpu()
+        save(emb, emb_path)  # atomic: concurrent stages write the same tensor
+    except OSError as err:  # a read-only or full cache
+        raise DataError(
+            f"chained: cannot write the stage cache {run_dir} ({err.strerror or err}); make it "
+            "writable or give the chained dataset another cache_dir (e.g. data.cache_dir=DIR)"
+        ) from err
+    return emb
+
+
+def _publish(tmp: Path, run_dir: Path) -> None:
+    """Rename a finished stage into place; a complete stage already there wins."""
+    if (run_dir / "metrics.json").is_file():
+        return  # another process finished the same stage first
+    if run_dir.exists():  # an incomplete stage left by an older fw: set it aside
+        stale = Path(tempfile.mkdtemp(prefix=f".{run_dir.name}.stale.", dir=run_dir.parent))
+        os.replace(run_dir, stale / "stage")
+        shutil.rmtree(stale, ignore_errors=True)
+    try:
+        os.rename(tmp, run_dir)
+    except OSError:  # lost the race to another process: its stage is complete
+        if not (run_dir / "metrics.json").is_file():
+            raise

@@ -1,4 +1,4 @@
-"""The (debiased) InfoNCE clusterer (seed 004 §4, Tables 2-4; spec icon.md §5.1, §5.7).
+"""The (debiased) InfoNCE clusterer (I-Con, §4, Tables 2-4).
 
 One training step, for a batch of B anchor ids:
 
@@ -7,7 +7,7 @@ One training step, for a batch of B anchor ids:
 2. supervisory p over all points (no gradient): the recipe's composition, typically
    ``debiased(union[positive_pairs, knn_walks])`` over the context
    ``{INDEX: ids, NEIGHBORS: table, FEATURES: kNN-space features}``;
-3. learned q per clustering head: the recipe's cluster kernel (q9, batch cluster sizes with
+3. learned q per clustering head: the recipe's cluster kernel (uniform on clusters, batch sizes with
    gradient, optionally ``debiased``) on the head's logits; with an EMA teacher the column side
    of q uses the teacher's logits (``FEATURES_COL``);
 4. loss: mean over the main heads (and ``overcluster_weight`` × mean over over-clustering
@@ -31,9 +31,9 @@ from torch import Tensor, nn
 from fw import api
 from fw.api import OptimizerFactory
 from fw.errors import ShapeError
-from fw.icon import icon_loss
+from fw.lib.ema import ema_teacher, ema_update
+from fw.lib.icon import icon_loss
 from fw_common.augment import Augmenter
-from fw_common.ema import ema_teacher, ema_update
 from fw_icon.wrappers import Debiased, Union
 from fw_icon_clustering.fused import compile_p, compile_q, sparse_icon_loss, sparse_p
 from fw_icon_clustering.walks import KNNWalks, Metric, knn_table, sample_walk_neighbors
@@ -54,13 +54,13 @@ def _default_q() -> api.NeighborhoodDistribution:
 
 
 class IConClustering(api.Learner):
-    """Clustering heads on frozen features trained with the I-Con loss (p16 × q9/q12).
+    """Clustering heads on frozen features trained with the I-Con loss (I-Con, §4).
 
-    Parameters (defaults are the paper's final model where it gives one, spec §5.1):
+    Parameters (defaults are the paper's final model where it gives one, I-Con §4):
 
     - ``p`` / ``q``: supervisory and learned distributions; default
       ``debiased(union[positive_pairs, knn_walks(steps=2)], α=0.6)`` and
-      ``debiased(cluster, α=0.6)`` ("both sides", §4.4).
+      ``debiased(cluster, α=0.6)`` ("both sides", I-Con §4.3).
     - ``clusters``, ``heads``: every main head has ``clusters`` outputs; ``overcluster``
       lists the sizes of extra over-clustering heads trained alongside (not evaluated).
     - ``hidden``: hidden widths of an MLP head (``[]`` = linear, the paper's head).
@@ -417,7 +417,7 @@ class IConClustering(api.Learner):
 
     @torch.no_grad()
     def evaluate(self, data: Any, run_dir: Path | None = None) -> dict[str, float]:
-        from fw.evaluation import evaluate_embedding
+        from fw.lib.evaluation import evaluate_embedding
 
         was_training = self.training
         self.eval()

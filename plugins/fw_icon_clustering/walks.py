@@ -1,4 +1,4 @@
-"""Global k-nearest-neighbour tables and walks on them (spec icon.md §4.3 p14, §5.1, §5.7).
+"""Global k-nearest-neighbour tables and walks on them (I-Con, §3.3 and §4).
 
 The ImageNet clusterer pre-computes, once, the k = 3 cosine nearest neighbours of every image
 over the whole data set, samples neighbours of each anchor from that table into the batch, and
@@ -23,7 +23,7 @@ from torch import Tensor
 
 from fw import api
 from fw.errors import ShapeError, check_choice
-from fw_icon.base import OnMissing, candidates, ctx_dtype, geometry, present, row_col
+from fw.lib.distributions import OnMissing, candidates, ctx_dtype, geometry, present, row_col
 
 Metric = Literal["cosine", "euclidean"]
 
@@ -41,14 +41,14 @@ def knn_table(
 ) -> Tensor:
     """``[N, k]`` ids of each point's k nearest neighbours, the point itself excluded.
 
-    `fw.features.knn` (faiss; ``index``: ``flat`` exact, ``ivf`` approximate, ``ivf_sq8``
+    `fw.lib.features.knn` (faiss; ``index``: ``flat`` exact, ``ivf`` approximate, ``ivf_sq8``
     approximate with 8-bit codes re-ranked exactly, 1/4 of ``ivf``'s index memory, ``auto``
     exact below 100 000 points and ``ivf_sq8`` from there): ``cosine`` compares L2-normalised
     features (the paper's choice), ``euclidean`` squared distances. Tables are memoised per
     process by the features' content, so runs that share features (a benchmark's rows, seeds)
     search once.
     """
-    from fw.features import knn
+    from fw.lib.features import knn
 
     check_choice(metric, ("cosine", "euclidean"), "knn table: metric")
     x = features.detach().flatten(1).float().cpu().contiguous()
@@ -102,7 +102,7 @@ def sample_walk_neighbors(table: Tensor, ids: Tensor, num: int, steps: int) -> T
 
 
 class KNNWalks(api.NeighborhoodDistribution):
-    """p(j|i) ∝ (P + P² + … + P^steps)[id_i, id_j] on a global kNN table (spec p5, p14, p16).
+    """p(j|i) ∝ (P + P² + … + P^steps)[id_i, id_j] on a global kNN table (I-Con, §3.3).
 
     ``P`` is uniform over the first ``k`` entries of the context's ``NEIGHBORS`` table
     (``[N, K]`` in dataset-id space, e.g. the learner's pre-computed cosine kNN); rows are

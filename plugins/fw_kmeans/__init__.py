@@ -1,1 +1,4 @@
-"""fw_kmeans plugin: k-Means as I-Con (seed 004 Thm 8-9; spec icon.md §3.3 #18-21)."""
+"""fw_kmeans plugin: k-Means as I-Con (I-Con, Thms 8-11, Cor. 5)."""
+
+#: the other plugins this one imports (checked by tests/test_layers.py)
+requires: tuple[str, ...] = ("fw_common", "fw_table")

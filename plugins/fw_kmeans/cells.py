@@ -1,12 +1,12 @@
-"""Periodic-table cells of the ``kmeans`` plugin: the cluster-kernel row (spec icon.md §3.1-3.3).
+"""Periodic-table cells of the ``kmeans`` plugin: the cluster-kernel row (thesis Fig. 8.1).
 
-Every learned q of this row is the cluster kernel ``cluster`` (q9; q11 degree-weighted for
+Every learned q of this row is the cluster kernel ``cluster`` (degree-weighted for
 Normalized Cuts) on cluster logits; the columns are the supervisory p the methods pair it with.
 """
 
 from __future__ import annotations
 
-from fw.table import Cell
+from fw_table.table import Cell
 
 CLUSTERS = "Uniform on Clusters"
 CATEGORY = "Cluster Learning"

@@ -1,8 +1,8 @@
-"""Cluster kernels (spec icon.md §2.3 q9, q10, q11): "Uniform on Clusters".
+"""Cluster kernels (I-Con, Table 1; Hamilton, PhD thesis, Table 8.1): "Uniform on Clusters".
 
 Input ``FEATURES`` are cluster **logits** ``[n, k]``; ``φ = softmax(logits)`` are the soft
-assignments ``φ_ic = p(c|x_i)`` (spec §2.3, last paragraph). ``FEATURES_COL`` (optional) are
-the column points' logits, e.g. an EMA teacher's (spec §5.7).
+assignments ``φ_ic = p(c|x_i)``. ``FEATURES_COL`` (optional) are
+the column points' logits, e.g. an EMA teacher's.
 """
 
 from __future__ import annotations
@@ -14,7 +14,8 @@ import torch
 
 from fw import api
 from fw.errors import ShapeError, check_choice
-from fw_icon.base import Geometry, candidates, features, geometry, present
+from fw.lib.distributions import Geometry, candidates, features, geometry, present
+from fw_table.table import CLUSTER_FAMILY
 
 #: Context key ``[m]``: degree ``d_j`` of every column point in the whole graph (optional; the
 #: degree-weighted kernel otherwise takes the row sums of the batch's ``GRAPH``).
@@ -22,31 +23,31 @@ DEGREE = "degree"
 
 
 class ClusterKernel(api.NeighborhoodDistribution):
-    """Probability that j is drawn uniformly from i's cluster (spec q9; q10 and q11 as options).
+    """Probability that j is drawn uniformly from i's cluster (I-Con, Thm 9).
 
-    ``by="cluster"`` (q9, k-Means / InfoNCE clustering)::
+    ``by="cluster"`` (k-Means / InfoNCE clustering)::
 
         q(j|i) = Σ_c φ_ic φ_jc / n_c,            n_c = Σ_k φ_kc
 
-    ``by="point"`` (q10, "shared cluster likelihood by point")::
+    ``by="point"`` (I-Con, Table 1, "shared cluster likelihood by point")::
 
         q(j|i) = φ_i·φ_j / Σ_k φ_i·φ_k
 
-    ``degree_weighted`` (q11, Normalized Cuts) multiplies every column term by its degree
+    ``degree_weighted`` (Normalized Cuts, I-Con, Thm 11) multiplies every column term by its degree
     ``d_j``: ``Σ_c φ_ic φ_jc d_j / Σ_k φ_kc d_k``. The degrees are the context's ``DEGREE``
     (``[m]``, e.g. degrees in the whole dataset's graph, which a mini-batch cannot see) or else
     the row sums of its square ``GRAPH``.
 
     Sums over k run over the batch's column points (the cluster sizes are batch estimates) and
-    gradients flow through them — that denominator is the self-balancing term (spec §7.6).
-    Rows are normalised **including** ``j = i`` (spec §7.2: only then do they sum to exactly 1).
+    gradients flow through them — that denominator is the self-balancing term.
+    Rows are normalised **including** ``j = i`` (only then do they sum to exactly 1).
     ``exclude_self`` drops ``i = j`` of a square context and renormalises by ``1 − q(i|i)`` so
     the candidates match a p that excludes the diagonal: forward KL(p||q) is finite either way
-    (q just spends some mass on ``i``), but reverse KL(q||p) against such a p (spec §1.4) is
+    (q just spends some mass on ``i``), but reverse KL(q||p) against such a p (I-Con, Thm 9) is
     infinite unless q drops the diagonal too. ``eps`` is added to the cluster sizes to keep
     empty clusters finite; rows are renormalised afterwards, so they still sum to 1.
 
-    Everything is computed in log space (``log_softmax``, spec §7.3). ``impl: logsumexp``
+    Everything is computed in log space (``log_softmax``). ``impl: logsumexp``
     forms the ``[n, m, k]`` tensor ``log φ_ic + log φ_jc − log n_c`` and reduces it with
     ``logsumexp`` (memory O(n·m·k)); ``impl: matmul`` (the default) computes the same sum as
     ``log((e^{A − a} ) (e^{B − b})ᵀ) + a + b`` with per-row maxima ``a``, ``b`` subtracted
@@ -54,7 +55,7 @@ class ClusterKernel(api.NeighborhoodDistribution):
     m]`` matrix product, O(n·m) memory and ~10× faster on a full digits batch.
     """
 
-    family: ClassVar[str] = api.CLUSTER_FAMILY
+    family: ClassVar[str] = CLUSTER_FAMILY
     role: ClassVar[str] = "learned"
     table_dim: ClassVar[int] = 10  # one logit per cluster in generated table recipes
     requires: ClassVar[tuple[str, ...]] = (api.FEATURES,)

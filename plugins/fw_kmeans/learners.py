@@ -1,17 +1,17 @@
 """The clustering learner: the generic I-Con learner plus what clustering recipes need.
 
 k-Means, Spectral clustering, Normalized Cuts and DCD are all ``p × cluster-kernel q`` with a
-mapper of cluster logits (spec icon.md §3.3 #19-23). The generic ``icon`` learner runs them;
+mapper of cluster logits (I-Con, Thms 9-11, Cor. 5). The generic ``icon`` learner runs them;
 this subclass adds four ingredients, each a recipe key, none on by default:
 
 - ``p_scope: dataset`` — p is computed **once on the whole training set** and every batch uses
-  its rows and columns, renormalised over the batch's candidates (spec §1.3 step 2, literally:
-  "P restricted to the batch and renormalised"). Per-point widths (``perplexity``) and kNN
+  its rows and columns, renormalised over the batch's candidates
+  ("P restricted to the batch and renormalised"). Per-point widths (``perplexity``) and kNN
   graphs then come from the full data, and no batch pays for them again. ``p_scope: batch``
   (the default) computes p on each batch, as ``icon`` does.
 - ``p_featurizer`` — a frozen featurizer p reads instead of the raw inputs (e.g. the
-  ``spectral_embedding`` of the data: Spectral clustering = k-Means on it, spec §3.3 #20).
-- ``degrees: p`` — the degree-weighted cluster kernel (Normalized Cuts, q11) gets every
+  ``spectral_embedding`` of the data: Spectral clustering = k-Means on it, I-Con, Cor. 5).
+- ``degrees: p`` — the degree-weighted cluster kernel (Normalized Cuts) gets every
   column's degree ``d_j`` in the whole graph: the row sums of p's unnormalised kernel (its
   ``log_norm``), so the graph p is built from is the graph q is weighted by.
 - ``restarts`` / ``restart_steps`` — like scikit-learn's ``n_init``: ``restarts`` independent
@@ -36,7 +36,7 @@ from torch import Tensor, nn
 from fw import api
 from fw.api import OptimizerFactory
 from fw.errors import check_choice
-from fw.icon import icon_loss
+from fw.lib.icon import icon_loss
 from fw_common.learner import IConLearner, context_from_batch
 from fw_kmeans.distributions import DEGREE
 

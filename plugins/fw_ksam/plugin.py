@@ -1,9 +1,9 @@
-"""Entry point of the ``ksam`` plugin: explainers of similarity models (spec explain.md)."""
+"""Entry point of the ``ksam`` plugin: explainers of similarity models (thesis Ch. 7)."""
 
 from __future__ import annotations
 
 from fw import hookimpl
-from fw_ksam import exact, ig, kernel, lime, sam, sbsm
+from fw_ksam import command, exact, ig, kernel, lime, sam, sbsm
 
 
 @hookimpl
@@ -18,3 +18,8 @@ def fw_explainers():
         "lime": lime.LIME,
         "sbsm": sbsm.SBSM,
     }
+
+
+@hookimpl
+def fw_commands():
+    return {"explain": command.COMMAND}

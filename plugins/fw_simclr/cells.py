@@ -8,7 +8,7 @@ data-label column's Harmonic loss and "Error rate" gap (prototype kernels).
 
 from __future__ import annotations
 
-from fw.table import Cell, RecipeTemplate
+from fw_table.table import Cell, RecipeTemplate
 
 PAIRS = "Uniform over Positive Pairs"
 XMODAL = "Cross-Modal Pairs"

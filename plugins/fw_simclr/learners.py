@@ -1,5 +1,5 @@
 """The view-based I-Con learner: SimCLR, SupCon, MoCo v3, t-SimCLR, VICReg and cross-entropy
-are recipes of it (spec icon.md §1.3, §3.3 items 5-11 and 15).
+are recipes of it (I-Con, §3.2, Thms 4-5, Cors. 2-3; Hamilton, PhD thesis, Table 8.1).
 
 Each step draws ``views`` random augmentations of every batch item and encodes them with a
 backbone (a `fw.api.Featurizer`) and an optional projection head. The ``V·B`` encoded views are
@@ -7,17 +7,17 @@ the points of the neighbourhoods, in view-major order (all first views, then all
 the dataset id of each item is repeated per view (``INDEX``), so ``positive_pairs`` finds an
 anchor's partner views, and so are its label (``LABELS``, for ``same_class`` / ``data_label``).
 q is the recipe's learned distribution on the projections, p its supervisory distribution on
-the same points, and the loss is `fw.icon.icon_loss` (mean over the ``V·B`` anchors).
+the same points, and the loss is `fw.lib.icon.icon_loss` (mean over the ``V·B`` anchors).
 
 With ``ema_momentum`` the column side comes from an exponential-moving-average teacher
-(MoCo v3, spec §1.3 and §7.12): rows are the student's projections of view ``a`` (through the
+(MoCo v3; I-Con, §3.2): rows are the student's projections of view ``a`` (through the
 ``predictor`` when given), columns the teacher's projections of the *other* views (q is then
 rectangular, ``FEATURES_COL``), and the loss is the mean over the views ``a`` — with two views
 MoCo v3's symmetric ``ctr(q1, k2) + ctr(q2, k1)`` up to its constant factor ``τ``. The teacher
 ``θ_t ← m·θ_t + (1 − m)·θ_s`` is updated at the start of every step after the first (i.e. right
 after each optimiser step), its buffers (BatchNorm statistics) copied from the student.
 
-With ``modalities`` (CLIP, CMC and their gaps; spec §3.3 #14, §7.9) the batch holds one input
+With ``modalities`` (CLIP, CMC and their gaps; I-Con, Thm 6) the batch holds one input
 per modality under the named keys (e.g. the digits' top half ``x`` and bottom half
 ``x_bottom``), each modality has its own encoder, and the points are the ``V·B`` views of each
 modality. q is rectangular and normalised over the other modalities only: rows are modality
@@ -42,9 +42,9 @@ from fw import api
 from fw.api import OptimizerFactory
 from fw.data import collate_batched
 from fw.errors import ShapeError
-from fw.icon import icon_loss
+from fw.lib.ema import ema_update
+from fw.lib.icon import icon_loss
 from fw_common.augment import Augmenter
-from fw_common.ema import ema_update
 from fw_simclr.featurizers import image_shape_of
 
 DATA_LABEL_FAMILY = "Data-Label Pairs"
@@ -87,7 +87,7 @@ class ContrastiveLearner(api.Learner):
     items out of training too (set it when p reads labels, or the probes score items whose
     labels were trained on). k-means with one cluster per
     class on the evaluated features gives ``kmeans_hungarian_accuracy``, ``kmeans_nmi``,
-    ``kmeans_ari`` (spec §7.14). With a ``data_label`` p the classifier itself (argmax of q) is
+    ``kmeans_ari``. With a ``data_label`` p the classifier itself (argmax of q) is
     scored as ``classifier_accuracy``. With ``modalities`` the probes and k-means read the first
     modality's backbone features, a kNN probe runs on each other modality's
     (``knn_probe_accuracy_<key>``), and cross-modal retrieval is scored on the test items:
@@ -462,7 +462,7 @@ class ContrastiveLearner(api.Learner):
         return torch.cat(preds)
 
     def evaluate(self, data: Any, run_dir: Path | None = None) -> dict[str, float]:
-        from fw import metrics
+        from fw.lib import metrics
 
         feats, labels = self.embed(data)
         out: dict[str, float] = {}
@@ -508,7 +508,7 @@ class ContrastiveLearner(api.Learner):
         prefix: str,
     ) -> dict[str, float]:
         """kNN probes of the other modalities and top-1 retrieval between all modalities."""
-        from fw import metrics
+        from fw.lib import metrics
 
         keys = self.input_keys
         out: dict[str, float] = {}
@@ -549,7 +549,7 @@ def _kmeans_scores(
     """k-means (one cluster per class) on the features, scored against the labels."""
     from sklearn.cluster import KMeans
 
-    from fw import metrics
+    from fw.lib import metrics
 
     y = labels.numpy()
     k = n_clusters or int(y.max()) + 1

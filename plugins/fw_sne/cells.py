@@ -5,7 +5,7 @@ The lead wires these with ``@hookimpl def fw_table_cells(): return CELLS`` in ``
 
 from __future__ import annotations
 
-from fw.table import Cell
+from fw_table.table import Cell
 
 DR = "Dimensionality Reduction"
 

@@ -1,25 +1,25 @@
 """Spatial neighbourhood kernels: Gaussian (SNE's p and q) and Student-t (t-SNE's q).
 
-Conventions (spec icon.md §7.7), fixed here once for every kernel of this module:
+Conventions, fixed here once for every kernel of this module:
 
 - distances are *squared* Euclidean, ``d_ij = ||x_i - x_j||²``, computed once and never squared
-  again (the reference code squares twice; spec §7.7, §8);
-- the Gaussian kernel is ``exp(-d_ij / (2σ²))`` (spec §2.2 p1, §2.3 q1); SNE's q
+  again (the I-Con reference code squares twice);
+- the Gaussian kernel is ``exp(-d_ij / (2σ²))`` (I-Con, Table 1); SNE's q
   ``exp(-||φ_i - φ_j||²)`` is ``sigma = 1/√2``; with ``perplexity`` the precision
   ``β_i = 1/(2σ_i²)`` of each row is found by binary search so that ``2^H(P_i) = perplexity``
-  (spec §2.2 p1b), as scikit-learn's ``_binary_search_perplexity`` does;
-- ``metric="cosine"`` uses logits ``cos(x_i, x_j) / τ`` (spec §2.3 q2, SimCLR / InfoNCE);
-- the Student-t kernel is ``(1 + d_ij/ν)^(-(ν+1)/2)`` (spec §2.3 q3), evaluated in log space
-  with ``log1p`` (spec §7.3);
-- ``normalization="conditional"`` normalises each row over ``j != i`` (spec §7.2), or over the
+  (van der Maaten & Hinton 2008), as scikit-learn's ``_binary_search_perplexity`` does;
+- ``metric="cosine"`` uses logits ``cos(x_i, x_j) / τ`` (SimCLR / InfoNCE, I-Con, Thm 4);
+- the Student-t kernel is ``(1 + d_ij/ν)^(-(ν+1)/2)`` (thesis Table 8.1), evaluated in log space
+  with ``log1p``;
+- ``normalization="conditional"`` normalises each row over ``j != i``, or over the
   columns of ``features_col`` when the context has them (rectangular, nothing masked);
-  ``"joint"`` is t-SNE's symmetric form (van der Maaten & Hinton 2008, spec §3.3 item 2 note):
+  ``"joint"`` is t-SNE's symmetric form (van der Maaten & Hinton 2008):
   a kernel with per-row widths (``perplexity``) is symmetrised, ``P = (P_cond + P_condᵀ) / (2N)``
   (t-SNE's p); a kernel that is already symmetric (fixed ``sigma``, cosine, Student-t) is
   normalised over all ordered pairs ``i != j`` (t-SNE's q, symmetric SNE). The rule depends on
   the kernel, not on the role, so p and q computed with or without gradient agree. A joint
   neighbourhood is returned as one row ``[1, N·N]``: the joint KL is I-Con with a single anchor
-  whose neighbours are all ordered pairs, so `fw.icon.icon_loss` on it is exactly t-SNE's cost
+  whose neighbours are all ordered pairs, so `fw.lib.icon.icon_loss` on it is exactly t-SNE's cost
   ``Σ_ij p_ij log(p_ij / q_ij)``.
 """
 
@@ -34,83 +34,12 @@ from torch import Tensor
 
 from fw import api
 from fw.api import Neighborhood, NeighborhoodDistribution
-from fw.errors import FwError, check_choice
-from fw.sparse import SparseNeighborhood
+from fw.errors import check_choice
+from fw.lib.sparse import SparseNeighborhood
+from fw_sne.calibration import ScaleError, perplexity_precisions, squared_distances
+from fw_sne.scale import sparse_gaussian
 
 Normalization = Literal["conditional", "joint"]
-
-
-class ScaleError(FwError, ValueError):
-    """A sparse / approximate (large-data) setting that cannot work; names the recipe key."""
-
-
-#: scikit-learn's perplexity search settings (sklearn/manifold/_utils.pyx).
-PERPLEXITY_TOLERANCE = 1e-5
-PERPLEXITY_STEPS = 100
-LOG_TINY_64 = math.log(torch.finfo(torch.float64).tiny)
-
-# Below this feature width the [n, m, d] difference tensor is cheap and exact; above it the
-# Gram-matrix expansion is used (it loses precision when points are far from the origin).
-_EXACT_DIFF_MAX_DIM = 16
-
-
-def squared_distances(a: Tensor, b: Tensor) -> Tensor:
-    """Pairwise squared Euclidean distances ``[n, m]`` between rows of ``a`` and ``b``."""
-    if a.shape[1] <= _EXACT_DIFF_MAX_DIM:
-        return (a.unsqueeze(1) - b.unsqueeze(0)).pow(2).sum(dim=2)
-    gram = a @ b.T
-    return (a.pow(2).sum(1, keepdim=True) + b.pow(2).sum(1).unsqueeze(0) - 2 * gram).clamp_min(0)
-
-
-@torch.no_grad()
-def perplexity_precisions(
-    sq_dist: Tensor,
-    mask: Tensor,
-    perplexity: float,
-    tol: float = PERPLEXITY_TOLERANCE,
-    max_steps: int = PERPLEXITY_STEPS,
-) -> Tensor:
-    """Per-row precisions ``β_i = 1/(2σ_i²)`` with ``exp(H(P_i)) = perplexity`` (spec §2.2 p1b).
-
-    The bisection of scikit-learn's ``_binary_search_perplexity`` (start at β = 1, double or
-    halve until bracketed, then bisect; stop when the entropy in nats is within ``tol`` of
-    ``log(perplexity)``, at most ``max_steps`` steps), run on all rows at once in float64.
-    Distances are shifted by their row minimum first, which leaves P unchanged but keeps the
-    row sums away from underflow.
-    """
-    excluded = ~mask
-    d = sq_dist.double()
-    big = torch.finfo(torch.float64).max
-    d = d - d.masked_fill(excluded, big).min(dim=1, keepdim=True).values
-    d = d.masked_fill_(excluded, 0.0)
-    n = d.shape[0]
-    target = math.log(perplexity)
-    beta = torch.ones(n, dtype=torch.float64, device=d.device)
-    lo = torch.full_like(beta, -math.inf)
-    hi = torch.full_like(beta, math.inf)
-    active = torch.arange(n, device=d.device)
-    for _ in range(max_steps):
-        if active.numel() == 0:
-            break
-        every = active.numel() == n  # gathering the active rows costs a copy of them
-        da, ex = (d, excluded) if every else (d[active], excluded[active])
-        b = beta[active]
-        # floored at the smallest normal float: subnormal exp results are very slow on CPUs
-        w = torch.mul(da, -b.unsqueeze(1)).clamp_(min=LOG_TINY_64).exp_().masked_fill_(ex, 0.0)
-        total = w.sum(dim=1)
-        weighted = torch.bmm(w.unsqueeze(1), da.unsqueeze(2)).reshape(-1)  # Σ_j w_ij d_ij
-        entropy = torch.log(total) + b * weighted / total
-        diff = entropy - target
-        keep = diff.abs() > tol
-        active, b, diff = active[keep], b[keep], diff[keep]
-        too_flat = diff > 0  # entropy too high: raise the precision
-        lo_a = torch.where(too_flat, b, lo[active])
-        hi_a = torch.where(too_flat, hi[active], b)
-        up = torch.where(torch.isinf(hi_a), b * 2.0, (b + hi_a) / 2.0)
-        down = torch.where(torch.isinf(lo_a), b / 2.0, (b + lo_a) / 2.0)
-        beta[active] = torch.where(too_flat, up, down)
-        lo[active], hi[active] = lo_a, hi_a
-    return beta
 
 
 def _support(ctx: api.Context, features: Tensor) -> tuple[Tensor, Tensor]:
@@ -161,16 +90,16 @@ def _finish(
 
 
 class Gaussian(NeighborhoodDistribution):
-    """Gaussian kernel ``exp(-||x_i - x_j||² / 2σ²)`` or cosine softmax (spec §2.2 p1, §2.3 q1-q2).
+    """Gaussian kernel ``exp(-||x_i - x_j||² / 2σ²)`` or cosine softmax (I-Con, Table 1).
 
-    Exactly one of ``sigma`` (one global width) and ``perplexity`` (per-row widths, spec §2.2
-    p1b) is given for ``metric="euclidean"``; ``metric="cosine"`` takes neither and uses
+    Exactly one of ``sigma`` (one global width) and ``perplexity`` (per-row widths, as
+    t-SNE) is given for ``metric="euclidean"``; ``metric="cosine"`` takes neither and uses
     ``cos(x_i, x_j) / temperature``. See the module docstring for the normalisations.
     As p it runs under ``no_grad`` (the learner's doing); as q gradients reach the features
     (the perplexity-calibrated widths are constants).
     """
 
-    #: parameters a generated table recipe gives it (`fw.table.generic_recipe`)
+    #: parameters a generated table recipe gives it (`fw_table.table.generic_recipe`)
     table_params: ClassVar[dict[str, Any]] = {
         "p": {"perplexity": 30},
         "q": {"sigma": 0.7071067811865476},  # SNE's q: exp(-||z_i - z_j||²)
@@ -275,8 +204,6 @@ class Gaussian(NeighborhoodDistribution):
 
     def sparse_log_prob(self, ctx: api.Context) -> SparseNeighborhood:
         """p on each point's k nearest neighbours (`fw_sne.scale.sparse_gaussian`)."""
-        from fw_sne.scale import sparse_gaussian
-
         if ctx.get(api.FEATURES_COL) is not None:
             raise ScaleError(
                 "Gaussian scale 'sparse' finds neighbours among the rows themselves; drop "
@@ -289,10 +216,10 @@ class Gaussian(NeighborhoodDistribution):
 
 
 class StudentT(NeighborhoodDistribution):
-    """Student-t kernel ``(1 + ||z_i - z_j||²/ν)^(-(ν+1)/2)`` (spec §2.3 q3; ν = 1: t-SNE).
+    """Student-t kernel ``(1 + ||z_i - z_j||²/ν)^(-(ν+1)/2)`` (ν = 1: t-SNE).
 
-    Works on squared distances, in log space: logits ``-(ν+1)/2 · log1p(d_ij/ν)`` (spec §7.3,
-    §7.7). Normalisations as in the module docstring.
+    Works on squared distances, in log space: logits ``-(ν+1)/2 · log1p(d_ij/ν)``.
+    Normalisations as in the module docstring.
     """
 
     role = "either"

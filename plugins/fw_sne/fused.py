@@ -2,8 +2,8 @@
 
 For a kernel whose logits are a function of squared distances, ``ℓ_ij = k(||z_i - z_j||²)``
 (the Gaussian ``-d/2σ²`` and the Student-t ``-(ν+1)/2·log1p(d/ν)`` of
-`fw_sne.distributions`), the loss that `fw.icon.icon_loss` computes from ``p`` and
-``q = from_logits(ℓ)`` with exaggeration α is, per normalisation row r (spec §1.1, §7.3),
+`fw_sne.distributions`), the loss that `fw.lib.icon.icon_loss` computes from ``p`` and
+``q = from_logits(ℓ)`` with exaggeration α is, per normalisation row r (I-Con, Eq. 1),
 
     L_r = -α Σ_j p_rj ℓ_rj + log Z_r + Σ_j p_rj log p_rj,     Z_r = Σ_j exp ℓ_rj,
 

@@ -19,7 +19,7 @@ from torch import Tensor
 from fw import api
 from fw.api import OptimizerFactory
 from fw.errors import check_choice
-from fw.sparse import SparseNeighborhood
+from fw.lib.sparse import SparseNeighborhood
 from fw_common.learner import IConLearner
 from fw_common.mappers import Embedding
 from fw_sne.distributions import Gaussian, ScaleError, StudentT
@@ -33,7 +33,7 @@ from fw_sne.scale import (
     sparse_q_log_norm,
 )
 
-#: SNE's q, ``exp(-||φ_i - φ_j||²)`` (spec §2.3 q1), is exp(-d / 2σ²) with σ = 1/√2.
+#: SNE's q, ``exp(-||φ_i - φ_j||²)`` (I-Con, Thm 1), is exp(-d / 2σ²) with σ = 1/√2.
 SNE_Q_SIGMA = 2.0**-0.5
 
 
@@ -47,7 +47,7 @@ def _is_symmetric(rows: Tensor, cols: Tensor, prob: Tensor, n: int) -> bool:
 
 
 class SNE(IConLearner):
-    """SNE (Hinton & Roweis 2002; spec §3.3 item 1): conditional Gaussians on data and embedding.
+    """SNE (Hinton & Roweis 2002; I-Con, Thm 1): conditional Gaussians on data and embedding.
 
     Defaults: p = perplexity-30 Gaussian on the inputs, q = ``exp(-||φ_i - φ_j||²)``, both
     normalised over ``j != i``; mapper = a 2-D embedding table with PCA initialisation;
@@ -165,7 +165,7 @@ class SNE(IConLearner):
         """I-Con loss with an estimated log Z (`fw_sne.scale`), and the KL estimate at α = 1.
 
         Per row ``α·Σ_j p_rj (-ℓ_rj) + log Ẑ_r + Σ_j p_rj log p_rj``: the same value as
-        `fw.icon.icon_loss` on `fw_sne.scale.sparse_q` (the tests compare both).
+        `fw.lib.icon.icon_loss` on `fw_sne.scale.sparse_q` (the tests compare both).
         """
         assert self._sparse is not None and isinstance(self._p_cache, SparseNeighborhood)
         rows, cols, prob, p_log_p = self._sparse
@@ -232,7 +232,7 @@ class SNE(IConLearner):
 
 
 class TSNE(SNE):
-    """t-SNE (van der Maaten & Hinton 2008; spec §3.3 item 2): joint p, Student-t q.
+    """t-SNE (van der Maaten & Hinton 2008; I-Con, Thm 2): joint p, Student-t q.
 
     Defaults: p = perplexity-30 Gaussian symmetrised into a joint distribution, q = Student-t
     with one degree of freedom over all ordered pairs, so the I-Con loss is exactly t-SNE's

@@ -1,7 +1,7 @@
 """SNE and t-SNE at scale: a sparse kNN p and a learned q whose normaliser is estimated.
 
-I-Con's loss for a kernel q with logits ``ℓ_ij`` and normaliser ``Z`` is, per row r (spec
-icon.md §1.1, §7.3; the same algebra as `fw_sne.fused`),
+I-Con's loss for a kernel q with logits ``ℓ_ij`` and normaliser ``Z`` is, per row r (I-Con,
+Eq. 1; the same algebra as `fw_sne.fused`),
 
     L_r = -α Σ_j p_rj ℓ_rj + log Z_r + Σ_j p_rj log p_rj.
 
@@ -19,7 +19,7 @@ sums the kernel over all N points. Two estimators replace that sum here:
   otherwise switch to, so fw calls it rather than carrying its own interpolation code.
 
 The supervisory side: `sparse_gaussian` calibrates each point's width on its k ≈ 3·perplexity
-nearest neighbours (found with faiss through `fw.features.knn`), as openTSNE and scikit-learn's
+nearest neighbours (found with faiss through `fw.lib.features.knn`), as openTSNE and scikit-learn's
 Barnes–Hut t-SNE do, and symmetrises ``P = (P_cond + P_condᵀ) / 2N`` for joint t-SNE.
 """
 
@@ -32,8 +32,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from fw.sparse import SparseNeighborhood
-from fw_sne.distributions import ScaleError, perplexity_precisions
+from fw.lib.sparse import SparseNeighborhood
+from fw_sne.calibration import ScaleError, perplexity_precisions
 
 Repulsion = Literal["exact", "sampled", "fft"]
 
@@ -50,13 +50,13 @@ def default_neighbors(perplexity: float, n: int) -> int:
 def knn_sq_distances(x: Tensor, k: int, knn_index: str = "auto") -> tuple[Tensor, Tensor, Tensor]:
     """``(ids [N, k], squared distances [N, k] float64, valid mask [N, k])`` from faiss.
 
-    ``knn_index`` is `fw.features.knn`'s ``index``; ``auto`` is its exact search below 100,000
+    ``knn_index`` is `fw.lib.features.knn`'s ``index``; ``auto`` is its exact search below 100,000
     points. Measured on 20,000 Fashion-MNIST images (784 pixels, k = 90, one thread): exact
     search 16-18 s; IVF-SQ8 37-43 s at recall 0.95-0.99 (its training and its 4k-candidate
     re-ranking cost more than they save at this size); PCA-50 candidates re-ranked exactly 33 s
     at recall 0.97. Exact search is BLAS-bound, O(N² D): ~3.5 minutes at 70,000.
     """
-    from fw.features import knn
+    from fw.lib.features import knn
 
     feats = np.ascontiguousarray(x.detach().cpu().float().numpy())
     ids, d = knn(feats, k, metric="l2", index=knn_index)
@@ -74,7 +74,7 @@ def sparse_gaussian(
     normalization: str = "joint",
     knn_index: str = "auto",
 ) -> SparseNeighborhood:
-    """Perplexity-calibrated Gaussian p on each point's k nearest neighbours (spec §2.2 p1b).
+    """Perplexity-calibrated Gaussian p on each point's k nearest neighbours.
 
     ``conditional``: rows ``[N, k]`` over the neighbours; ``joint``: one row ``[1, nnz]`` of
     ``p_ij = (p_j|i + p_i|j) / 2N`` on the symmetrised kNN graph, ids ``i·N + j``.
@@ -123,7 +123,7 @@ def pair_ids(p: SparseNeighborhood, n: int) -> tuple[Tensor, Tensor]:
 
 
 def kernel_logits(kind: str, param: float, d: Tensor) -> Tensor:
-    """Radial kernel logits of squared distances: Student-t (spec §2.3 q3) or Gaussian (q1)."""
+    """Radial kernel logits of squared distances: Student-t or Gaussian."""
     if kind == "student_t":
         return -(param + 1.0) / 2.0 * torch.log1p(d / param)
     return -param * d

@@ -1,6 +1,6 @@
 """The ``stego`` learner: a segmentation head on a frozen dense featurizer, trained with the
 correlation loss over self, KNN and random image pairs, with online cluster and linear probes
-(spec stego.md §1.4-§2.6, §7)."""
+(Hamilton, PhD thesis, §4.5-§4.6, App. B)."""
 
 from __future__ import annotations
 
@@ -18,7 +18,8 @@ from fw import api
 from fw.api import OptimizerFactory
 from fw.data import collate_batched
 from fw.errors import DataError, ShapeError, check_choice
-from fw.icon import icon_loss
+from fw.files import load
+from fw.lib.icon import icon_loss
 from fw_stego.crf import CrfMethod, dense_crf
 from fw_stego.head import ClusterProbe, LinearProbe, SegmentationHead
 from fw_stego.knn import global_descriptors, mine_knns, sample_partners
@@ -49,9 +50,9 @@ def as_images(x: Tensor) -> Tensor:
 
 
 class StegoLearner(api.Learner):
-    """STEGO on a frozen dense ``backbone`` (spec stego.md).
+    """STEGO on a frozen dense ``backbone`` (Hamilton et al., ICLR 2022).
 
-    Training (Eq. 4.5, reference form §1.5): each image is paired with itself, with a partner
+    Training (thesis Eq. 4.5, sampled as upstream): each image pairs with itself, with a partner
     drawn uniformly from ranks 1..``num_neighbors`` of its KNN list (mined once in ``setup``
     over the training set with faiss on GAP descriptors, top ``knn_store`` kept), and with
     ``neg_samples`` derangements of the batch; ``feature_samples²`` positions are sampled per
@@ -76,8 +77,8 @@ class StegoLearner(api.Learner):
     position). Evaluation runs
     the head at the backbone's resolution, optionally averages with the flipped image
     (``flip_tta``), upsamples codes bilinearly to the label size, applies both probes
-    (``cluster_eval: kmeans`` instead fits cosine k-means on training codes, benchmarks.md
-    §2.7), optionally a dense CRF, and scores one confusion matrix over the whole set
+    (``cluster_eval: kmeans`` instead fits cosine k-means on training codes, see
+    docs/benchmarks.md), optionally a dense CRF, and scores one confusion matrix over the whole set
     (Hungarian for clusters, identity for the linear probe). ``band_size`` adds boundary-band
     and interior scores under the same matching. Every run writes ``stego.png``.
     """
@@ -208,7 +209,9 @@ class StegoLearner(api.Learner):
         if self._cache is not None and self._cache.shape[0] == len(data):
             return  # maps given with `use_maps`
         if self.knn_file and not self.cache_features and Path(self.knn_file).is_file():
-            saved = torch.load(self.knn_file, map_location="cpu")
+            saved = load(self.knn_file, "Delete it to mine the KNNs again")  # tensors only
+            if not isinstance(saved, dict) or "knns" not in saved:
+                raise DataError(f"knn_file {self.knn_file} was not written by STEGO; delete it")
             if saved.get("items") != len(data) or saved.get("backbone") != self._backbone_id():
                 raise DataError(
                     f"knn_file {self.knn_file} was mined for {saved.get('items')} items with "
@@ -282,7 +285,7 @@ class StegoLearner(api.Learner):
         partners = sample_partners(self.knns.cpu(), index, self.num_neighbors)
         feats_knn = self._train_maps(partners)
         code, code_knn = self.head(feats), self.head(feats_knn)
-        # F sees channel-dropped features too, with a mask of its own (spec §1.5, §7.5)
+        # F sees channel-dropped features too, with a mask of its own (as the reference code does)
         f_src, f_knn = self.feat_dropout(feats), self.feat_dropout(feats_knn)
         if self.objective == "correlation":
             out = self.loss_fn(f_src, code, f_knn, code_knn)
@@ -346,7 +349,7 @@ class StegoLearner(api.Learner):
 
     @torch.no_grad()
     def fit_kmeans(self, data: Any, max_points: int = 100_000) -> Tensor:
-        """Cosine k-means centroids ``[K, dim]`` of training codes (faiss, benchmarks.md §2.5)."""
+        """Cosine k-means centroids ``[K, dim]`` of training codes (faiss)."""
         import faiss
 
         vecs = []

@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 from torch import Tensor
 
-from fw.plots import pyplot, save_figure
+from fw.lib.plots import pyplot, save_figure
 
 
 def save_picture(

@@ -1,7 +1,7 @@
-"""Segmentation scores from one confusion matrix over the whole validation set (spec §4.2).
+"""Segmentation scores from one confusion matrix over the whole validation set (thesis §4.6.1).
 
 Accumulate `Confusion` batch by batch, then match once: Hungarian for the cluster probe,
-identity for the linear probe. The matching is that of `fw.metrics.unsupervised_miou`, which
+identity for the linear probe. The matching is that of `fw.lib.metrics.unsupervised_miou`, which
 works on label maps held in memory; these work on counts so the validation set may stream.
 """
 
@@ -72,7 +72,7 @@ def scores(counts: np.ndarray, assignment: np.ndarray | None = None) -> dict[str
 
 
 def boundary_band(label: np.ndarray | Tensor, size: int = 9) -> Tensor:
-    """Pixels within ``size // 2`` (chessboard) of a label change (benchmarks.md §2.5.6)."""
+    """Pixels within ``size // 2`` (chessboard) of a label change (docs/benchmarks.md)."""
     lab = label.cpu().numpy() if torch.is_tensor(label) else np.asarray(label)
     footprint = (1,) * (lab.ndim - 2) + (size, size)
     hi = maximum_filter(lab, size=footprint, mode="nearest")

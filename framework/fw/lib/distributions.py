@@ -1,11 +1,11 @@
 """Shared helpers of the I-Con catalog distributions: geometry, candidate masks, uniform rows.
 
-Conventions every distribution of fw_icon, fw_simclr and fw_kmeans follows (spec icon.md §7):
+Conventions every distribution of fw_icon, fw_simclr and fw_kmeans follows:
 
 - A context is *square* when it names no column set (rows and columns are the same ``n``
-  points); then ``i = j`` is not a candidate unless the distribution's docstring says so
-  (spec §7.2). It is *rectangular* (``[n, m]``) when ``FEATURES_COL``, ``INDEX_COL`` or
-  ``LABELS_COL`` is given; then every column is a candidate.
+  points); then ``i = j`` is not a candidate unless the distribution's docstring says so.
+  It is *rectangular* (``[n, m]``) when ``FEATURES_COL``, ``INDEX_COL`` or ``LABELS_COL`` is
+  given; then every column is a candidate.
 - The mask of a :class:`~fw.api.Neighborhood` is the candidate set (what the row is
   normalised over, and what debiasing's ``N`` counts), not the support: a sparse p has
   ``-inf`` log-probability on candidates it gives no mass to.

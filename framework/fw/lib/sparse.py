@@ -9,8 +9,8 @@ candidates). Every column that is not listed has probability 0. A joint neighbou
 whose ids are the flat pair ids ``i·N + j`` (``num_cols = N²``), exactly the dense ``[1, N·N]``
 convention.
 
-`fw.icon.icon_loss` accepts a sparse p with a sparse q on the same ids or with a dense q; the
-rules are those of the dense loss (spec icon.md §7.4): terms with p = 0 contribute nothing
+`fw.lib.icon.icon_loss` accepts a sparse p with a sparse q on the same ids or with a dense q; the
+rules are those of the dense loss: terms with p = 0 contribute nothing
 (``0·log 0 = 0``), ``log q`` is filled with 0 before it is multiplied by p, and p mass on a
 column where q is ``-inf`` gives an infinite loss.
 """
@@ -155,13 +155,12 @@ def sparse_icon_loss(
     reduction: Literal["mean", "sum", "none"] = "mean",
     exaggeration: float = 1.0,
 ) -> Tensor:
-    """`fw.icon.icon_loss` for a sparse ``p`` (spec §1.1, §7.4); q sparse on p's ids, or dense.
+    """`fw.lib.icon.icon_loss` for a sparse ``p`` (I-Con, Eq. 1); q sparse on p's ids, or dense.
 
     Only the forward direction exists: ``KL(q || p)`` needs q's mass on every pair, which a
     sparse p's zero columns would send to infinity. Early exaggeration α uses the same rows as
     the dense loss, ``α·H(p, q) − (α − 1)·log Z + Σ p log p`` (needs ``q.log_norm``).
     """
-    from fw.icon import _reduce  # fw.icon dispatches here; import late to avoid a cycle
 
     if not isinstance(p, SparseNeighborhood):
         raise ShapeError(
@@ -186,4 +185,15 @@ def sparse_icon_loss(
         cross = cross + (prob * log_p.masked_fill(~support, 0.0)).sum(dim=1)
     elif mode != "ce":
         raise ValueError(f"mode must be 'kl' or 'ce', got {mode!r}")
-    return _reduce(cross, reduction)
+    return reduce_rows(cross, reduction)
+
+
+def reduce_rows(rows: Tensor, reduction: str) -> Tensor:
+    """Per-row losses reduced by ``reduction``: ``mean``, ``sum`` or ``none``."""
+    if reduction == "mean":
+        return rows.mean()
+    if reduction == "sum":
+        return rows.sum()
+    if reduction == "none":
+        return rows
+    raise ValueError(f"reduction must be 'mean', 'sum' or 'none', got {reduction!r}")

@@ -8,9 +8,9 @@ from typing import Any
 import numpy as np
 from torch import Tensor
 
-from fw import metrics
 from fw.data import labels_of, take
-from fw.plots import cluster_confusion, scatter
+from fw.lib import metrics
+from fw.lib.plots import cluster_confusion, scatter
 
 #: metric prefixes: clusters read off a cluster q's argmax, or k-means on an embedding
 ARGMAX_PREFIX = "cluster"

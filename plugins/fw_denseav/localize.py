@@ -12,21 +12,15 @@ import argparse
 from pathlib import Path
 from typing import Any
 
+from fw.api import Command
 from fw.errors import DataError, FwError
 
 #: torch interpolation for resizing the image and its heatmap (an F.interpolate mode)
 RESIZE_MODE = "bilinear"
 
 
-def add_parser(sub: Any, common: argparse.ArgumentParser) -> None:
-    """Register the ``localize`` sub-command."""
-    p = sub.add_parser(
-        "localize",
-        parents=[common],
-        help="heat map of where a trained run hears a clip in an image",
-        description="Load RUN_DIR's recipe and checkpoint, then write the heat map of the audio "
-        "clip over the image (averaged over --span, default the whole clip).",
-    )
+def configure(p: argparse.ArgumentParser) -> None:
+    """The arguments of ``fw localize``."""
     p.add_argument("run_dir", help="a run directory (holds recipe.yaml and checkpoints/last.ckpt)")
     p.add_argument("--image", required=True, help="an image file (JPEG, PNG)")
     p.add_argument(
@@ -38,34 +32,43 @@ def add_parser(sub: Any, common: argparse.ArgumentParser) -> None:
 
 
 def load_learner(run_dir: Path) -> Any:
-    """The learner of a finished run, with its last checkpoint loaded."""
-    import torch
+    """The learner of a finished run (`fw.runs.load_run` without its data), if it can localize."""
     import yaml
 
-    from fw.recipe import build
+    from fw.registry import get_registry
+    from fw.runs import load_run
 
-    recipe, ckpt = run_dir / "recipe.yaml", run_dir / "checkpoints" / "last.ckpt"
-    for path in (recipe, ckpt):
-        if not path.is_file():
-            raise DataError(f"{path} not found: pass the directory of a finished `fw run`")
-    learner = build("learner", yaml.safe_load(recipe.read_text())["learner"])
-    state = torch.load(ckpt, map_location="cpu", weights_only=False)
-    learner.load_state_dict(state["learner"])
-    return learner.eval()
+    recipe = run_dir / "recipe.yaml"
+    if recipe.is_file():  # refuse another method's run before loading its weights
+        raw = yaml.safe_load(recipe.read_text(encoding="utf-8"))
+        name = raw.get("learner", {}).get("name") if isinstance(raw, dict) else None
+        factory = get_registry().get("learner", name).factory if isinstance(name, str) else None
+        if isinstance(factory, type) and not hasattr(factory, "localize"):
+            raise FwError(
+                f"{run_dir} is a run of learner '{name}' ({recipe}), which cannot localize "
+                "sounds; pass the directory of a DenseAV run"
+            )
+    return load_run(run_dir, setup=False)
 
 
 def cmd_localize(args: argparse.Namespace) -> int:
     import torch
 
-    from fw.plots import pyplot, save_figure
+    from fw.lib.plots import pyplot, save_figure
 
     run_dir = Path(args.run_dir)
     learner = load_learner(run_dir)
     if not hasattr(learner, "localize"):
         raise FwError(f"the learner of {run_dir} ({type(learner).__name__}) cannot localize audio")
     image, audio, mask = _inputs(Path(args.image), Path(args.audio), args.size)
-    with torch.no_grad():
-        heat_t = learner.localize(image, audio, mask)  # [T', h, w]
+    try:
+        with torch.no_grad():
+            heat_t = learner.localize(image, audio, mask)  # [T', h, w]
+    except (RuntimeError, ValueError, IndexError) as err:  # e.g. fewer samples than one window
+        raise DataError(
+            f"--audio {args.audio}: cannot localize a clip of {audio.shape[-1] / 16_000:.3f} s "
+            f"({str(err).strip().splitlines()[0][:160]}); give a longer clip (1 s or more)"
+        ) from err
     hop = learner.localize_hop
     t = torch.arange(heat_t.shape[0]) * hop
     if args.span:
@@ -98,27 +101,26 @@ def cmd_localize(args: argparse.Namespace) -> int:
 def _inputs(image_path: Path, audio_path: Path, size: int) -> tuple[Any, Any, Any]:
     import numpy as np
     import torch
-    from PIL import Image, UnidentifiedImageError
 
-    from fw.audio import read_wav_at
+    from fw.lib.images import read_image, resize_short_side_crop
+    from fw_denseav.wav import read_wav_at
 
-    if not image_path.is_file():
-        raise DataError(f"image file {image_path} not found")
-    try:
-        with Image.open(image_path) as img:
-            img = img.convert("RGB")
-            scale = size / min(img.size)
-            img = img.resize(
-                (max(size, round(img.size[0] * scale)), max(size, round(img.size[1] * scale)))
-            )
-            left, top = (img.size[0] - size) // 2, (img.size[1] - size) // 2
-            arr = np.asarray(img.crop((left, top, left + size, top + size)), np.float32) / 255.0
-    except UnidentifiedImageError as err:
-        raise DataError(f"{image_path} is not an image PIL can read") from err
+    image = resize_short_side_crop(read_image(image_path), size)
     wav = read_wav_at(audio_path, 16_000)
+    if len(wav) == 0:
+        raise DataError(f"--audio {audio_path} holds no samples; give a clip of 1 s or more")
     audio = torch.from_numpy(wav.astype(np.float32))[None, None]
     return (
-        torch.from_numpy(arr).permute(2, 0, 1)[None],
+        image[None],
         audio,
         torch.ones(1, len(wav), dtype=torch.bool),
     )
+
+
+COMMAND = Command(
+    help="heat map of where a trained run hears a clip in an image",
+    description="Load RUN_DIR's recipe and checkpoint, then write the heat map of the audio "
+    "clip over the image (averaged over --span, default the whole clip).",
+    configure=configure,
+    main=cmd_localize,
+)

@@ -1,7 +1,7 @@
-"""The periodic table of representation learning (seed 000, Fig. 8.1; spec icon.md §3).
+"""The periodic table of representation learning (Hamilton, PhD thesis, Fig. 8.1).
 
 Columns are supervisory p families, rows learned q families. Plugins declare the methods they
-reproduce — and the named gaps of spec §3.2 — with the ``fw_table_cells`` hook, a list of
+reproduce — and the named gaps of that figure — with the ``fw_table_cells`` hook, a list of
 :class:`Cell`. The families come from what is registered, so a third-party distribution of a
 new family adds a row or a column.
 
@@ -25,12 +25,32 @@ from typing import Any
 
 import attrs
 
-from fw import api
 from fw.errors import FwError
 from fw.recipe import DEFAULT_STEPS, dump_yaml
 from fw.registry import Registry
 
-CATEGORIES: dict[str, str] = {  # legend colours of seed 000 Fig. 8.1 / seed 002
+#: The families of the table (I-Con, Fig. 1): columns are supervisory p, rows learned q.
+P_FAMILIES: tuple[str, ...] = (
+    "Gaussian",
+    "Student-T",
+    "Identity",
+    "Graph Kernel Weights",
+    "Uniform over K-Neighbors",
+    "Uniform over Positive Pairs",
+    "Cross-Modal Pairs",
+    "Uniform over Classes",
+    "Data-Label Pairs",
+)
+Q_FAMILIES: tuple[str, ...] = (
+    "Gaussian",
+    "Gaussian σ→∞",
+    "Gaussian σ→0",
+    "Student-T",
+    "Uniform on Clusters",
+)
+CLUSTER_FAMILY = "Uniform on Clusters"
+
+CATEGORIES: dict[str, str] = {  # legend colours of the thesis's Fig. 8.1
     "Dimensionality Reduction": "#9ecae1",
     "Cluster Learning": "#fdae6b",
     "Unimodal SSL": "#bcbddc",
@@ -126,7 +146,7 @@ class Table:
 
 
 def _families(registry: Registry) -> tuple[list[str], list[str]]:
-    columns, rows = list(api.P_FAMILIES), list(api.Q_FAMILIES)
+    columns, rows = list(P_FAMILIES), list(Q_FAMILIES)
     for entry in registry.entries("distribution"):
         factory = entry.factory
         family = getattr(factory, "family", "")
@@ -157,7 +177,7 @@ def build_table(registry: Registry) -> Table:
             if not isinstance(cell, Cell):
                 raise FwError(
                     f"plugin '{plugin}' returned {cell!r} from fw_table_cells; return a list of "
-                    "fw.table.Cell and fw.table.RecipeTemplate"
+                    "fw_table.table.Cell and fw_table.table.RecipeTemplate"
                 )
             cell = attrs.evolve(cell, plugin=plugin)
             key = (cell.q_family, cell.p_family)
@@ -230,7 +250,7 @@ def _template(family: str, registry: Registry) -> RecipeTemplate:
     if not chosen:
         raise FwError(
             f"no installed plugin declares a recipe template for p family '{family}' "
-            "(fw.table.RecipeTemplate from fw_table_cells)"
+            "(fw_table.table.RecipeTemplate from fw_table_cells)"
         )
     return chosen[0]
 

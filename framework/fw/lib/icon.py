@@ -1,7 +1,7 @@
-"""The I-Con loss: mean over anchors of KL(p(.|i) || q(.|i)) (seed 004 Eq. 1; spec icon.md §1, §7).
+"""The I-Con loss: mean over anchors of KL(p(.|i) || q(.|i)) (I-Con, Eq. 1).
 
 Also the two generic transforms of a neighbourhood that every method may use: uniform-mixing
-debiasing (spec §4.1-4.2) and neighbour propagation by walks (spec §4.3).
+debiasing (I-Con, Eq. 2) and neighbour propagation by walks (I-Con, §3.3).
 """
 
 from __future__ import annotations
@@ -14,6 +14,7 @@ from torch import Tensor
 
 from fw.api import Neighborhood
 from fw.errors import ShapeError
+from fw.lib.sparse import reduce_rows, sparse_icon_loss
 
 Direction = Literal["forward", "reverse"]
 Mode = Literal["kl", "ce"]
@@ -52,7 +53,7 @@ def icon_loss(
     """I-Con loss between supervisory ``p`` and learned ``q``.
 
     ``direction="forward"`` is ``KL(p || q)`` (every method of the periodic table);
-    ``"reverse"`` is ``KL(q || p)`` (the K-Means theorem, seed 004 Thm 9; spec §1.4).
+    ``"reverse"`` is ``KL(q || p)`` (the K-Means theorem, I-Con, Thm 9).
     ``mode="ce"`` drops the entropy of the first argument (same gradient for a fixed p).
     ``p`` is detached in forward mode; in reverse mode gradients reach q through both terms.
     Neighbourhoods with leading batch axes ``[..., n, m]`` are reduced over every row of every
@@ -63,12 +64,10 @@ def icon_loss(
     ``α·H(p, q) − (α − 1)·log Z + Σ p log p``, whose gradient is ``−Σ (α·p − q)∇log w``. It
     needs ``q.log_norm`` (kernels built with `Neighborhood.from_logits`).
 
-    A `fw.sparse.SparseNeighborhood` p (with q sparse on its ids, or dense) goes to
-    `fw.sparse.sparse_icon_loss`, which applies the same rules.
+    A `fw.lib.sparse.SparseNeighborhood` p (with q sparse on its ids, or dense) goes to
+    `fw.lib.sparse.sparse_icon_loss`, which applies the same rules.
     """
     if not isinstance(p, Neighborhood) or not isinstance(q, Neighborhood):
-        from fw.sparse import sparse_icon_loss
-
         return sparse_icon_loss(p, q, direction, mode, reduction, exaggeration)
     _check_pair(p, q)
     if direction == "forward":
@@ -80,30 +79,20 @@ def icon_loss(
             rows = exaggeration * cross - (exaggeration - 1.0) * q.log_norm
             if mode == "kl":
                 rows = rows - _row_kl(p, p, "ce")
-            return _reduce(rows, reduction)
+            return reduce_rows(rows, reduction)
         rows = _row_kl(p, q, mode)
     elif direction == "reverse":
         p = p.detach()
         rows = _row_kl(q, p, mode)
     else:
         raise ValueError(f"direction must be 'forward' or 'reverse', got {direction!r}")
-    return _reduce(rows, reduction)
-
-
-def _reduce(rows: Tensor, reduction: str) -> Tensor:
-    if reduction == "mean":
-        return rows.mean()
-    if reduction == "sum":
-        return rows.sum()
-    if reduction == "none":
-        return rows
-    raise ValueError(f"reduction must be 'mean', 'sum' or 'none', got {reduction!r}")
+    return reduce_rows(rows, reduction)
 
 
 def debias(nb: Neighborhood, alpha: float) -> Neighborhood:
     """Uniform mixing ``(1 - alpha)·p + alpha/N`` with N the row's real number of candidates.
 
-    Spec §4.1 (p13) and §4.2 (q12); works in log space so it can wrap a learned q.
+    I-Con, Eq. 2 (on p) and §3.3 (on q as well); works in log space so it can wrap a learned q.
     """
     if not 0.0 <= alpha <= 1.0:
         raise ValueError(f"debiasing alpha must lie in [0, 1], got {alpha}")
@@ -126,8 +115,8 @@ def propagate(
 ) -> Neighborhood:
     """Neighbour propagation ``P + P² + … + P^steps`` (or its support, uniform), renormalised.
 
-    Spec §4.3 (p14). Needs a square neighbourhood (rows and columns are the same points);
-    walks acquire mass on ``i = i``, which is removed when ``remove_self`` (spec §7.2).
+    I-Con, §3.3 and Table 4. Needs a square neighbourhood (rows and columns are the same points);
+    walks acquire mass on ``i = i``, which is removed when ``remove_self``.
     Leading batch axes are independent graphs.
     """
     n, m = nb.log_prob.shape[-2:]

@@ -1,4 +1,4 @@
-"""Explain a similarity model on two images: recipes, games, metrics, pictures (spec explain.md).
+"""Explain a similarity model on two images: recipes, games, metrics, pictures (thesis Ch. 7).
 
 An *explain recipe* names a featurizer, an explainer, a similarity of GAP features, the players
 and the background::
@@ -13,11 +13,11 @@ and the background::
 The images are resized to ``image_size`` (224) and normalised with the ImageNet statistics
 (``normalize: imagenet``) before the featurizer, which should therefore not preprocess them
 again, so that its feature grid covers the whole image. Players are either feature-map cells
-(SAM family; masking swaps in the background's *features*, spec §6.7), SLIC superpixels
-(scikit-image; 50 segments, compactness 10, σ 3 by default, spec §2) or square pixel patches;
+(SAM family; masking swaps in the background's *features*), SLIC superpixels
+(scikit-image; 50 segments, compactness 10, σ 3 by default, App. E.2) or square pixel patches;
 masking then swaps in background *pixels* and every coalition runs the featurizer.
 
-Metrics (spec §3): faithfulness is the similarity drop after blurring the top 30 % of the
+Metrics (thesis §7.8): faithfulness is the similarity drop after blurring the top 30 % of the
 explained image's pixels; inefficiency is |Σ attributions − (v(N) − v(∅))| (second order: the
 Shapley–Taylor terms of order ≤ 2); the dummy check is the largest share of credit on players the
 model cannot see.
@@ -36,8 +36,9 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from fw.errors import DataError, RecipeError, ShapeError
+from fw.errors import RecipeError, ShapeError
 from fw.games import SimilarityGame, grid_players
+from fw.lib.images import read_image
 from fw.registry import Registry, get_registry
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -138,18 +139,8 @@ def _validate(raw: dict[str, Any], checker: Any, source: Path | None) -> Explain
 
 
 def load_image(path: str | Path, size: int) -> Tensor:
-    """An image file as ``[3, size, size]`` in [0, 1] (bilinear resize, spec §2)."""
-    from PIL import Image, UnidentifiedImageError
-
-    path = Path(path)
-    if not path.is_file():
-        raise DataError(f"image '{path}' not found (working directory: {Path.cwd()})")
-    try:
-        with Image.open(path) as im:
-            array = np.asarray(im.convert("RGB"), dtype=np.float32) / 255.0
-    except (UnidentifiedImageError, OSError) as exc:
-        raise DataError(f"'{path}' is not an image PIL can read: {exc}") from None
-    return resize(torch.from_numpy(array).permute(2, 0, 1), size)
+    """An image file as ``[3, size, size]`` in [0, 1] (bilinear resize)."""
+    return resize(read_image(path), size)
 
 
 def resize(image: Tensor, size: int) -> Tensor:
@@ -353,7 +344,7 @@ def heatmap(phi: Tensor, setup: Setup, side: Literal["query", "match"] = "match"
 def faithfulness(
     model: SimilarityModel, x: Tensor, y: Tensor, heat: Tensor, settings: ExplainSettings
 ) -> float:
-    """d(x, y) − d(x, y'), y' = y with its top ``top_fraction`` pixels blurred (spec §3)."""
+    """d(x, y) − d(x, y'), y' = y with its top ``top_fraction`` pixels blurred (thesis §7.8)."""
     k = int(round(settings.top_fraction * heat.numel()))
     # ties (piecewise-constant maps) are broken by position, deterministically
     order = torch.argsort(heat.flatten().double(), descending=True, stable=True)[:k]
@@ -365,7 +356,7 @@ def faithfulness(
 
 
 def inefficiency(phi: Tensor, game: SimilarityGame, order: int) -> float:
-    """|Σ terms − (v(N) − v(∅))|; order 2 adds the singleton terms v({i}) − v(∅) (spec §3)."""
+    """|Σ terms − (v(N) − v(∅))|; order 2 adds the singleton terms v({i}) − v(∅) (thesis §7.8)."""
     v0, vn = game.empty_and_full()
     if order == 1:
         return abs(float(phi.double().sum()) - (vn - v0))
@@ -444,7 +435,7 @@ def _show(ax: Any, image: Tensor, title: str) -> None:
 
 def plot_heatmap(result: Result, x: Tensor, y: Tensor, explain: str, path: Path) -> Path:
     """Query, match and the first-order heatmap over the explained image (red helps, blue hurts)."""
-    from fw.plots import pyplot, save_figure
+    from fw.lib.plots import pyplot, save_figure
 
     plt = pyplot()
     heat = heatmap(result.phi, result.setup, "query" if explain == "query" else "match")
@@ -466,8 +457,8 @@ def plot_heatmap(result: Result, x: Tensor, y: Tensor, explain: str, path: Path)
 
 
 def plot_correspondence(result: Result, x: Tensor, y: Tensor, path: Path, rows: int = 3) -> Path:
-    """Second order: query regions (left) projected onto the match through Φ (spec Fig. 7.4)."""
-    from fw.plots import pyplot, save_figure
+    """Second order: query regions (left) projected onto the match through Φ (thesis Fig. 7.4)."""
+    from fw.lib.plots import pyplot, save_figure
 
     plt = pyplot()
     setup = result.setup
