@@ -17,7 +17,7 @@ from fw.errors import RecipeError
 from fw.recipe import build, load_recipe
 from fw.train import train
 from fw_common import augment
-from fw_simclr.learners import retrieval_top1
+from fw_simclr.evaluation import retrieval_top1
 from tests.conftest import RECIPES
 
 DIGITS_RECIPES = ["simclr", "supcon", "cross_entropy", "tsimclr", "tsupcon"]

@@ -29,7 +29,6 @@ and the loss is the mean over ``a`` — with two modalities CLIP's symmetric
 from __future__ import annotations
 
 import copy
-import warnings
 from pathlib import Path
 from typing import Any, ClassVar, Literal
 
@@ -45,9 +44,8 @@ from fw.errors import ShapeError
 from fw.lib.ema import ema_update
 from fw.lib.icon import icon_loss
 from fw_common.augment import Augmenter
+from fw_simclr import evaluation
 from fw_simclr.featurizers import image_shape_of
-
-DATA_LABEL_FAMILY = "Data-Label Pairs"
 
 
 class ContrastiveLearner(api.Learner):
@@ -462,115 +460,13 @@ class ContrastiveLearner(api.Learner):
         return torch.cat(preds)
 
     def evaluate(self, data: Any, run_dir: Path | None = None) -> dict[str, float]:
-        from fw.lib import metrics
-
-        feats, labels = self.embed(data)
-        out: dict[str, float] = {}
-        if labels is None:
-            warnings.warn("evaluation data has no labels: nothing to score", stacklevel=2)
-            return out
-        train = self._train_data
-        test_idx = train_idx = None
-        if train is None or train is data:
-            test_idx, train_idx = self.holdout_split(feats.shape[0])
-            xtr, ytr = feats[train_idx], labels[train_idx]
-            xte, yte = feats[test_idx], labels[test_idx]
-            prefix = "holdout_"
-        else:
-            xtr, ytr = self.embed(train)
-            if ytr is None:
-                raise ValueError("the probes need labels in the training data")
-            xte, yte = feats, labels
-            prefix = ""
-        out[f"{prefix}knn_probe_accuracy"] = metrics.knn_probe_accuracy(
-            xtr, ytr, xte, yte, k=self.knn_k
-        )
-        if self.linear_probe:
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore")  # lbfgs convergence chatter
-                out[f"{prefix}linear_probe_accuracy"] = metrics.linear_probe_accuracy(
-                    xtr, ytr, xte, yte, max_iter=self.probe_max_iter
-                )
-        if getattr(self.p, "family", "") == DATA_LABEL_FAMILY:
-            pred = self.classify(xte)
-            out[f"{prefix}classifier_accuracy"] = float((pred == yte).float().mean())
-        out.update(_kmeans_scores(feats, labels, self.eval_clusters, self.eval_seed))
-        if self.modalities is not None:
-            out.update(self._cross_modal_scores(data, train, test_idx, train_idx, prefix))
-        return out
-
-    def _cross_modal_scores(
-        self,
-        data: Any,
-        train: Any,
-        test_idx: Tensor | None,
-        train_idx: Tensor | None,
-        prefix: str,
-    ) -> dict[str, float]:
-        """kNN probes of the other modalities and top-1 retrieval between all modalities."""
-        from fw.lib import metrics
-
-        keys = self.input_keys
-        out: dict[str, float] = {}
-        for m in range(1, len(keys)):
-            feats, labels = self.embed(data, m)
-            if test_idx is not None:
-                xtr, ytr = feats[train_idx], labels[train_idx]
-                xte, yte = feats[test_idx], labels[test_idx]
-            else:
-                (xtr, ytr), (xte, yte) = self.embed(train, m), (feats, labels)
-            out[f"{prefix}knn_probe_accuracy_{keys[m]}"] = metrics.knn_probe_accuracy(
-                xtr, ytr, xte, yte, k=self.knn_k
-            )
-        projections = []
-        for m in range(len(keys)):
-            z, _ = self.embed(data, m, project=True)
-            projections.append(z if test_idx is None else z[test_idx])
-        scores = []
-        for a in range(len(keys)):
-            for b in range(len(keys)):
-                if a != b:
-                    top1 = retrieval_top1(projections[a], projections[b], self.retrieval_metric)
-                    out[f"{prefix}retrieval_top1_{keys[a]}_to_{keys[b]}"] = top1
-                    scores.append(top1)
-        out[f"{prefix}retrieval_top1"] = sum(scores) / len(scores)
-        return out
+        return evaluation.evaluate(self, data)
 
 
 def _tensors(data: Any) -> dict[str, Tensor]:
     if hasattr(data, "full_batch"):
         return data.full_batch()
     return collate_batched([data[i] for i in range(len(data))])
-
-
-def _kmeans_scores(
-    feats: Tensor, labels: Tensor, n_clusters: int | None, seed: int
-) -> dict[str, float]:
-    """k-means (one cluster per class) on the features, scored against the labels."""
-    from sklearn.cluster import KMeans
-
-    from fw.lib import metrics
-
-    y = labels.numpy()
-    k = n_clusters or int(y.max()) + 1
-    pred = KMeans(n_clusters=k, n_init=10, random_state=seed).fit_predict(feats.double().numpy())
-    return {
-        "kmeans_hungarian_accuracy": metrics.hungarian_accuracy(y, pred),
-        "kmeans_nmi": metrics.nmi(y, pred),
-        "kmeans_ari": metrics.ari(y, pred),
-    }
-
-
-def retrieval_top1(
-    queries: Tensor, keys: Tensor, metric: Literal["cosine", "euclidean"] = "cosine"
-) -> float:
-    """Fraction of rows i whose most similar key is key i (paired items share a position)."""
-    if metric == "cosine":
-        score = F.normalize(queries, dim=1) @ F.normalize(keys, dim=1).T
-    else:
-        score = -torch.cdist(queries, keys)
-    hits = score.argmax(dim=1) == torch.arange(queries.shape[0])
-    return float(hits.float().mean())
 
 
 def _fresh_copy(module: nn.Module) -> nn.Module:
