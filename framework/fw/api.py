@@ -246,11 +246,14 @@ class Upsampler(nn.Module, Component):
     """Raises dense features ``[B, C, h, w]`` to ``[B, C, *size]`` guided by an image.
 
     ``forward(features, guidance [B, 3, H, W], size=None)``; ``size`` defaults to the
-    guidance's ``(H, W)``. Gradient flows to the upsampler's parameters and to ``features``.
-    An upsampler fitted per image (a network fitted to one image) sets ``per_image = True`` and
-    implements :meth:`fit`, which the caller runs on each image before ``forward``; recipes
-    that train an upsampler over a corpus refuse such an upsampler, and featurizers wrapped
-    with it fit it per image at inference.
+    guidance's ``(H, W)``. The guidance is the RGB image in [0, 1], unnormalised (one that wants
+    standardised colours standardises it itself). Gradient flows to the upsampler's parameters
+    and to ``features``, except in an upsampler fitted per image (a network fitted to one
+    image): it sets ``per_image = True``, predicts its output from the image and implements
+    :meth:`fit`, which the caller runs on each image before ``forward``. Recipes that train an
+    upsampler over a corpus refuse such an upsampler; featurizers wrapped with it fit it per
+    image at inference. Memory: the float32 output alone takes ``B·C·H·W·4`` bytes (batch 4 of
+    384 channels at 224²: 308 MB), and as much again for its gradient in training.
 
     Example::
 

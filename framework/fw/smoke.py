@@ -4,10 +4,10 @@
 its defaults), checks it is an instance of its kind's base class (`fw.hookspecs.KINDS`), feeds
 it random inputs of the shapes its kind's contract names, and checks shape, dtype, finiteness
 and that a gradient reaches its parameters (an upsampler's: also its input features). A
-distribution must declare in ``requires`` every context key it reads (besides
-`fw.api.OPTIONAL_KEYS`), and, given ``FEATURES`` with a leading batch axis, either refuse it or
-return one neighbourhood per batch, each the one of its slice. tests/test_components.py walks
-every registered component with it; a third-party plugin's test calls it by name::
+distribution must list in ``requires`` each context key it reads unchecked (besides
+`fw.api.OPTIONAL_KEYS`); one that claims ``batched`` must give each batch of ``FEATURES
+[2, n, d]`` the neighbourhood of that slice alone. tests/test_components.py walks every
+registered component with it; a third-party plugin's test calls it by name::
 
     from fw.smoke import check
 
@@ -121,7 +121,8 @@ def _normalised(entry: Entry, obj: api.NeighborhoodDistribution, nb: api.Neighbo
 
 def _batched(entry: Entry, obj: api.NeighborhoodDistribution, ctx: dict, shape: tuple) -> None:
     """``batched``: ``FEATURES [2, n, d]`` gives ``[2, n, m]``, each batch its slice's alone."""
-    x = torch.stack([ctx[api.FEATURES].detach(), torch.randn_like(ctx[api.FEATURES])])
+    x = ctx[api.FEATURES].detach()
+    x = torch.stack([x, torch.randn(x.shape, generator=torch.Generator().manual_seed(1))])
     with torch.no_grad():
         nb = obj({**ctx, api.FEATURES: x})
         if tuple(nb.shape) != (2, *shape):

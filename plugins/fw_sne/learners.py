@@ -139,7 +139,8 @@ class SNE(IConLearner):
         if q_joint != p_joint:
             raise ScaleError(
                 "learner.p and learner.q must share a normalization ('joint' or 'conditional') "
-                "to cover the same pairs"
+                "to cover the same pairs: set learner.q.normalization="
+                f"{'joint' if p_joint else 'conditional'} to match learner.p's"
             )
         rows, cols = pair_ids(p, len(data))
         keep = p.mask & (p.log_prob > -math.inf)

@@ -21,11 +21,18 @@ Mode = Literal["kl", "ce"]
 
 
 def _check_pair(p: Neighborhood, q: Neighborhood) -> None:
-    if p.log_prob.shape != q.log_prob.shape:
-        raise ShapeError(
-            f"p and q must cover the same [..., n, m] pairs: p is {tuple(p.log_prob.shape)}, "
-            f"q is {tuple(q.log_prob.shape)}"
-        )
+    ps, qs = tuple(p.log_prob.shape), tuple(q.log_prob.shape)
+    if ps == qs:
+        return
+    fix = "give both the same rows and columns (context and candidates)"
+    for joint, conditional, norm in ((ps, qs, "joint"), (qs, ps, "conditional")):
+        if joint[-2:] == (1, conditional[-2] * conditional[-1]) and len(conditional) >= 2:
+            # one is normalised over all n·n pairs ([1, n·n]), the other per row ([n, n])
+            fix = f"set learner.q.normalization={norm} to match learner.p's"
+    raise ShapeError(
+        f"p and q must cover the same [..., n, m] pairs: p (learner.p) is {ps}, q (learner.q) "
+        f"is {qs}; {fix}"
+    )
 
 
 def _row_kl(a: Neighborhood, b: Neighborhood, mode: Mode) -> Tensor:
