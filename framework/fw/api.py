@@ -288,7 +288,8 @@ class Downsampler(nn.Module, Component):
     """Models how a backbone pooled its features: ``[B, C, H, W]`` -> ``[B, C, *size]``.
 
     Upsampler training learns it (σ↓, Hamilton, PhD thesis, §5.5.1) so that high-resolution
-    features, pooled again, reproduce the backbone's low-resolution ones. ``guidance`` (the image) is optional.
+    features, pooled again, reproduce the backbone's low-resolution ones. ``guidance`` (the
+    image) is optional.
     """
 
     @abc.abstractmethod
@@ -304,8 +305,8 @@ class Aggregator(nn.Module, Component):
     ``forward(a, b) -> [B_a, B_b]`` for ``a`` ``[B_a, C, *Sa]`` and ``b`` ``[B_b, C, *Sb]`` (each a
     tensor or a :class:`fw.dense.Dense` with a validity mask for padding). Channels split into
     ``heads`` K equal groups (multi-head similarity, Hamilton, PhD thesis, §6.5); the local
-    volume of a pair is ``vol[k, n, m] = <a[k, :, n], b[k, :, m]>`` (Eq. 6.1). A subclass implements only
-    :meth:`pool`, which reduces volumes of a chunk of pairs; the base class never builds the full
+    volume of a pair is ``vol[k, n, m] = <a[k, :, n], b[k, :, m]>`` (Eq. 6.1). A subclass
+    implements only :meth:`pool`, which reduces volumes of a chunk of pairs; the base class never builds the full
     ``[B_a, B_b, K, Na, Nb]`` tensor: it walks blocks of rows of ``a`` so that at most
     ``max_elements`` volume entries exist at once. :meth:`pair_volumes` returns the volumes of
     chosen pairs (for heatmaps). Gradient flows to both inputs.
