@@ -308,8 +308,8 @@ class Aggregator(nn.Module, Component):
     volume of a pair is ``vol[k, n, m] = <a[k, :, n], b[k, :, m]>`` (Eq. 6.1). A subclass
     implements only :meth:`pool`, which reduces volumes of a chunk of pairs; the base class
     never builds the full ``[B_a, B_b, K, Na, Nb]`` tensor: it walks blocks of rows of ``a`` so
-    that at most ``max_elements`` volume entries exist at once. :meth:`pair_volumes` returns the volumes of
-    chosen pairs (for heatmaps). Gradient flows to both inputs.
+    that at most ``max_elements`` volume entries exist at once. :meth:`pair_volumes` returns
+    the volumes of chosen pairs (for heatmaps). Gradient flows to both inputs.
 
     Example::
 
