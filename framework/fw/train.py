@@ -493,6 +493,7 @@ def _check_run_dir(recipe: Recipe, run_dir: Path, resume: bool, overwrite: bool)
                     else "Pass the --out directory of the run (it holds checkpoints/last.ckpt)."
                 )
             )
+        before: dict[str, Any] = {}
         if saved.exists():
             before = result_settings(yaml.safe_load(saved.read_text(encoding="utf-8")) or {})
             now = result_settings(recipe.raw)
@@ -504,7 +505,12 @@ def _check_run_dir(recipe: Recipe, run_dir: Path, resume: bool, overwrite: bool)
                     f"--resume: {run_dir} holds a run of another recipe (its {', '.join(changed)} "
                     f"differ; see {saved}). Resume with that recipe, or use another --out."
                 )
-        if (run_dir / "metrics.json").exists():
+        budget = ("max_steps", "epochs")  # a finished run resumed with more steps goes on
+        same_budget = all(
+            before.get("trainer", {}).get(k) == recipe.raw.get("trainer", {}).get(k)
+            for k in budget
+        )
+        if (run_dir / "metrics.json").exists() and same_budget:
             raise FwError(f"--resume: {run_dir} holds a finished run; nothing was changed")
         return
     if os.environ.get(RUN_DIR_ENV) == str(run_dir) and os.environ.get("LOCAL_RANK"):
