@@ -507,8 +507,7 @@ def _check_run_dir(recipe: Recipe, run_dir: Path, resume: bool, overwrite: bool)
                 )
         budget = ("max_steps", "epochs")  # a finished run resumed with more steps goes on
         same_budget = all(
-            before.get("trainer", {}).get(k) == recipe.raw.get("trainer", {}).get(k)
-            for k in budget
+            before.get("trainer", {}).get(k) == recipe.raw.get("trainer", {}).get(k) for k in budget
         )
         if (run_dir / "metrics.json").exists() and same_budget:
             raise FwError(f"--resume: {run_dir} holds a finished run; nothing was changed")

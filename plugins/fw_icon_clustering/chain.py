@@ -29,7 +29,7 @@ from torch.utils.data import Dataset
 from fw import api
 from fw.data import ArrayDataset
 from fw.errors import DataError
-from fw.files import load, save
+from fw.files import load, save, why
 from fw.runs import load_run
 
 #: where the chained runs are kept unless a recipe says otherwise
@@ -179,7 +179,7 @@ def _cached_output(path: Path) -> torch.Tensor | None:
     except DataError as err:
         if isinstance(err.__cause__, pickle.UnpicklingError):
             raise  # not a file fw wrote: the user should see it
-        print(f"fw: {err}; rebuilding it", file=sys.stderr)
+        print(f"fw: rebuilding {path}: {why(err.__cause__ or err)}", file=sys.stderr)
         emb = None
     if torch.is_tensor(emb) and emb.ndim >= 1:
         return emb
