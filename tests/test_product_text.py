@@ -24,7 +24,6 @@ FORBIDDEN = re.compile(
             "sess" + r"ion [0-9]",
             "sp" + r"ec [a-z_]+\.md",
             "se" + "ed 00[0-9]",
-            "lock " + "file",
             "fw-cpu" + r"\.lock",
         ]
     )

@@ -48,6 +48,7 @@ def test_misspelled_hook_fails_at_startup():
 
 def test_autoload_can_be_disabled_and_plugins_named(monkeypatch):
     monkeypatch.setenv("FW_DISABLE_PLUGIN_AUTOLOAD", "1")
+    monkeypatch.delenv("FW_PLUGINS", raising=False)  # the suite's own selection (conftest)
     reg = get_registry(plugins=["data"])
     assert reg.names("dataset") and not reg.names("optimizer")
     with pytest.raises(RegistryError, match="Did you mean 'data'"):

@@ -35,7 +35,8 @@ def installed(tmp_path_factory) -> dict[str, str]:
         timeout=300,
     )
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(target), str(ROOT)])}
-    env.pop("FW_DISABLE_PLUGIN_AUTOLOAD", None)
+    env.pop("FW_DISABLE_PLUGIN_AUTOLOAD", None)  # as a user's shell: autoload everything
+    env.pop("FW_PLUGINS", None)
     return env
 
 

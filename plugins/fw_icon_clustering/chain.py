@@ -48,7 +48,7 @@ def _as_array_dataset(data: Any, what: str) -> ArrayDataset:
     of={"name": "digits", "limit": 40},
     featurizer={"name": "linear", "dim": 4},
     progress=False,
-    cache_dir="/tmp/fw-smoke-cache",
+    cache_dir=".fw-smoke-cache",
 )
 def featurized(
     of: Dataset,
