@@ -31,7 +31,7 @@ import time
 import numpy as np
 import torch
 
-from fw.games import Game
+from fw.api import Game
 from fw_ksam.exact import (
     all_coalitions,
     moebius,

@@ -11,7 +11,6 @@ import torch.nn.functional as F
 
 from fw import api, hookimpl
 from fw.dense import Dense, lengths_to_mask
-from fw.games import SimilarityGame, grid_players
 from fw.lib.icon import debias, icon_loss, propagate
 from fw.recipe import recipe_from_dict
 from fw.registry import get_registry
@@ -97,23 +96,6 @@ def test_aggregator_chunks_pairs_and_respects_padding(max_elements):
     vol = agg.pair_volumes(a, b, torch.tensor([[1, 2]]))
     ref = torch.einsum("kcn,kchw->knhw", a.features[1].reshape(2, 3, 7), b[2].reshape(2, 3, 2, 3))
     assert vol.shape == (1, 2, 7, 2, 3) and torch.allclose(vol[0], ref, atol=1e-6)
-
-
-def test_similarity_game_masks_players_with_the_background():
-    def gap(x, y):
-        return (x.mean((2, 3)) * y.mean((2, 3))).sum(1)
-
-    x, y = torch.randn(3, 4, 4), torch.randn(3, 4, 4)
-    bg = torch.randn(3, 4, 4)
-    labels = grid_players((4, 4), (2, 2))
-    game = SimilarityGame(gap, x, y, labels, background_y=bg)
-    coalition = torch.tensor([[True, False, False, True]])
-    keep = coalition[0][labels]
-    expected = gap(x[None], torch.where(keep, y, bg)[None])
-    assert game.n_players == 4 and torch.allclose(game.value(coalition), expected)
-    both = SimilarityGame(gap, x, y, labels, players_x=labels, players="both")
-    phi = torch.arange(64.0).reshape(8, 8)
-    assert both.split == (4, 4) and torch.equal(both.cross(phi), phi[:4, 4:])
 
 
 class _ToyDense(api.Learner):

@@ -8,9 +8,10 @@ import math
 import pytest
 import torch
 
+from fw.api import Game
 from fw.errors import ShapeError
-from fw.games import Game, SimilarityGame, grid_players
 from fw_ksam.exact import Exact, all_coalitions, moebius
+from fw_ksam.games import SimilarityGame, grid_players
 from fw_ksam.ig import IGSAM
 from fw_ksam.kernel import KSAM, KernelSHAP
 from fw_ksam.lime import LIME
@@ -344,3 +345,20 @@ def test_normalized_sam_is_the_shapley_value_of_the_cosine_with_frozen_norms():
     assert torch.allclose(
         SAM(normalize=True).explain(game).double(), Exact().explain(linear), atol=1e-6
     )
+
+
+def test_similarity_game_masks_players_with_the_background():
+    def gap(x, y):
+        return (x.mean((2, 3)) * y.mean((2, 3))).sum(1)
+
+    x, y = torch.randn(3, 4, 4), torch.randn(3, 4, 4)
+    bg = torch.randn(3, 4, 4)
+    labels = grid_players((4, 4), (2, 2))
+    game = SimilarityGame(gap, x, y, labels, background_y=bg)
+    coalition = torch.tensor([[True, False, False, True]])
+    keep = coalition[0][labels]
+    expected = gap(x[None], torch.where(keep, y, bg)[None])
+    assert game.n_players == 4 and torch.allclose(game.value(coalition), expected)
+    both = SimilarityGame(gap, x, y, labels, players_x=labels, players="both")
+    phi = torch.arange(64.0).reshape(8, 8)
+    assert both.split == (4, 4) and torch.equal(both.cross(phi), phi[:4, 4:])

@@ -1,16 +1,8 @@
 """The abstract components of fw: every plugin implements one of these contracts.
 
-Shapes used throughout:
-- global features ``[B, C]``; dense image features ``[B, C, H, W]``; dense audio features
-  ``[B, C, T]`` with a validity mask ``[B, T]`` for padding (`fw.dense`);
-- a neighbourhood is a pair ``(log_prob, mask)`` of shape ``[..., n, m]``: row ``i`` is the
-  distribution ``p(.|i)`` (or ``q(.|i)``) over the ``m`` column points, normalised over the
-  columns where ``mask`` is True. Disallowed columns hold ``-inf`` in ``log_prob``. Leading
-  axes are independent batches (one neighbourhood per image, say);
-- an explanation is ``[n]`` (one value per player) or ``[n, n]`` (pairwise interactions) of a
-  game on coalitions (`fw.games`).
-
-The kinds of component, and the hook that registers each, are listed once in `fw.hookspecs`.
+Shapes: global features ``[B, C]``; dense features ``[B, C, H, W]`` or ``[B, C, T]`` with a
+validity mask (`fw.dense`); a :class:`Neighborhood` ``[..., n, m]``; an explanation ``[n]`` or
+``[n, n]`` of a :class:`Game`. The hook that registers each kind is listed in `fw.hookspecs`.
 """
 
 from __future__ import annotations
@@ -27,7 +19,6 @@ from torch import Tensor, nn
 
 from fw.dense import Dense, check_map
 from fw.errors import ContextError, ShapeError
-from fw.games import Game
 
 # Keys of a distribution context (a plain mapping, so plugins may add their own keys).
 FEATURES = "features"  # [n, d] row points: raw inputs for a supervisory p, embeddings for q
@@ -48,24 +39,11 @@ Context = Mapping[str, Any]
 
 @attrs.frozen
 class Neighborhood:
-    """Row-normalised log-probabilities ``[..., n, m]`` with the boolean candidate mask.
+    """Row-normalised log-probabilities ``[..., n, m]`` (``-inf`` off ``mask``) and the mask.
 
-    Leading axes are independent batches of neighbourhoods (e.g. one per image, over sampled
-    positions); everything (`fw.lib.icon.icon_loss`, `debias`, masks, reductions) works over the
-    last axis, and a loss averages over all rows of all batches. ``mask`` has the shape of
-    ``log_prob`` (or broadcasts to it along leading axes). ``log_norm`` (``[..., n]``,
-    optional) is the log row normaliser of the kernel the rows came from
-    (``log_prob = logits - log_norm``); early exaggeration needs it (see `fw.lib.icon.icon_loss`).
-    A learned q carries gradient in ``log_prob`` (and ``log_norm``); a supervisory p does not.
-    A joint distribution over ordered pairs (t-SNE's ``p_ij``, van der Maaten & Hinton 2008) is
-    one row ``[1, n·n]``, column ``i·n + j`` holding pair (i, j); :meth:`joint_matrix` gives
-    its ``[n, n]`` matrix. p and q must both be joint or both per row (their shapes differ).
-
-    Example::
-
-        logits = -torch.cdist(z, z) ** 2                       # [B, n, n]
-        eye = torch.eye(n, dtype=torch.bool)
-        q = Neighborhood.from_logits(logits, ~eye.expand(B, n, n))
+    Row ``i`` is p(.|i) over the columns; leading axes are independent batches. ``log_norm``
+    ``[..., n]`` is the row normaliser of the kernel (early exaggeration needs it). A joint
+    distribution over pairs (t-SNE's p_ij) is one row ``[1, n·n]`` (:meth:`joint_matrix`).
     """
 
     log_prob: Tensor
@@ -152,12 +130,7 @@ class Neighborhood:
 
 
 class Component(abc.ABC):  # noqa: B024 - a marker base; its kinds add the methods
-    """Anything a plugin contributes (its kind is the hook that registers it, `fw.hookspecs`).
-
-    ``example`` holds recipe parameters that build a small, fast instance for the registry
-    walk (tests/test_components.py); empty means the defaults do. Factories that are plain
-    functions carry the same attribute through :func:`example`.
-    """
+    """Anything a plugin contributes; ``example`` holds parameters of a small instance."""
 
     example: ClassVar[Mapping[str, Any]] = {}
 
@@ -175,14 +148,10 @@ def example(**params: Any) -> Any:
 class NeighborhoodDistribution(Component):
     """Maps a batch context to ``log p(j|i)`` (a :class:`Neighborhood` ``[..., n, m]``).
 
-    ``requires`` lists the context keys it reads (checked before each call). A supervisory
-    distribution (``role = "supervisory"``) is computed without gradient; a learned one
-    (``role = "learned"``) keeps the graph so the loss trains the mapper; ``"either"`` may serve
-    as p or q. ``family`` is the periodic-table row/column it belongs to (thesis Fig. 8.1).
-    It may read `OPTIONAL_KEYS` and keys it first tests (``key in ctx``, ``ctx.get``) without
-    listing them. ``batched = True`` claims leading batch axes: ``FEATURES [B, n, d]`` gives
-    ``[B, n, m]``, batch ``b`` equal to the call on ``FEATURES[b]`` alone (one neighbourhood per
-    image, over its sampled positions); otherwise ``FEATURES [n, ...]`` are n points.
+    ``requires``: context keys read (`OPTIONAL_KEYS` and keys tested first need no listing);
+    ``role``: ``"supervisory"`` (no gradient), ``"learned"`` or ``"either"``; ``family``: its
+    periodic-table row/column (thesis Fig. 8.1); ``batched``: ``FEATURES [B, n, d]`` gives
+    ``[B, n, m]``, each batch equal to the call on its slice alone.
     """
 
     requires: ClassVar[tuple[str, ...]] = (FEATURES,)
@@ -208,15 +177,9 @@ class NeighborhoodDistribution(Component):
 class Featurizer(nn.Module, Component):
     """Maps inputs to features: global ``[B, C]`` or dense ``[B, C, H, W]`` / ``[B, C, T]``.
 
-    ``input_key`` is the batch key it consumes (``"x"`` for images/vectors, ``"index"`` for an
-    embedding table, ``"audio"`` for waveforms). ``dim`` is ``C``; ``dense`` says whether
-    outputs keep positional axes; ``patch_size`` is the input pixels (or samples) per output
-    cell (1 for global featurizers). ``input_shape`` is the shape of one input item (without
-    the batch axis) that the registry walk feeds it; ``None`` entries take any size. Gradient
-    flows unless the featurizer is frozen (``requires_grad`` False on its parameters). Padded
-    sequences: a featurizer of ``[B, 1, T]`` audio with a mask ``[B, T]`` returns
-    :class:`fw.dense.Dense` features with the mask resampled to its output rate
-    (:meth:`forward_dense`).
+    ``input_key``: the batch key consumed (``"x"``, ``"index"``, ``"audio"``); ``dim`` = C;
+    ``dense``: outputs keep positional axes; ``patch_size``: input pixels (samples) per output
+    cell; ``input_shape``: one item's shape for the smoke check (``None`` = any size).
     """
 
     input_key: str = "x"
@@ -226,11 +189,7 @@ class Featurizer(nn.Module, Component):
     input_shape: ClassVar[tuple[int, ...]] = (3, 32, 32)
 
     def setup(self, data: Any) -> None:  # noqa: B027 - optional hook, default is a no-op
-        """Optionally look at the training data once before training (e.g. PCA init).
-
-        Read inputs with `fw.data.take(data, key)`, which works for in-memory and streamed
-        datasets alike.
-        """
+        """Optionally look at the training data (read it with `fw.data.take`) before training."""
 
     def forward_dense(self, x: Tensor, mask: Tensor | None = None) -> Dense:
         """Dense features with their validity mask (nearest-resampled to the output grid)."""
@@ -243,22 +202,11 @@ class Featurizer(nn.Module, Component):
 
 
 class Upsampler(nn.Module, Component):
-    """Raises dense features ``[B, C, h, w]`` to ``[B, C, *size]`` guided by an image.
+    """Raises dense features ``[B, C, h, w]`` to ``[B, C, *size]`` guided by an RGB image.
 
-    ``forward(features, guidance [B, 3, H, W], size=None)``; ``size`` defaults to the
-    guidance's ``(H, W)``. The guidance is the RGB image in [0, 1], unnormalised (one that wants
-    standardised colours standardises it itself). Gradient flows to the upsampler's parameters
-    and to ``features``, except in an upsampler fitted per image (a network fitted to one
-    image): it sets ``per_image = True``, predicts its output from the image and implements
-    :meth:`fit`, which the caller runs on each image before ``forward``. Recipes that train an
-    upsampler over a corpus refuse such an upsampler; featurizers wrapped with it fit it per
-    image at inference. Memory: the float32 output alone takes ``B·C·H·W·4`` bytes (batch 4 of
-    384 channels at 224²: 308 MB), and as much again for its gradient in training.
-
-    Example::
-
-        up = registry.get("upsampler", name).factory()
-        hr = up(lr_feats, image)                  # [B, C, H, W]
+    The guidance is ``[B, 3, H, W]`` in [0, 1]; ``size`` defaults to its ``(H, W)``. Gradient
+    reaches the parameters and ``features``; an upsampler fitted per image sets ``per_image``
+    and implements :meth:`fit`. The float32 output alone takes ``B·C·H·W·4`` bytes.
     """
 
     per_image: ClassVar[bool] = False
@@ -285,12 +233,7 @@ class Upsampler(nn.Module, Component):
 
 
 class Downsampler(nn.Module, Component):
-    """Models how a backbone pooled its features: ``[B, C, H, W]`` -> ``[B, C, *size]``.
-
-    Upsampler training learns it (σ↓, Hamilton, PhD thesis, §5.5.1) so that high-resolution
-    features, pooled again, reproduce the backbone's low-resolution ones. ``guidance`` (the
-    image) is optional.
-    """
+    """How a backbone pooled its features, ``[B, C, H, W] -> [B, C, *size]`` (σ↓, thesis §5.5.1)."""
 
     @abc.abstractmethod
     def forward(
@@ -300,22 +243,11 @@ class Downsampler(nn.Module, Component):
 
 
 class Aggregator(nn.Module, Component):
-    """Pools the local similarity volume of two dense featurizations into one score per pair.
+    """Pools the similarity volumes of two dense featurizations into scores ``[B_a, B_b]``.
 
-    ``forward(a, b) -> [B_a, B_b]`` for ``a`` ``[B_a, C, *Sa]`` and ``b`` ``[B_b, C, *Sb]`` (each a
-    tensor or a :class:`fw.dense.Dense` with a validity mask for padding). Channels split into
-    ``heads`` K equal groups (multi-head similarity, Hamilton, PhD thesis, §6.5); the local
-    volume of a pair is ``vol[k, n, m] = <a[k, :, n], b[k, :, m]>`` (Eq. 6.1). A subclass
-    implements only :meth:`pool`, which reduces volumes of a chunk of pairs; the base class
-    never builds the full ``[B_a, B_b, K, Na, Nb]`` tensor: it walks blocks of rows of ``a`` so
-    that at most ``max_elements`` volume entries exist at once. :meth:`pair_volumes` returns
-    the volumes of chosen pairs (for heatmaps). Gradient flows to both inputs.
-
-    Example::
-
-        agg = MaxMean(heads=2)
-        scores = agg(Dense(audio, audio_mask), Dense(image))    # [B, B]
-        heat = agg.pair_volumes(Dense(audio, audio_mask), Dense(image), torch.tensor([[0, 0]]))
+    Inputs are ``[B, C, *S]`` tensors or `fw.dense.Dense`; channels split into ``heads`` groups
+    and ``vol[k, n, m] = <a[k, :, n], b[k, :, m]>`` (thesis §6.5, Eq. 6.1). Subclasses implement
+    :meth:`pool`; ``forward`` walks blocks of at most ``max_elements`` volume entries.
     """
 
     heads: int = 1
@@ -368,20 +300,55 @@ class Aggregator(nn.Module, Component):
             )
 
 
+class Game(abc.ABC):
+    """A value ``v(S)`` for every coalition of ``n_players`` players: what explainers explain.
+
+    ``soft_value`` takes membership weights ``[S, n]`` in [0, 1] and is differentiable.
+    """
+
+    n_players: int
+    #: ``(query players, match players)`` when the players span two inputs (second order).
+    split: tuple[int, int] | None = None
+    #: coalitions evaluated per model call
+    batch_size: int = 64
+
+    @abc.abstractmethod
+    def soft_value(self, weights: Tensor) -> Tensor:
+        """Values ``[S]`` of soft coalitions ``[S, n]`` in [0, 1]; differentiable in the weights."""
+
+    @torch.no_grad()
+    def value(self, coalitions: Tensor) -> Tensor:
+        """Values ``[S]`` of hard coalitions (bool ``[S, n]``), evaluated in batches."""
+        if coalitions.dim() != 2 or coalitions.shape[1] != self.n_players:
+            raise ShapeError(
+                f"coalitions must be [S, {self.n_players}], got shape {tuple(coalitions.shape)}"
+            )
+        out = [
+            self.soft_value(chunk.to(torch.get_default_dtype()))
+            for chunk in coalitions.split(self.batch_size)
+        ]
+        return torch.cat(out) if out else torch.empty(0)
+
+    def empty_and_full(self) -> tuple[float, float]:
+        """``(v(∅), v(N))``: the two ends efficiency compares the attributions with."""
+        ends = torch.zeros(2, self.n_players, dtype=torch.bool)
+        ends[1] = True
+        v = self.value(ends)
+        return float(v[0]), float(v[1])
+
+    def cross(self, interactions: Tensor) -> Tensor:
+        """The query × match block ``[P_q, P_r]`` of second-order interactions ``[n, n]``."""
+        if self.split is None:
+            raise ShapeError("this game's players do not span a query and a match")
+        nq = self.split[0]
+        return interactions[:nq, nq:]
+
+
 class Explainer(Component):
-    """Attributes a game's value to its players (thesis Ch. 7): first or second order.
+    """Attributes a :class:`Game`'s value to its players (thesis Ch. 7).
 
-    ``explain(game, order=1)`` returns ``[n]`` (one value per player; Shapley-like) and
-    ``explain(game, order=2)`` a symmetric ``[n, n]`` matrix of pairwise interactions
-    (Shapley–Taylor-like; zero diagonal). A game of a similarity model d(x, y) is a
-    :class:`fw.games.SimilarityGame` (v₁ over the match's parts, v₂ over both inputs' parts;
-    ``game.cross(phi)`` picks the query × match block). ``orders`` lists what an explainer
-    supports. Explainers may call ``game.soft_value`` for gradients; their output carries none.
-
-    Example::
-
-        game = SimilarityGame(d, x, y, grid_players((7, 7)), background_y=blurred)
-        phi = registry.get("explainer", name).factory().explain(game)   # [49]
+    Order 1 gives ``[n]`` (Shapley-like), order 2 a symmetric ``[n, n]`` of pairwise
+    interactions with zero diagonal; ``orders`` lists those supported. No gradient in the output.
     """
 
     orders: ClassVar[tuple[int, ...]] = (1,)
@@ -389,6 +356,10 @@ class Explainer(Component):
     @abc.abstractmethod
     def explain(self, game: Game, order: int = 1) -> Tensor:
         """Return attributions ``[n]`` (order 1) or interactions ``[n, n]`` (order 2)."""
+
+    def example_game(self, order: int) -> Game | None:
+        """A small game of the kind it explains, for the smoke check (None: any game)."""
+        return None
 
     def check_order(self, order: int) -> None:
         """Raise a clear error when ``order`` is not supported."""
@@ -399,20 +370,12 @@ class Explainer(Component):
 
 
 class OptimizerFactory:
-    """Type marker: a parameter annotated with this takes an optimizer component.
-
-    The recipe builds it into ``partial(factory, **cfg)``; call it with the parameters.
-    """
+    """Type marker: the parameter takes an optimizer, built as ``partial(factory, **cfg)``."""
 
 
 @attrs.define
 class Optimization:
-    """What a learner trains with: optimizers and learning-rate schedulers.
-
-    The loop zeroes every optimizer, back-propagates the step's loss once, steps every
-    optimizer, then every scheduler (once per training step), and checkpoints all their states.
-    Parameter groups with their own rates live inside an optimizer as usual.
-    """
+    """Optimizers and schedulers; the loop steps all of them once per step and checkpoints them."""
 
     optimizers: list[torch.optim.Optimizer]
     schedulers: list[Any] = attrs.field(factory=list)
@@ -433,20 +396,11 @@ class Optimization:
 
 
 class Learner(nn.Module, Component):
-    """A trainable method: everything `fw.train` needs to run, checkpoint and evaluate it.
+    """A trainable method: ``setup``, ``configure_optimizers``, ``training_step``, ``evaluate``.
 
-    Life cycle: the recipe builds it from config; ``setup(data)`` sees the training data once
-    (calibration, initialisation; read inputs with `fw.data.take`, never ``data.x``); the loop
-    calls ``configure_optimizers()`` once (an optimizer, a list, or an :class:`Optimization`
-    with schedulers — the learner owns them, the loop steps them) and then
-    ``training_step(batch, step)`` through ``forward`` so distributed strategies see a forward
-    call; ``evaluate(data, run_dir)`` returns final metrics (and may write plots);
-    ``infer(batch)`` returns the learned representation. Checkpoint state is the module's
-    ``state_dict`` plus :meth:`extra_state`.
-
-    A batch is a dict of tensors with at least ``"index"`` (dataset ids) and usually ``"x"``
-    (inputs) and ``"label"``; dense inputs follow `fw.dense` (``"audio"`` + ``"audio_mask"``).
-    ``headline`` names the metrics `fw run` prints in its one-line summary, most telling first.
+    Batches are dicts of tensors with ``"index"`` and usually ``"x"`` and ``"label"``.
+    Checkpoints hold ``state_dict`` and :meth:`extra_state`; ``headline`` names the metrics
+    `fw run` prints in its summary line, most telling first.
     """
 
     #: ``None`` means the learner wants the whole dataset as one batch every step.
@@ -486,11 +440,7 @@ class Learner(nn.Module, Component):
 
 
 class Augmentation(Component):
-    """A batched random augmentation ``[B, C, H, W] -> [B, C', H', W']`` of images in [0, 1].
-
-    Random parameters are drawn per image from torch's global generator (seeded and
-    checkpointed by the loop). ``p`` is the per-image probability that it applies.
-    """
+    """A batched random augmentation of images in [0, 1], drawing from torch's generator."""
 
     p: float = 1.0
 
@@ -501,12 +451,7 @@ class Augmentation(Component):
 
 @attrs.frozen
 class Command:
-    """An ``fw`` sub-command a plugin contributes through the ``fw_commands`` hook.
-
-    ``configure(parser)`` adds the command's arguments to its `argparse` sub-parser;
-    ``main(args)`` runs it and returns the exit status (``None`` means 0). The host adds
-    ``--plugin`` and ``--debug`` to every command and turns `fw.errors.FwError` into exit 2.
-    """
+    """An ``fw`` sub-command: ``configure(parser)`` adds arguments, ``main(args)`` runs it."""
 
     help: str
     main: Callable[[Any], int | None]

@@ -29,7 +29,6 @@ from torch import Tensor, nn
 from fw import api, hookspecs
 from fw.dense import Dense, lengths_to_mask
 from fw.errors import DataError, FwError
-from fw.games import SimilarityGame, grid_players
 from fw.recipe import build, recipe_from_dict
 from fw.registry import Entry, Registry, get_registry
 
@@ -231,18 +230,22 @@ def _aggregator(entry: Entry, obj: api.Aggregator) -> None:
         raise _fail(entry, "no gradient reaches the features")
 
 
+class _PairGame(api.Game):
+    """v(S) = (a·w_q)(b·w_r) over 4 query and 4 match players (order 1: the match's only)."""
+
+    def __init__(self, order: int) -> None:
+        g = torch.Generator().manual_seed(2)
+        self.a, self.b = torch.randn(4, generator=g), torch.randn(4, generator=g)
+        self.n_players, self.split = (4, None) if order == 1 else (8, (4, 4))
+
+    def soft_value(self, weights: Tensor) -> Tensor:
+        query = weights[:, :4] @ self.a if self.split else self.a.sum()
+        return query * (weights[:, -4:] @ self.b)
+
+
 def _explainer(entry: Entry, obj: api.Explainer) -> None:
-    g = torch.Generator().manual_seed(2)
-    x, y = torch.randn(3, 2, 2, generator=g), torch.randn(3, 2, 2, generator=g)
-
-    def gap_inner(a: Tensor, b: Tensor) -> Tensor:
-        return (a.mean(dim=(2, 3)) * b.mean(dim=(2, 3))).sum(dim=1)
-
     for order in obj.orders:
-        players = "match" if order == 1 else "both"
-        game = SimilarityGame(
-            gap_inner, x, y, grid_players((2, 2)), players_x=grid_players((2, 2)), players=players
-        )
+        game = obj.example_game(order) or _PairGame(order)
         out = obj.explain(game, order=order)
         expected = (game.n_players,) * order
         if tuple(out.shape) != expected:

@@ -12,9 +12,8 @@ from typing import ClassVar
 import torch
 from torch import Tensor
 
-from fw.api import Explainer
+from fw.api import Explainer, Game
 from fw.errors import ShapeError
-from fw.games import Game
 
 
 def all_coalitions(n: int) -> Tensor:

@@ -22,8 +22,7 @@ from typing import ClassVar
 import torch
 from torch import Tensor
 
-from fw.api import Explainer
-from fw.games import Game
+from fw.api import Explainer, Game
 
 
 def integrated_gradients(game: Game, steps: int) -> Tensor:

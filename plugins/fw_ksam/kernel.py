@@ -24,9 +24,8 @@ from typing import ClassVar, Literal
 import torch
 from torch import Tensor
 
-from fw.api import Explainer
+from fw.api import Explainer, Game
 from fw.errors import ShapeError, check_choice
-from fw.games import Game
 
 Sampling = Literal["direct", "weighting"]
 Constraint = Literal["exact", "penalty"]

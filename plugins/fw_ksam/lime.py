@@ -17,8 +17,7 @@ from typing import ClassVar
 import torch
 from torch import Tensor
 
-from fw.api import Explainer
-from fw.games import Game
+from fw.api import Explainer, Game
 from fw_ksam.kernel import design, to_matrix
 
 

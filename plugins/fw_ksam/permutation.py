@@ -13,7 +13,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from fw.games import Game
+from fw.api import Game
 
 
 def permutation_shapley(game: Game, evaluations: int, seed: int = 0) -> tuple[Tensor, int]:

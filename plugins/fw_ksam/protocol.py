@@ -37,9 +37,9 @@ import torch
 from torch import Tensor
 
 from fw.errors import RecipeError, ShapeError
-from fw.games import SimilarityGame, grid_players
 from fw.lib.images import read_image
 from fw.registry import Registry, get_registry
+from fw_ksam.games import SimilarityGame, grid_players
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)

@@ -21,9 +21,9 @@ from typing import ClassVar
 import torch
 from torch import Tensor
 
-from fw.api import Explainer
-from fw.games import Game, SimilarityGame
-from fw_ksam.structure import pool_to_players, similarity_game
+from fw.api import Game
+from fw_ksam.games import SimilarityGame
+from fw_ksam.structure import StructuralExplainer, pool_to_players, similarity_game
 
 
 def _gap(t: Tensor) -> Tensor:
@@ -39,7 +39,7 @@ def _sides(game: SimilarityGame) -> tuple[Tensor, Tensor, Tensor, Tensor]:
     return game.x, game.y, game.background_y, game.labels_y
 
 
-class SAM(Explainer):
+class SAM(StructuralExplainer):
     """Closed-form Shapley values (order 1) / Shapley–Taylor pairs (order 2) of GAP dot products."""
 
     orders: ClassVar[tuple[int, ...]] = (1, 2)
@@ -82,7 +82,7 @@ def raise_both(name: str) -> None:
     )
 
 
-class GradCAM(Explainer):
+class GradCAM(StructuralExplainer):
     """GradCAM for similarity: features × GAP of the similarity's gradient (first order)."""
 
     orders: ClassVar[tuple[int, ...]] = (1,)

@@ -18,10 +18,10 @@ from typing import ClassVar
 import torch
 from torch import Tensor
 
-from fw.api import Explainer
-from fw.games import Game, SimilarityGame
+from fw.api import Game
+from fw_ksam.games import SimilarityGame
 from fw_ksam.sam import raise_both
-from fw_ksam.structure import player_sizes, pool_to_players
+from fw_ksam.structure import StructuralExplainer, player_sizes, pool_to_players
 
 
 def _starts(size: int, window: int, stride: int) -> list[int]:
@@ -53,7 +53,7 @@ def _labels(game: Game, side: str) -> Tensor:
     return torch.arange(game.n_players)  # players on a line when the game has no layout
 
 
-class SBSM(Explainer):
+class SBSM(StructuralExplainer):
     """Sliding-window occlusion saliency, first order and pairs of windows for second order."""
 
     orders: ClassVar[tuple[int, ...]] = (1, 2)

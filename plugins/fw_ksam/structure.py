@@ -2,10 +2,27 @@
 
 from __future__ import annotations
 
+import torch
 from torch import Tensor
 
+from fw.api import Explainer, Game
 from fw.errors import ShapeError
-from fw.games import Game, SimilarityGame
+from fw_ksam.games import SimilarityGame, grid_players
+
+
+class StructuralExplainer(Explainer):
+    """An explainer that reads a :class:`SimilarityGame`'s inputs and players, not only values."""
+
+    def example_game(self, order: int) -> Game:
+        g = torch.Generator().manual_seed(2)
+        x, y = torch.randn(3, 2, 2, generator=g), torch.randn(3, 2, 2, generator=g)
+
+        def gap_inner(a: Tensor, b: Tensor) -> Tensor:
+            return (a.mean(dim=(2, 3)) * b.mean(dim=(2, 3))).sum(dim=1)
+
+        players = "match" if order == 1 else "both"
+        cells = grid_players((2, 2))
+        return SimilarityGame(gap_inner, x, y, cells, players_x=cells, players=players)
 
 
 def similarity_game(game: Game, explainer: str) -> SimilarityGame:
@@ -13,7 +30,7 @@ def similarity_game(game: Game, explainer: str) -> SimilarityGame:
     if not isinstance(game, SimilarityGame):
         raise ShapeError(
             f"{explainer} reads the inputs and players of a similarity model: it needs an "
-            f"fw.games.SimilarityGame, got {type(game).__name__}"
+            f"fw_ksam.games.SimilarityGame, got {type(game).__name__}"
         )
     return game
 

@@ -1,21 +1,11 @@
-"""Value functions on coalitions of players: what an `fw.api.Explainer` explains (thesis Ch. 7).
+"""Games of a similarity model d(x, y) over parts of its inputs (thesis Eqs. 7.2 and 7.6).
 
-A :class:`Game` gives a value ``v(S)`` for every coalition ``S`` of its ``n_players`` players.
-Explainers query it in batches of coalitions (``value``, bool ``[S, n]``) or, when they need
-gradients, with soft membership weights in [0, 1] (``soft_value``, float ``[S, n]``; a 0/1
-weight is the hard coalition).
-
-:class:`SimilarityGame` is the game of a similarity model d(x, y) (thesis Eqs. 7.2 and 7.6):
-
-- first order, ``players="match"``: v₁(S) = d(x, mask(y, S)), the players are parts of y
-  (``"query"`` swaps the roles);
-- second order, ``players="both"``: v₂(S) = d(mask(x, S∩L_q), mask(y, S∩L_r)) with
-  N = L_q ∪ L_r; the first ``split[0]`` players belong to the query.
-
-Players are parts of an input given as a label map ``[*S]`` (values 0..P-1) over its positional
-axes: superpixels of an image, or cells of a feature grid (:func:`grid_players`). Masking keeps
-the parts in S and takes the rest from a background of the same shape (a blurred image, or the
-features' mean): ``mask(y, w) = w·y + (1 − w)·b`` per position.
+First order, ``players="match"``: v₁(S) = d(x, mask(y, S)), the players are parts of y
+(``"query"`` swaps the roles); second order, ``players="both"``: v₂(S) = d(mask(x, S∩L_q),
+mask(y, S∩L_r)) with N = L_q ∪ L_r, the first ``split[0]`` players belonging to the query.
+Players are a label map over an input's positional axes (superpixels, or the cells of
+:func:`grid_players`); masking keeps the parts in S and takes the rest from a background:
+``mask(y, w) = w·y + (1 − w)·b`` per position.
 
 Example::
 
@@ -26,57 +16,16 @@ Example::
 
 from __future__ import annotations
 
-import abc
 from collections.abc import Callable
 from typing import Literal
 
 import torch
 from torch import Tensor
 
+from fw.api import Game
 from fw.errors import ShapeError
 
 Similarity = Callable[[Tensor, Tensor], Tensor]  # batched inputs [S, ...] x2 -> scores [S]
-
-
-class Game(abc.ABC):
-    """A cooperative game: ``n_players`` players and a value for every coalition."""
-
-    n_players: int
-    #: ``(query players, match players)`` when the players span two inputs (second order).
-    split: tuple[int, int] | None = None
-    #: coalitions evaluated per model call
-    batch_size: int = 64
-
-    @abc.abstractmethod
-    def soft_value(self, weights: Tensor) -> Tensor:
-        """Values ``[S]`` of soft coalitions ``[S, n]`` in [0, 1]; differentiable in the weights."""
-
-    @torch.no_grad()
-    def value(self, coalitions: Tensor) -> Tensor:
-        """Values ``[S]`` of hard coalitions (bool ``[S, n]``), evaluated in batches."""
-        if coalitions.dim() != 2 or coalitions.shape[1] != self.n_players:
-            raise ShapeError(
-                f"coalitions must be [S, {self.n_players}], got shape {tuple(coalitions.shape)}"
-            )
-        out = [
-            self.soft_value(chunk.to(torch.get_default_dtype()))
-            for chunk in coalitions.split(self.batch_size)
-        ]
-        return torch.cat(out) if out else torch.empty(0)
-
-    def empty_and_full(self) -> tuple[float, float]:
-        """``(v(∅), v(N))``: the two ends efficiency compares the attributions with."""
-        ends = torch.zeros(2, self.n_players, dtype=torch.bool)
-        ends[1] = True
-        v = self.value(ends)
-        return float(v[0]), float(v[1])
-
-    def cross(self, interactions: Tensor) -> Tensor:
-        """The query × match block ``[P_q, P_r]`` of second-order interactions ``[n, n]``."""
-        if self.split is None:
-            raise ShapeError("this game's players do not span a query and a match")
-        nq = self.split[0]
-        return interactions[:nq, nq:]
 
 
 def grid_players(size: tuple[int, ...], cells: tuple[int, ...] | None = None) -> Tensor:
