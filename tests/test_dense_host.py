@@ -12,6 +12,7 @@ import torch.nn.functional as F
 from fw import api, hookimpl
 from fw.dense import Dense, lengths_to_mask
 from fw.lib.icon import debias, icon_loss, propagate
+from fw.lib.volumes import VolumeAggregator
 from fw.recipe import recipe_from_dict
 from fw.registry import get_registry
 from fw.train import train
@@ -53,7 +54,7 @@ def test_neighborhood_to_keeps_log_norm_and_mask_broadcasts():
     assert shared.mask.shape == (2, 3, 3)
 
 
-class _MaxMean(api.Aggregator):
+class _MaxMean(VolumeAggregator):
     """Max over heads and b's positions, mean over a's valid positions (for the tests)."""
 
     def __init__(self, heads: int = 2, max_elements: int = 1 << 25) -> None:

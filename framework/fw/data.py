@@ -1,11 +1,4 @@
-"""Datasets as fw sees them: in-memory named tensors, or streamed items, and how the loop samples.
-
-Small data is an :class:`ArrayDataset` (named tensors, batched by slicing). Large data is any
-map-style ``torch.utils.data.Dataset`` whose items are dicts of tensors (``"x"``, ``"label"``,
-dense masks under ``<key>_mask``, see `fw.dense`); the loop loads it with a ``DataLoader``
-(``trainer.num_workers`` processes) driven by :class:`StepSampler`, through
-:class:`SeededItems` so per-item random transforms are reproducible and resumable.
-"""
+"""Datasets as fw sees them (named tensors or streamed items) and how the loop samples them."""
 
 from __future__ import annotations
 
@@ -22,11 +15,7 @@ from fw.errors import DataError, ShapeError
 
 
 class ArrayDataset(Dataset):
-    """Named tensors sharing their first axis; items are dicts with an ``"index"`` entry.
-
-    ``x`` holds inputs (``[N, ...]``), ``label`` class ids (``[N]``, optional); ``classes`` the
-    class names when known. ``full_batch()`` returns everything at once for full-batch learners.
-    """
+    """Named tensors sharing their first axis; items are dicts with an ``"index"`` entry."""
 
     def __init__(
         self,
@@ -105,12 +94,7 @@ def gather(dataset: Dataset, idx: list[int]) -> dict[str, Tensor]:
 
 
 def take(data: Dataset, key: str = "x", limit: int | None = None) -> Tensor:
-    """The ``key`` entries of a dataset's first ``limit`` items (all when None), stacked.
-
-    Works for in-memory `ArrayDataset` (a slice, no copy) and for any map-style dataset of
-    dict items (read item by item, each with its fixed evaluation seed, so random per-item
-    transforms give the same view every call), so learners never reach into ``data.x``.
-    """
+    """The ``key`` entries of a dataset's first ``limit`` items (all when None), stacked."""
     n = len(data)  # type: ignore[arg-type]
     count = n if limit is None else min(limit, n)
     if isinstance(data, ArrayDataset):
@@ -136,13 +120,7 @@ def item_seed(seed: int, step: int, position: int) -> int:
 
 
 class StepSampler(Sampler):
-    """Batch sampler for steps ``start..stop``: each batch is a list of ``(index, item_seed)``.
-
-    Epoch ``e`` visits a permutation seeded by ``(seed, e)``; ranks take strided slices of it
-    (as `DistributedSampler` does) and the last incomplete batch is dropped. The batch of any
-    step is a function of the step number alone, so a resumed run (``start`` > 0) sees exactly
-    the batches, and the per-item random transforms, of an uninterrupted one.
-    """
+    """Batch sampler for steps ``start..stop``: each batch is a list of ``(index, item_seed)``."""
 
     def __init__(
         self,
@@ -191,13 +169,7 @@ class StepSampler(Sampler):
 
 
 class SeededItems(Dataset):
-    """Serves ``(index, seed)`` requests: item ``index`` with every RNG seeded by ``seed``.
-
-    Per-item random transforms in a dataset (crops, jitter) draw from torch's, numpy's and
-    Python's global generators; seeding them per item makes the result independent of the
-    worker that loads it. In the main process the generators are restored afterwards, so the
-    training step's own randomness is untouched. Items without ``"index"`` get it.
-    """
+    """Serves ``(index, seed)`` requests: item ``index`` with every RNG seeded by ``seed``."""
 
     def __init__(self, dataset: Dataset) -> None:
         self.dataset = dataset

@@ -1,17 +1,4 @@
-"""The dense-feature convention: maps ``[B, C, H, W]``, sequences ``[B, C, T]`` with padding.
-
-A dense tensor travels with an optional validity mask ``[B, *S]`` (True = a real position). In
-batches and contexts the mask of key ``k`` is stored under ``k + MASK_SUFFIX`` (e.g. ``audio``
-and ``audio_mask``); a dataset may give lengths instead, turned into a mask by
-:func:`lengths_to_mask`. :class:`Dense` bundles the two for components (aggregators,
-explainers) so padding is never forgotten on the way.
-
-Example::
-
-    audio = Dense(torch.randn(4, 64, 100), lengths_to_mask(torch.tensor([100, 80, 55, 9]), 100))
-    image = Dense(torch.randn(4, 64, 14, 14))          # every position valid
-    flat, mask = audio.flat()                          # [4, 64, 100], [4, 100]
-"""
+"""The dense-feature convention: maps ``[B, C, H, W]``, sequences ``[B, C, T]`` with padding."""
 
 from __future__ import annotations
 
@@ -20,13 +7,6 @@ import torch
 from torch import Tensor
 
 from fw.errors import ShapeError
-
-MASK_SUFFIX = "_mask"
-
-
-def mask_key(key: str) -> str:
-    """The batch key of ``key``'s validity mask (``"audio"`` -> ``"audio_mask"``)."""
-    return key + MASK_SUFFIX
 
 
 def lengths_to_mask(lengths: Tensor, size: int) -> Tensor:
@@ -42,11 +22,7 @@ def lengths_to_mask(lengths: Tensor, size: int) -> Tensor:
 
 @attrs.frozen
 class Dense:
-    """Dense features ``[B, C, *S]`` (S = (H, W) or (T,)) and their validity mask ``[B, *S]``.
-
-    ``mask`` None means every position is valid. Gradient flows through ``features``; the mask
-    carries none.
-    """
+    """Dense features ``[B, C, *S]`` (S = (H, W) or (T,)) and their validity mask ``[B, *S]``."""
 
     features: Tensor
     mask: Tensor | None = None

@@ -74,11 +74,7 @@ def write_text(path: str | Path, text: str) -> None:
 
 @contextlib.contextmanager
 def locked(directory: str | Path, what: str = "--out") -> Iterator[Path]:
-    """Hold an exclusive lock on ``directory`` (made if missing, removed again if left empty).
-
-    The lock is an ``fcntl.flock`` on ``directory/.fw.lock`` holding the writer's PID; the
-    kernel releases it when the process dies, so a killed run never blocks the next one.
-    """
+    """Hold an exclusive lock on ``directory`` (made if missing, removed again if left empty)."""
     directory = Path(directory)
     if directory.exists() and not directory.is_dir():
         raise FwError(f"{what} {directory} is a file, not a directory; choose another {what}")

@@ -1,12 +1,4 @@
-"""pluggy hook specifications: a plugin implements some of these to contribute named factories.
-
-Every factory hook returns a mapping ``{name: factory}``. A factory is a class or function whose
-keyword parameters (with type hints and defaults) are the recipe parameters of that component;
-`fw.recipe` checks recipes against those signatures. Implement a hook with ``@fw.hookimpl``.
-
-The hooks below define the component kinds: :data:`KINDS` is derived from them and is the one
-table the registry, the recipe builder, the CLI and the tests use.
-"""
+"""pluggy hook specifications: a plugin implements some of these to contribute named factories."""
 
 from __future__ import annotations
 

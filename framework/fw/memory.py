@@ -1,13 +1,4 @@
-"""Keep freed large blocks in the process heap (glibc) instead of returning them to the kernel.
-
-Training allocates many short-lived tensors of 10–130 MB (similarity volumes, activations,
-metric temporaries). glibc serves blocks above its mmap threshold (at most 32 MB, dynamically)
-with a fresh ``mmap`` and unmaps them on free, so every such tensor is page-faulted and zeroed
-again by the kernel: on an audio-visual recipe, a third of a run's CPU time was system time. With
-``trainer.reuse_memory: true``, `fw.train` raises the mmap and trim thresholds once per process,
-so the heap reuses freed memory. Results are unchanged; the cost is a higher peak RSS, since the
-heap keeps what it grew to (that recipe: max RSS 6.2 -> 14.1 GB, CPU 30.5 -> 20.4 min).
-"""
+"""Keep freed large blocks in the process heap (glibc) instead of returning them to the kernel."""
 
 from __future__ import annotations
 

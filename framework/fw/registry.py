@@ -187,13 +187,7 @@ def plugin_manager(
     autoload: bool | None = None,
     skip_broken: bool | None = None,
 ) -> PluginManager:
-    """Build the plugin manager: entry points (unless disabled), named plugins, in-process ones.
-
-    Autoloading is off when ``FW_DISABLE_PLUGIN_AUTOLOAD`` is set; then only the entry points
-    named in ``plugins`` (or in ``FW_PLUGINS``) are loaded, as pytest does with ``-p``. A plugin
-    that fails to import raises one `RegistryError` naming it, or is skipped with a warning when
-    ``skip_broken`` (or ``FW_SKIP_BROKEN_PLUGINS``) is set.
-    """
+    """Build the plugin manager: entry points (unless disabled), named plugins, in-process ones."""
     pm = PluginManager()
     pm.add_hookspecs(hookspecs)
     if autoload is None:

@@ -27,12 +27,7 @@ class RunResult:
 
 
 def load_run(run_dir: str | Path, registry: Registry | None = None, setup: bool = True) -> Learner:
-    """The trained learner of a run: rebuilt from ``recipe.yaml``, weights from the checkpoint.
-
-    The learner sees its training data once (``setup``, skipped with ``setup=False`` for a
-    learner that needs no data to rebuild its layers), then loads the checkpointed state
-    (tensors only: `fw.files.load`) and is put in eval mode, so ``infer`` equals the run's model.
-    """
+    """The trained learner of a run: rebuilt from ``recipe.yaml``, weights from the checkpoint."""
     registry = registry or get_registry()
     run_dir = Path(run_dir)
     recipe_path, ckpt = run_dir / "recipe.yaml", run_dir / CHECKPOINT

@@ -1,19 +1,4 @@
-"""Smoke checks for any registered component: build it small, run it on random inputs of its kind.
-
-`check(component)` builds a registered component from its declared ``example`` parameters (or
-its defaults), checks it is an instance of its kind's base class (`fw.hookspecs.KINDS`), feeds
-it random inputs of the shapes its kind's contract names, and checks shape, dtype, finiteness
-and that a gradient reaches its parameters (an upsampler's: also its input features). A
-distribution must list in ``requires`` each context key it reads unchecked (besides
-`fw.api.OPTIONAL_KEYS`); one that claims ``batched`` must give each batch of ``FEATURES
-[2, n, d]`` the neighbourhood of that slice alone. tests/test_components.py walks every
-registered component with it; a third-party plugin's test calls it by name::
-
-    from fw.smoke import check
-
-    def test_my_components():
-        assert check("laplace") == "ran"  # or check(registry.get("distribution", "laplace"))
-"""
+"""Smoke checks: build a registered component small and run it on random inputs of its kind."""
 
 from __future__ import annotations
 
@@ -324,11 +309,7 @@ def _is_kind(entry: Entry, obj: Any) -> None:
 
 
 def check(component: str | Entry, registry: Registry | None = None) -> str:
-    """Smoke-check one registered component (its name, or its `Entry`); return what was checked.
-
-    ``registry`` defaults to `fw.registry.get_registry()`. Raises `SmokeError` naming the broken
-    contract, or `fw.errors.FwError` when ``component`` names no single component.
-    """
+    """Smoke-check one registered component (its name, or its `Entry`); return what was checked."""
     registry = registry or get_registry()
     if isinstance(component, str):
         hits = [e for e in select(registry, [component]) if e.name == component]

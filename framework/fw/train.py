@@ -1,9 +1,4 @@
-"""One training loop for every learner, on lightning-fabric (CPU, one GPU, many GPUs or nodes).
-
-The loop owns seeding, deterministic batch order, checkpoints (every N steps, on Ctrl-C, at the
-end), resume, a progress bar, and metric logging (JSONL always, wandb when asked). The learner
-owns its step (`fw.api.Learner`).
-"""
+"""One training loop for every learner, on lightning-fabric (CPU, one GPU, many GPUs or nodes)."""
 
 from __future__ import annotations
 
@@ -47,11 +42,7 @@ def default_run_dir(recipe: Recipe) -> Path:
 
 
 class BatchStream:
-    """The batches of a dataset by step number (for tools and tests; the loop uses `batches`).
-
-    ``batch(step)`` is a function of the step alone (see `fw.data.StepSampler`); the whole
-    dataset when ``batch_size`` is None.
-    """
+    """The batches of a dataset by step number (for tools and tests; the loop uses `batches`)."""
 
     def __init__(
         self,
@@ -88,12 +79,7 @@ def batches(
     fabric: Any,
     num_workers: int = 0,
 ) -> Iterator[dict[str, torch.Tensor]]:
-    """The device batches of steps ``start..stop``, the same whether or not the run resumed.
-
-    In-memory data is sliced in the main process; any other dataset streams through a
-    ``DataLoader`` with ``num_workers`` workers, set up by Fabric, driven by a
-    `fw.data.StepSampler` and `fw.data.SeededItems` (per-item transforms are seeded per step).
-    """
+    """The device batches of steps ``start..stop``, the same whether or not the run resumed."""
     if batch_size is None:
         full = _to_device(load_all(dataset), fabric.device)
         for _ in range(start, stop):
@@ -281,11 +267,7 @@ def train(
     registry: Registry | None = None,
     overwrite: bool = False,
 ) -> dict[str, float]:
-    """Build the recipe's learner and data, train, evaluate; return the final metrics.
-
-    A run directory that holds a run is never silently replaced: ``resume`` continues it
-    (with the same recipe), ``overwrite`` starts afresh.
-    """
+    """Build the recipe's learner and data, train, evaluate; return the final metrics."""
     return fit(recipe, run_dir, resume, registry, overwrite)[0]
 
 

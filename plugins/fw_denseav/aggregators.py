@@ -11,7 +11,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from fw.api import Aggregator
+from fw.lib.volumes import VolumeAggregator
 
 
 def masked_mean(x: Tensor, mask: Tensor, dim: int) -> Tensor:
@@ -35,7 +35,7 @@ def masked_max(x: Tensor, mask: Tensor, dim: int) -> Tensor:
     return torch.where(torch.isfinite(filled), filled, torch.zeros_like(filled))
 
 
-class _HeadMaxAggregator(Aggregator):
+class _HeadMaxAggregator(VolumeAggregator):
     """Base of the DenseAV aggregators: element-wise max over the K channel-split heads."""
 
     def __init__(self, heads: int = 1, max_elements: int = 1 << 25) -> None:

@@ -55,11 +55,7 @@ def build(
     path: str | None = None,
     **injected: Any,
 ) -> Any:
-    """Build a validated component spec (nested components first); ``injected`` adds kwargs.
-
-    A value the factory rejects (``ValueError``/``TypeError`` while constructing) becomes a
-    :class:`RecipeError` naming the recipe key ``path`` (default: the kind).
-    """
+    """Build a validated component spec (nested components first); ``injected`` adds kwargs."""
     registry = registry or get_registry()
     path = path or kind
     entry = registry.get(kind, spec["name"])

@@ -99,13 +99,7 @@ def parse_override(text: str) -> tuple[list[str], Any]:
 
 
 def apply_overrides(raw: dict[str, Any], overrides: Iterable[str]) -> dict[str, Any]:
-    """Set dotted keys; intermediate mappings are created as needed.
-
-    An override that changes a component's ``name`` (``learner.p.name=snn``) starts that
-    component from the new factory's defaults, as ``extends`` does: the old component's
-    parameters would not fit it. Name changes apply first, so parameters given beside them
-    (``learner.p.k=5``) land on the new component whatever their order.
-    """
+    """Set dotted keys; intermediate mappings are created as needed."""
     out = copy.deepcopy(raw)
     parsed = [(text, *parse_override(text)) for text in overrides]
     parsed.sort(key=lambda item: item[1][-1] != "name")  # stable: name changes first

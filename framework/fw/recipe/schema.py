@@ -49,12 +49,7 @@ class TrainerConfig:
 
 
 def result_settings(raw: Mapping[str, Any], also_ignore: Iterable[str] = ()) -> dict[str, Any]:
-    """The part of a resolved recipe that can change its results.
-
-    Dropped: ``description``, the trainer fields marked `NO_EFFECT` (threads, progress, …), the
-    dotted paths in ``also_ignore``, and every null entry: a null setting counts as absent, so
-    a parameter added later with a null default leaves older recipes' settings as they were.
-    """
+    """The part of a resolved recipe that can change its results."""
     ignore = {"description", *also_ignore}
     ignore |= {
         f"trainer.{f.name}" for f in attrs.fields(TrainerConfig) if f.metadata.get(NO_EFFECT)
