@@ -1,0 +1,335 @@
+"""The conditional ball tree of MosAIC: Algorithm 1 with a label -> dominating-nodes index.
+
+Hamilton, Fu, Freeman, Lu, "Conditional Image Retrieval" (arXiv 2007.07177), Sec. 3 and
+Algorithm 1; Hamilton, PhD thesis (MIT 2024), ch. 3, Alg. 1 and Eq. 3.1.
+
+* Build: a ball tree whose split takes a random point of the node, the point farthest from it
+  (pivot 1) and the point farthest from pivot 1 (pivot 2), and sends every point to the nearer
+  pivot; leaves hold at most ``leaf_size`` (50) points. Each node keeps its centroid and radius.
+* Inverted index: for every column value ``v`` the bit array of nodes that dominate (contain) a
+  row with that value, i.e. its leaves and all their ancestors.
+* A condition in negation normal form compiles to node bits: a comparison is the union of the
+  bit arrays of the values it accepts (a negated one: of all the other values, which is exact
+  because every row has one value), OR is a union (exact), AND an intersection, which is only a
+  *superset* of the nodes holding rows that satisfy both sides; the rows of every leaf reached
+  are therefore always filtered by the real predicate.
+* Search (k nearest valid rows): depth first from the root, only into nodes of the compiled set
+  whose lower bound can still beat the current k-th best *valid* distance, the child with the
+  better bound first. Bounds: Euclidean ``max(0, |q - c| - r)``; inner product, for the distance
+  ``-x.q``, ``-(q.c + r |q|)`` (the ball's largest inner product, as in SynapseML's
+  ``ConditionalBallTree``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Hashable
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from fw.errors import ShapeError, check_choice
+from fw_retrieval import exact
+from fw_retrieval.exact import Metric
+from fw_retrieval.predicate import And, Cmp, Columns, Const, Node, Or
+
+_MAX_INDEX_BITS = 400_000_000  # a column with more (values x nodes) is not indexed
+_CHUNK = 1 << 15
+
+
+@dataclass
+class Compiled:
+    """A condition prepared for one tree: node set, row mask (tree order) and counts."""
+
+    nodes: np.ndarray  # bool [n_nodes]: nodes the search may enter
+    mask: np.ndarray  # bool [n], tree order: the rows that satisfy the condition
+    size: int
+    exact_nodes: int  # nodes that really hold a valid row (for the pruning report)
+    _lists: tuple[list[bool], list[int]] | None = field(default=None, repr=False)
+
+
+class ConditionalTree:
+    """Exact conditional kNN over ``X [n, D]`` (float32) with rows described by ``columns``.
+
+    ``metric``: ``"euclidean"`` or ``"ip"`` (maximum inner product; for cosine similarity pass
+    L2-normalised rows and queries with either metric). ``scan_below``: a node whose subtree
+    holds at most this many valid rows is scanned as one block instead of descended (0 keeps the
+    plain Algorithm 1; either way the result is exact).
+    """
+
+    def __init__(
+        self,
+        X: np.ndarray,
+        columns: Columns | None = None,
+        metric: Metric = "euclidean",
+        leaf_size: int = 50,
+        seed: int = 0,
+        scan_below: int = 0,
+    ) -> None:
+        check_choice(metric, exact.METRICS, "metric")
+        X = np.ascontiguousarray(X, dtype=np.float32)
+        if X.ndim != 2 or len(X) == 0:
+            raise ShapeError(f"the index needs a non-empty [n, D] array, got shape {X.shape}")
+        if leaf_size < 1:
+            raise ValueError(f"leaf_size must be >= 1, got {leaf_size}")
+        if columns is not None and columns.n not in (-1, len(X)):
+            raise ShapeError(f"{columns.n} metadata rows for {len(X)} feature rows")
+        self.metric: Metric = metric
+        self.leaf_size = leaf_size
+        self.scan_below = scan_below
+        self.columns = columns if columns is not None else Columns({})
+        self.n, self.dim = X.shape
+        self._build(X, np.random.default_rng(seed))
+        self.max_norm = float(np.sqrt(self.sq_norms.max()))
+        self._index_columns()
+        self._cache: dict[Hashable, Compiled] = {}
+
+    # ------------------------------------------------------------------ build
+
+    def _build(self, X: np.ndarray, rng: np.random.Generator) -> None:
+        n = len(X)
+        perm = np.arange(n)
+        Xw = X.copy()
+        norms = np.einsum("ij,ij->i", Xw, Xw)
+        start, end, left, right, parent, depth = [0], [n], [-1], [-1], [-1], [0]
+        centers: list[np.ndarray] = []
+        radii: list[float] = []
+        todo = [0]
+        while todo:
+            node = todo.pop()
+            s, e = start[node], end[node]
+            pts = Xw[s:e]
+            center = pts.mean(axis=0, dtype=np.float64)
+            radius = self._radius(pts, center)
+            while len(centers) <= node:
+                centers.append(center)
+                radii.append(0.0)
+            centers[node], radii[node] = center, radius
+            if e - s <= self.leaf_size or radius == 0.0:
+                continue
+            nrm = norms[s:e]
+            r = int(rng.integers(e - s))
+            d_r = nrm - 2.0 * (pts @ pts[r]) + nrm[r]
+            p1 = int(np.argmax(d_r))
+            d_1 = nrm - 2.0 * (pts @ pts[p1]) + nrm[p1]
+            p2 = int(np.argmax(d_1))
+            d_2 = nrm - 2.0 * (pts @ pts[p2]) + nrm[p2]
+            side = d_2 < d_1  # ties go to pivot 1
+            n_right = int(side.sum())
+            if n_right == 0 or n_right == e - s:
+                continue  # numerically identical points: keep them in one leaf
+            o = np.argsort(side, kind="stable")
+            Xw[s:e] = pts[o]
+            norms[s:e] = nrm[o]
+            perm[s:e] = perm[s:e][o]
+            mid = e - n_right
+            for a, b, attach in ((s, mid, left), (mid, e, right)):
+                child = len(start)
+                start.append(a)
+                end.append(b)
+                left.append(-1)
+                right.append(-1)
+                parent.append(node)
+                depth.append(depth[node] + 1)
+                attach[node] = child
+                todo.append(child)
+        self.X = Xw  # rows in tree order: every node's rows are contiguous
+        self.perm = perm  # tree position -> original row id
+        self.sq_norms = norms
+        self.start, self.end = np.asarray(start), np.asarray(end)
+        self.left, self.right = np.asarray(left), np.asarray(right)
+        self.parent, self.depth = np.asarray(parent), np.asarray(depth)
+        self.center = np.stack(centers)
+        self.center_norm = np.linalg.norm(self.center, axis=1)
+        self.radius = np.asarray(radii)
+        self.is_leaf = self.left < 0
+        self.n_nodes = len(start)
+        leaf_of = np.empty(n, np.int64)
+        for node in np.flatnonzero(self.is_leaf):
+            leaf_of[self.start[node] : self.end[node]] = node
+        self.leaf_of = leaf_of
+        # plain lists: the traversal reads single entries, which lists serve far faster
+        self._l, self._r = self.left.tolist(), self.right.tolist()
+        self._s, self._e = self.start.tolist(), self.end.tolist()
+
+    @staticmethod
+    def _radius(pts: np.ndarray, center: np.ndarray) -> float:
+        """The largest distance from ``center`` to a row, inflated past float rounding."""
+        c32 = center.astype(np.float32)
+        best = 0.0
+        for i in range(0, len(pts), _CHUNK):
+            diff = pts[i : i + _CHUNK] - c32
+            best = max(best, float(np.einsum("ij,ij->i", diff, diff).max()))
+        if best == 0.0:
+            spread = float(np.abs(pts - c32).max()) if len(pts) else 0.0
+            if spread == 0.0:
+                return 0.0
+        return float(np.sqrt(best)) * (1 + 1e-5) + 1e-6 * (float(np.linalg.norm(center)) + 1e-30)
+
+    def _index_columns(self) -> None:
+        """label/metadata value -> packed bit array of its dominating nodes (leaves + ancestors)."""
+        self.index: dict[str, np.ndarray | None] = {}
+        levels = [np.flatnonzero(self.depth == d) for d in range(int(self.depth.max()) + 1)]
+        for name, codes in self.columns.codes.items():
+            n_values = len(self.columns.values[name])
+            if n_values * self.n_nodes > _MAX_INDEX_BITS:
+                self.index[name] = None  # every node counts as valid for this column
+                continue
+            bits = np.zeros((n_values, self.n_nodes), dtype=bool)
+            bits[codes[self.perm], self.leaf_of] = True
+            for nodes in reversed(levels[1:]):
+                is_left = self.left[self.parent[nodes]] == nodes
+                for kids in (nodes[is_left], nodes[~is_left]):  # each parent once per pass
+                    bits[:, self.parent[kids]] |= bits[:, kids]
+            self.index[name] = np.packbits(bits, axis=1)
+
+    # ------------------------------------------------------------------ conditions
+
+    def _node_bits(self, node: Node) -> np.ndarray:
+        """Packed node bits of a condition in negation normal form (a superset for AND)."""
+        width = (self.n_nodes + 7) // 8
+        if isinstance(node, Const):
+            return np.full(width, 255 if node.value else 0, np.uint8)
+        if isinstance(node, And):
+            return self._node_bits(node.left) & self._node_bits(node.right)
+        if isinstance(node, Or):
+            return self._node_bits(node.left) | self._node_bits(node.right)
+        assert isinstance(node, Cmp)
+        codes = self.columns.value_codes(node)
+        table = self.index.get(node.column)
+        if table is None:
+            return np.full(width, 255, np.uint8)
+        if node.negated:
+            keep = np.ones(len(table), bool)
+            keep[codes] = False
+            codes = np.flatnonzero(keep)
+        if len(codes) == 0:
+            return np.zeros(width, np.uint8)
+        return np.bitwise_or.reduce(table[codes], axis=0)
+
+    def compile(self, where: Node | np.ndarray | None, key: Hashable | None = None) -> Compiled:
+        """Prepare a condition (a parsed predicate, a boolean mask over original rows, or None
+        for every row); predicates are cached by their syntax tree, masks by ``key`` if given."""
+        from fw_retrieval.predicate import to_literals
+
+        if where is None:
+            where = Const(True)
+        if isinstance(where, np.ndarray):
+            cache_key = ("mask", key) if key is not None else None
+        else:
+            where = to_literals(where)
+            cache_key = ("node", where)
+        if cache_key is not None and cache_key in self._cache:
+            return self._cache[cache_key]
+        if isinstance(where, np.ndarray):
+            if where.shape != (self.n,) or where.dtype != bool:
+                raise ShapeError(f"a condition mask must be bool [{self.n}], got {where.shape}")
+            mask = where[self.perm]
+        else:
+            mask = self.columns.take(self.perm).mask(where) if self.columns.n >= 0 else None
+            if mask is None:
+                mask = np.full(self.n, bool(where.value) if isinstance(where, Const) else True)
+        counts = self.counts(mask)
+        exact_nodes = counts > 0
+        if isinstance(where, np.ndarray):
+            nodes = exact_nodes  # no predicate to push down: the exact node set
+        else:
+            nodes = np.unpackbits(self._node_bits(where))[: self.n_nodes].astype(bool)
+            if not np.all(nodes[exact_nodes]):  # pruning must never drop a valid node
+                raise AssertionError("inverted index dropped a node that holds a valid row")
+        out = Compiled(nodes, mask, int(mask.sum()), int(exact_nodes.sum()))
+        out._lists = (nodes.tolist(), counts.tolist())
+        if cache_key is not None:
+            self._cache[cache_key] = out
+        return out
+
+    def counts(self, mask_tree_order: np.ndarray) -> np.ndarray:
+        """Valid rows below every node."""
+        cs = np.concatenate([[0], np.cumsum(mask_tree_order, dtype=np.int64)])
+        return cs[self.end] - cs[self.start]
+
+    # ------------------------------------------------------------------ search
+
+    def search(
+        self, q: np.ndarray, k: int, where: Node | np.ndarray | None = None, stats=None
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """The ``k`` nearest valid rows of ``q``: (original ids, canonical distances), sorted
+        by distance then id; fewer when fewer rows satisfy the condition."""
+        cond = where if isinstance(where, Compiled) else self.compile(where)
+        q = np.asarray(q, dtype=np.float32).ravel()
+        if q.shape != (self.dim,):
+            raise ShapeError(f"query has {q.size} values, the index {self.dim}-d rows")
+        return self._search(q, k, cond, stats)
+
+    def _bound(self, q: np.ndarray, qn: float, nodes: list[int]) -> np.ndarray:
+        dots = self.center[nodes] @ q.astype(np.float64)
+        r = self.radius[nodes]
+        if self.metric == "ip":
+            return -dots - r * qn - 1e-9 * qn * (self.center_norm[nodes] + r)
+        cn = self.center_norm[nodes]
+        d = np.sqrt(np.maximum(qn * qn - 2 * dots + cn * cn, 0.0))
+        return d - r - 1e-7 * (qn + cn)
+
+    def _search(
+        self, q: np.ndarray, k: int, cond: Compiled, stats: dict | None
+    ) -> tuple[np.ndarray, np.ndarray]:
+        best_i = np.empty(0, np.int64)  # original row ids
+        best_d = np.empty(0, np.float32)
+        if k <= 0 or cond.size == 0:
+            return best_i, best_d
+        valid, counts = cond._lists if cond._lists else (cond.nodes.tolist(), [])
+        L, R, S, E = self._l, self._r, self._s, self._e
+        mask, X, metric, perm = cond.mask, self.X, self.metric, self.perm
+        qn = float(np.linalg.norm(q.astype(np.float64)))
+        scan_below = self.scan_below
+        kth = np.inf
+        visited = 0
+        stack: list[tuple[int, float]] = [(0, -np.inf)]
+        while stack:
+            node, bound = stack.pop()
+            if bound > kth:
+                continue
+            visited += 1
+            left = L[node]
+            if left < 0 or (scan_below and counts[node] <= scan_below):
+                pos = np.flatnonzero(mask[S[node] : E[node]]) + S[node]
+                if len(pos) == 0:
+                    continue
+                d = exact.canonical(X[pos], q, metric)
+                if len(best_d) == k:
+                    keep = d <= best_d[-1]
+                    if not keep.any():
+                        continue
+                    pos, d = pos[keep], d[keep]
+                best_i, best_d = _merge(best_i, best_d, perm[pos], d, k)
+                if len(best_d) == k:
+                    kth = float(best_d[-1]) + 1e-6 * abs(float(best_d[-1])) + 1e-30
+                continue
+            kids = [c for c in (left, R[node]) if valid[c]]
+            if not kids:
+                continue
+            bounds = self._bound(q, qn, kids).tolist()
+            if len(kids) == 2 and bounds[1] < bounds[0]:
+                kids.reverse()
+                bounds.reverse()
+            # push the worse child first so the better one is popped (searched) first
+            for c, b in zip(reversed(kids), reversed(bounds), strict=True):
+                if b <= kth:
+                    stack.append((c, b))
+        if stats is not None:
+            stats["visited"] = stats.get("visited", 0) + visited
+        return best_i, best_d
+
+    def pruned_fraction(self, where: Node | np.ndarray | None) -> tuple[float, float]:
+        """Fraction of nodes the condition prunes: (compiled set, exact set of valid nodes)."""
+        cond = self.compile(where)
+        return 1 - cond.nodes.mean(), 1 - cond.exact_nodes / self.n_nodes
+
+
+def _merge(
+    best_i: np.ndarray, best_d: np.ndarray, pos: np.ndarray, d: np.ndarray, k: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """Merge candidates (original ids, distances) into the running best list of ``k``."""
+    all_d = np.concatenate([best_d, d])
+    all_i = np.concatenate([best_i, pos])
+    o = np.lexsort((all_i, all_d))[:k]
+    return all_i[o], all_d[o]
