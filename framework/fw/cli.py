@@ -13,7 +13,6 @@ from fw import __version__
 from fw.errors import FwError, Interrupted
 
 EXIT_USAGE = 2
-EXIT_INTERRUPTED = 130
 
 
 def _common(parser: argparse.ArgumentParser, top: bool) -> None:
@@ -110,7 +109,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         status = commands_of[args.command].factory.main(args)
     except Interrupted as exc:
         print(f"fw: {exc}", file=sys.stderr)
-        return EXIT_INTERRUPTED
+        return 128 + exc.signum  # the shell's convention: 130 after Ctrl-C, 143 after SIGTERM
     except FwError as exc:
         return _error(exc, args.debug)
     return 0 if status is None else int(status)

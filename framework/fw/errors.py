@@ -31,7 +31,11 @@ class ContextError(FwError, KeyError):
 
 
 class Interrupted(FwError):
-    """Training stopped on Ctrl-C after saving a checkpoint."""
+    """Training stopped on a signal after saving a checkpoint; ``signum`` is that signal."""
+
+    def __init__(self, message: str, signum: int = 2) -> None:
+        super().__init__(message)
+        self.signum = signum
 
 
 def check_choice(value: object, choices: tuple[str, ...], what: str) -> None:

@@ -54,10 +54,17 @@ def replacing(path: str | Path) -> Iterator[Path]:
     os.close(fd)
     try:
         yield Path(tmp)
+        durable(tmp)
         os.replace(tmp, path)
     finally:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
+
+
+def durable(path: str | Path) -> None:
+    """Flush a written file to the disk, so that a rename after it never exposes a hole."""
+    with open(path, "rb") as fh:
+        os.fsync(fh.fileno())
 
 
 def save(obj: Any, path: str | Path) -> None:
@@ -78,7 +85,7 @@ def locked(directory: str | Path, what: str = "--out") -> Iterator[Path]:
     directory = Path(directory)
     if directory.exists() and not directory.is_dir():
         raise FwError(f"{what} {directory} is a file, not a directory; choose another {what}")
-    created = not directory.exists()
+    created = [p for p in (directory, *directory.parents) if not p.exists()]  # deepest first
     try:
         directory.mkdir(parents=True, exist_ok=True)
         handle = open(directory / LOCK, "a+")  # noqa: SIM115 - held open while the lock lasts
@@ -105,5 +112,7 @@ def locked(directory: str | Path, what: str = "--out") -> Iterator[Path]:
     finally:
         if created and [p.name for p in directory.iterdir()] == [LOCK]:
             (directory / LOCK).unlink()  # a refused run leaves no empty directory behind
-            directory.rmdir()
+            for made in created:
+                with contextlib.suppress(OSError):  # not empty: another run's directory
+                    made.rmdir()
         handle.close()

@@ -24,7 +24,7 @@ from torch.utils.data import DataLoader, Dataset
 from fw.api import Learner, Optimization
 from fw.data import ArrayDataset, SeededItems, StepSampler, collate_batched, gather, load_all
 from fw.errors import FwError, Interrupted, RecipeError
-from fw.files import locked, why, write_text
+from fw.files import durable, locked, why, write_text
 from fw.memory import reuse_freed_memory
 from fw.recipe import DEFAULT_STEPS, Recipe, TrainerConfig, build, result_settings
 from fw.registry import Registry, get_registry
@@ -186,6 +186,7 @@ class StopRequest:
 
     def __init__(self) -> None:
         self.requested = False
+        self.signum = int(signal.SIGINT)
         self._previous: dict[int, Any] = {}
 
     def __enter__(self) -> StopRequest:
@@ -201,7 +202,7 @@ class StopRequest:
     def _handle(self, signum: int, frame: Any) -> None:
         if self.requested:
             raise KeyboardInterrupt
-        self.requested = True
+        self.requested, self.signum = True, signum
 
     def agreed(self, fabric: Any) -> bool:
         """True when any process asked to stop (all ranks stop at the same step)."""
@@ -356,6 +357,7 @@ def _fit_in(
         tmp = ckpt_path.with_suffix(".tmp")
         fabric.save(tmp, state)
         if rank0:
+            durable(tmp)
             os.replace(tmp, ckpt_path)
         fabric.barrier()
 
@@ -394,7 +396,8 @@ def _fit_in(
                 save(done)
                 raise Interrupted(
                     f"interrupted after step {done}; checkpoint saved to {ckpt_path}. Continue "
-                    f"with `fw run <recipe> --out {run_dir} --resume`."
+                    f"with `fw run <recipe> --out {run_dir} --resume`.",
+                    stop.signum,
                 )
     bar.close()
     save(steps)
