@@ -54,7 +54,8 @@ def evaluate_embedding(
         if run_dir is not None and y.min() >= 0 and pred.min() >= 0:
             names = getattr(data, "classes", None)
             cluster_confusion(y, pred, Path(run_dir) / "clusters.png", names, title)
-    if not clusters_from_argmax and emb.shape[1] <= 3 and emb.shape[0] <= 20000:
+    # scikit-learn's trustworthiness needs more than 2 × 5 points
+    if not clusters_from_argmax and emb.shape[1] <= 3 and 10 < emb.shape[0] <= 20000:
         x = take(data).flatten(1).double().numpy()
         out["trustworthiness"] = float(trustworthiness(x, emb, n_neighbors=5))
     if run_dir is not None and emb.shape[1] == 2:
