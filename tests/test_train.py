@@ -10,6 +10,7 @@ import textwrap
 from pathlib import Path
 
 import pytest
+import torch
 
 from fw.errors import FwError, Interrupted, RecipeError
 from fw.recipe import load_recipe
@@ -149,3 +150,22 @@ def test_epochs_run_that_many_steps_and_refuse_unsized_data(toy_recipe, registry
         total_steps(TrainerConfig(epochs=1.0), iter([]), 10)
     with pytest.raises(RecipeError, match="trainer.epochs: must be >= 0"):
         load_recipe(toy_recipe, ["trainer.epochs=-1"], registry)
+
+
+@pytest.mark.parametrize("flush", [True, False])
+def test_subnormals_are_flushed_during_training_and_recorded(
+    toy_recipe, registry, tmp_path, monkeypatch, flush
+):
+    from fw_common.learner import IConLearner
+
+    seen, original = [], IConLearner.training_step
+
+    def step(self, batch, step):
+        seen.append(torch.tensor(1e-39).item())  # a float32 subnormal
+        return original(self, batch, step)
+
+    monkeypatch.setattr(IConLearner, "training_step", step)
+    final = _run(toy_recipe, registry, tmp_path / "run", f"trainer.flush_denormal={flush}")
+    assert final["flush_denormal"] == float(flush)
+    assert all((v == 0.0) is flush for v in seen) and len(seen) == 20
+    assert torch.tensor(1e-39).item() != 0.0  # the process default again after the run

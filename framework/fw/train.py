@@ -300,11 +300,22 @@ def fit(
 def _fit_in(
     recipe: Recipe, run_dir: Path, resume: bool, registry: Registry
 ) -> tuple[dict[str, float], Learner]:
-    ckpt_path = run_dir / CHECKPOINT
     if recipe.trainer.reuse_memory:  # fewer page faults, higher peak RSS (fw.memory)
         reuse_freed_memory()
     if recipe.trainer.threads:
         torch.set_num_threads(recipe.trainer.threads)
+    # set_flush_denormal returns False where the CPU cannot flush them
+    flushed = recipe.trainer.flush_denormal and torch.set_flush_denormal(True)
+    try:
+        return _train_loop(recipe, run_dir, resume, registry, flushed)
+    finally:
+        torch.set_flush_denormal(False)  # the process default, for code that runs after fw
+
+
+def _train_loop(
+    recipe: Recipe, run_dir: Path, resume: bool, registry: Registry, flushed: bool
+) -> tuple[dict[str, float], Learner]:
+    ckpt_path = run_dir / CHECKPOINT
     fabric = _fabric(recipe)
     fabric.launch()
     fabric.seed_everything(recipe.seed, verbose=False)
@@ -410,6 +421,7 @@ def _fit_in(
         final.update({f"final_{k}": v for k, v in last.items()})
         final["steps"] = float(steps)
         final["train_seconds"] = elapsed
+        final["flush_denormal"] = float(flushed)
         write_text(run_dir / "metrics.json", json.dumps(final, indent=2) + "\n")
         logger.log(steps, final, split="eval")
     logger.finish(final)

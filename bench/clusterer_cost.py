@@ -1,0 +1,162 @@
+"""The default clusterer's cost against N and K, beside openTSNE + KMeans on the same data.
+
+Data: a K-component Gaussian mixture in 16 dimensions (unit-variance components, centres drawn
+from N(0, 4²·I), equal weights), N points, written to an .npz and read through the `arrays`
+dataset. For each (N, K) the recipe `recipes/icon_clustering.yaml` runs with
+``learner.clusters=K`` and an empty stage cache, so the total includes its t-SNE stage; the
+table gives the stage's seconds, the median clusterer step time over the first and last tenth,
+the total wall time and the Hungarian accuracy, with openTSNE (default settings) + scikit-learn
+KMeans (n_init=10) on the same data in the same process. ``--profile`` prints where one
+clusterer step's time goes (cProfile, cumulative, fw's own functions).
+
+    OMP_NUM_THREADS=1 python bench/clusterer_cost.py --sizes 1797 5000 20000 --clusters 10 26
+    OMP_NUM_THREADS=1 python bench/clusterer_cost.py --sizes 20000 --clusters 26 --seeds 0 1 2
+    OMP_NUM_THREADS=1 python bench/clusterer_cost.py --sizes 5000 --clusters 26 --profile
+"""
+
+from __future__ import annotations
+
+import argparse
+import cProfile
+import io
+import json
+import pstats
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from fw.lib import metrics
+from fw.recipe import load_recipe
+from fw.registry import get_registry
+from fw.train import train
+
+ROOT = Path(__file__).resolve().parents[1]
+RECIPE = ROOT / "recipes" / "icon_clustering.yaml"
+
+
+def mixture(n: int, k: int, seed: int, dim: int = 16) -> tuple[np.ndarray, np.ndarray]:
+    """``n`` points of a ``k``-component Gaussian mixture in ``dim`` dimensions, with labels."""
+    rng = np.random.default_rng(seed)
+    centres = rng.normal(0.0, 4.0, size=(k, dim))
+    labels = rng.integers(0, k, size=n)
+    x = centres[labels] + rng.normal(size=(n, dim))
+    return x.astype(np.float32), labels.astype(np.int64)
+
+
+def run_fw(path: Path, k: int, seed: int, cache: Path, profile: bool) -> dict:
+    """The default clusterer on one file: stage seconds, step tenths, total, accuracy."""
+    registry = get_registry()
+    overrides = [
+        f"data.data={{name: arrays, path: {path}}}",
+        f"data.cache_dir={cache}",
+        f"learner.clusters={k}",
+        f"seed={seed}",
+        "trainer.progress=false",
+        "trainer.threads=1",
+    ]
+    recipe = load_recipe(RECIPE, overrides, registry)
+    learner_cls = registry.get("learner", recipe.raw["learner"]["name"]).factory
+    original, starts = learner_cls.training_step, []
+    profiler = cProfile.Profile()
+
+    def timed(self, batch, step):
+        starts.append(time.perf_counter())
+        if profile and step == 50:
+            profiler.enable()
+            out = original(self, batch, step)
+            out["loss"].backward(retain_graph=True)  # the backward of the same step, profiled
+            profiler.disable()
+            return out
+        return original(self, batch, step)
+
+    learner_cls.training_step = timed
+    begin = time.perf_counter()
+    try:
+        with tempfile.TemporaryDirectory() as tmp:
+            final = train(recipe, Path(tmp) / "run", registry=registry)
+    finally:
+        learner_cls.training_step = original
+    total = time.perf_counter() - begin
+    steps = [b - a for a, b in zip(starts, starts[1:], strict=False)]
+    tenth = max(3, len(steps) // 10)
+    row = {
+        "method": "fw icon_clustering",
+        "total_s": total,
+        "stage_s": starts[0] - begin if starts else float("nan"),
+        "steps": len(starts),
+        "first_step_ms": 1e3 * statistics.median(steps[:tenth]),
+        "last_step_ms": 1e3 * statistics.median(steps[-tenth:]),
+        "accuracy": final.get("cluster_hungarian_accuracy", float("nan")),
+    }
+    if profile:
+        text = io.StringIO()
+        stats = pstats.Stats(profiler, stream=text).sort_stats("cumulative")
+        stats.print_stats(r"fw_|fw/", 25)
+        row["profile"] = text.getvalue()
+    return row
+
+
+def run_opentsne_kmeans(x: np.ndarray, y: np.ndarray, k: int, seed: int) -> dict:
+    """openTSNE (default settings) then KMeans (n_init=10) on the embedding."""
+    from openTSNE import TSNE
+    from sklearn.cluster import KMeans
+
+    begin = time.perf_counter()
+    emb = np.asarray(TSNE(n_jobs=1, random_state=seed).fit(x))
+    pred = KMeans(k, n_init=10, random_state=seed).fit_predict(emb)
+    return {
+        "method": "openTSNE + KMeans",
+        "total_s": time.perf_counter() - begin,
+        "accuracy": metrics.hungarian_accuracy(y, pred),
+    }
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--sizes", type=int, nargs="+", default=[1797, 5000, 20000])
+    parser.add_argument("--clusters", type=int, nargs="+", default=[10, 26])
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0])
+    parser.add_argument("--no-baseline", action="store_true", help="skip openTSNE + KMeans")
+    parser.add_argument("--profile", action="store_true", help="profile one clusterer step")
+    parser.add_argument("--json", type=Path, help="append one JSON line per row")
+    args = parser.parse_args()
+    torch.set_num_threads(1)
+    print(
+        f"{'N':>7} {'K':>4} {'seed':>4} {'method':<20} {'total_s':>8} {'stage_s':>8} "
+        f"{'first_ms':>9} {'last_ms':>9} {'accuracy':>9}"
+    )
+    for n in args.sizes:
+        for k in args.clusters:
+            for seed in args.seeds:
+                x, y = mixture(n, k, seed)
+                with tempfile.TemporaryDirectory() as tmp:
+                    path = Path(tmp) / "mixture.npz"
+                    np.savez(path, x=x, label=y)
+                    rows = [run_fw(path, k, seed, Path(tmp) / "cache", args.profile)]
+                if not args.no_baseline:
+                    rows.append(run_opentsne_kmeans(x, y, k, seed))
+                for row in rows:
+                    row.update(n=n, k=k, seed=seed)
+                    profile = row.pop("profile", None)
+                    if args.json:
+                        with args.json.open("a") as fh:
+                            fh.write(json.dumps(row) + "\n")
+                    print(
+                        f"{n:>7} {k:>4} {seed:>4} {row['method']:<20} {row['total_s']:>8.1f} "
+                        f"{row.get('stage_s', float('nan')):>8.1f} "
+                        f"{row.get('first_step_ms', float('nan')):>9.1f} "
+                        f"{row.get('last_step_ms', float('nan')):>9.1f} {row['accuracy']:>9.4f}",
+                        flush=True,
+                    )
+                    if profile:
+                        print(profile)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
