@@ -320,20 +320,29 @@ class FaissSelector(Method):
 
 
 class Tree(Method):
-    """The conditional tree (Algorithm 1) behind the common API."""
+    """The conditional tree (Algorithm 1) behind the common API; ``tree`` shares a built one
+    (e.g. to compare ``scan_below`` settings on one tree)."""
 
     name = "conditional tree"
 
-    def __init__(self, corpus: Corpus, leaf_size: int = 50, seed: int = 0, scan_below: int = 0):
+    def __init__(
+        self,
+        corpus: Corpus,
+        leaf_size: int = 50,
+        seed: int = 0,
+        scan_below: int = 0,
+        tree: ConditionalTree | None = None,
+    ):
         super().__init__(corpus)
-        self.tree = ConditionalTree(
-            corpus.X, corpus.columns, corpus.metric, leaf_size, seed, scan_below
-        )
+        if tree is None:
+            tree = ConditionalTree(corpus.X, corpus.columns, corpus.metric, leaf_size, seed)
+        self.tree = tree
+        self.scan_below = scan_below
         self.stats: dict[str, int] = {}
 
     def search(self, q: np.ndarray, k: int, where: Where = None) -> tuple[np.ndarray, np.ndarray]:
         node = self.corpus.node(where)
-        return self.tree.search(self.corpus.query(q), k, node, self.stats)
+        return self.tree.search(self.corpus.query(q), k, node, self.stats, self.scan_below)
 
 
 # ---------------------------------------------------------------------------- batched

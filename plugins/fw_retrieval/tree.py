@@ -44,7 +44,7 @@ class Compiled:
     mask: np.ndarray  # bool [n], tree order: the rows that satisfy the condition
     size: int
     exact_nodes: int  # nodes that really hold a valid row (for the pruning report)
-    _lists: tuple[list[bool], list[int]] | None = field(default=None, repr=False)
+    _lists: tuple[np.ndarray, list[int]] | None = field(default=None, repr=False)
 
 
 class ConditionalTree:
@@ -237,7 +237,7 @@ class ConditionalTree:
             if not np.all(nodes[exact_nodes]):  # pruning must never drop a valid node
                 raise AssertionError("inverted index dropped a node that holds a valid row")
         out = Compiled(nodes, mask, int(mask.sum()), int(exact_nodes.sum()))
-        out._lists = (nodes.tolist(), counts.tolist())
+        out._lists = (np.flatnonzero(nodes), counts.tolist())
         if cache_key is not None:
             self._cache[cache_key] = out
         return out
@@ -250,15 +250,22 @@ class ConditionalTree:
     # ------------------------------------------------------------------ search
 
     def search(
-        self, q: np.ndarray, k: int, where: Node | np.ndarray | None = None, stats=None
+        self,
+        q: np.ndarray,
+        k: int,
+        where: Node | np.ndarray | None = None,
+        stats: dict | None = None,
+        scan_below: int | None = None,
     ) -> tuple[np.ndarray, np.ndarray]:
         """The ``k`` nearest valid rows of ``q``: (original ids, canonical distances), sorted
-        by distance then id; fewer when fewer rows satisfy the condition."""
+        by distance then id; fewer when fewer rows satisfy the condition. ``scan_below``
+        overrides the tree's setting for this query."""
         cond = where if isinstance(where, Compiled) else self.compile(where)
         q = np.asarray(q, dtype=np.float32).ravel()
         if q.shape != (self.dim,):
             raise ShapeError(f"query has {q.size} values, the index {self.dim}-d rows")
-        return self._search(q, k, cond, stats)
+        scan = self.scan_below if scan_below is None else scan_below
+        return self._search(q, k, cond, stats, scan)
 
     def _bound(self, q: np.ndarray, qn: float, nodes: list[int]) -> np.ndarray:
         dots = self.center[nodes] @ q.astype(np.float64)
@@ -270,20 +277,27 @@ class ConditionalTree:
         return d - r - 1e-7 * (qn + cn)
 
     def _search(
-        self, q: np.ndarray, k: int, cond: Compiled, stats: dict | None
+        self, q: np.ndarray, k: int, cond: Compiled, stats: dict | None, scan_below: int
     ) -> tuple[np.ndarray, np.ndarray]:
         best_i = np.empty(0, np.int64)  # original row ids
         best_d = np.empty(0, np.float32)
         if k <= 0 or cond.size == 0:
             return best_i, best_d
-        valid, counts = cond._lists if cond._lists else (cond.nodes.tolist(), [])
+        if cond._lists is None:
+            cond._lists = (np.flatnonzero(cond.nodes), self.counts(cond.mask).tolist())
+        valid_idx, counts = cond._lists
+        # bounds of every node the condition keeps, in one product; NaN (never <= anything)
+        # marks pruned nodes
+        bound_of = np.full(self.n_nodes, np.nan)
+        bound_of[valid_idx] = self._bound(q, float(np.linalg.norm(q.astype(np.float64))), valid_idx)
+        bounds = bound_of.tolist()
         L, R, S, E = self._l, self._r, self._s, self._e
         mask, X, metric, perm = cond.mask, self.X, self.metric, self.perm
-        qn = float(np.linalg.norm(q.astype(np.float64)))
-        scan_below = self.scan_below
-        kth = np.inf
+        sq_norms, tol = self.sq_norms, exact.fast_tolerance(self.max_norm, q, metric)
+        ip, qq = metric == "ip", float(np.dot(q, q))
+        kth = kth_fast = np.inf
         visited = 0
-        stack: list[tuple[int, float]] = [(0, -np.inf)]
+        stack: list[tuple[int, float]] = [(0, bounds[0])]
         while stack:
             node, bound = stack.pop()
             if bound > kth:
@@ -291,30 +305,38 @@ class ConditionalTree:
             visited += 1
             left = L[node]
             if left < 0 or (scan_below and counts[node] <= scan_below):
-                pos = np.flatnonzero(mask[S[node] : E[node]]) + S[node]
+                pos = mask[S[node] : E[node]].nonzero()[0]
                 if len(pos) == 0:
                     continue
-                d = exact.canonical(X[pos], q, metric)
-                if len(best_d) == k:
-                    keep = d <= best_d[-1]
+                pos += S[node]
+                rows = X[pos]
+                if kth_fast < np.inf:  # cheap float32 screen before the canonical distance
+                    dots = rows @ q
+                    fast = -dots if ip else sq_norms[pos] - 2.0 * dots + qq
+                    keep = fast <= kth_fast
                     if not keep.any():
                         continue
-                    pos, d = pos[keep], d[keep]
+                    pos, rows = pos[keep], rows[keep]
+                d = exact.canonical(rows, q, metric)
                 best_i, best_d = _merge(best_i, best_d, perm[pos], d, k)
                 if len(best_d) == k:
-                    kth = float(best_d[-1]) + 1e-6 * abs(float(best_d[-1])) + 1e-30
+                    last = float(best_d[-1])
+                    kth = last + 1e-6 * abs(last) + 1e-30
+                    kth_fast = (last * last if metric == "euclidean" else last) + tol
                 continue
-            kids = [c for c in (left, R[node]) if valid[c]]
-            if not kids:
-                continue
-            bounds = self._bound(q, qn, kids).tolist()
-            if len(kids) == 2 and bounds[1] < bounds[0]:
-                kids.reverse()
-                bounds.reverse()
+            right = R[node]
+            b_left, b_right = bounds[left], bounds[right]
             # push the worse child first so the better one is popped (searched) first
-            for c, b in zip(reversed(kids), reversed(bounds), strict=True):
-                if b <= kth:
-                    stack.append((c, b))
+            if b_right < b_left:
+                if b_left <= kth:
+                    stack.append((left, b_left))
+                if b_right <= kth:
+                    stack.append((right, b_right))
+            else:
+                if b_right <= kth:
+                    stack.append((right, b_right))
+                if b_left <= kth:
+                    stack.append((left, b_left))
         if stats is not None:
             stats["visited"] = stats.get("visited", 0) + visited
         return best_i, best_d
