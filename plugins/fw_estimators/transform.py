@@ -56,6 +56,13 @@ def _kernel_grad(
 ) -> Tensor:
     """Gradient of ``KL(p_i || q_i)`` (attraction × alpha) for each new point ``y [m, d]``."""
     kind, param = kernel
+    if kind == "student_t" and param == 1.0:  # t-SNE's Cauchy kernel, in place: c = 2w
+        w = torch.cdist(y, ref).pow_(2).add_(1.0).reciprocal_()  # [m, N]
+        w_nb = w.gather(1, ids)
+        scale = -2.0 / w.sum(dim=1, keepdim=True)
+        coef = w.mul_(w).mul_(scale)  # -q_ij c_ij = -2 w_ij² / Z_i
+        coef.scatter_add_(1, ids, (2.0 * alpha) * p.to(y.dtype) * w_nb)
+        return y * coef.sum(dim=1, keepdim=True) - coef @ ref
     d = torch.cdist(y, ref).pow_(2)  # [m, N]
     if kind == "student_t":
         nu = param
@@ -94,7 +101,7 @@ def transform_points(
     out = np.empty((len(x_new), ref.shape[1]), dtype=np.float32)
     for start in range(0, len(x_new), chunk):
         sl = slice(start, start + chunk)
-        i_c, p_c = ids[sl], p[sl]
+        i_c, p_c = ids[sl], p[sl].float()
         y = (p_c.unsqueeze(2) * ref[i_c].double()).sum(dim=1).float()
         update = torch.zeros_like(y)
         gains = torch.ones_like(y)
