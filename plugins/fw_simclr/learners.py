@@ -41,6 +41,7 @@ from fw import api
 from fw.api import OptimizerFactory
 from fw.data import collate_batched
 from fw.errors import ShapeError
+from fw.lib import monitors
 from fw.lib.ema import ema_update
 from fw.lib.icon import icon_loss
 from fw_common.augment import Augmenter
@@ -370,12 +371,12 @@ class ContrastiveLearner(api.Learner):
         views = self.make_views(self.images(x))
         z = self.project(views, student=True)
         all_views = list(range(self.views))
+        b = x.shape[0]
         if self.teacher is None:
             loss, entropy = self._pair_loss(batch, x, views, z, None, all_views, None)
-            return {"loss": loss, "p_entropy": entropy}
+            return {"loss": loss, "p_entropy": entropy, **self._monitors(z, b)}
         with torch.no_grad():
             zt = self.project(views, student=False)
-        b = x.shape[0]
         losses, entropies = [], []
         for a in all_views:
             others = [v for v in all_views if v != a]
@@ -385,7 +386,20 @@ class ContrastiveLearner(api.Learner):
             )
             losses.append(loss_a)
             entropies.append(h_a)
-        return {"loss": torch.stack(losses).mean(), "p_entropy": torch.stack(entropies).mean()}
+        return {
+            "loss": torch.stack(losses).mean(),
+            "p_entropy": torch.stack(entropies).mean(),
+            **self._monitors(z, b),
+        }
+
+    @torch.no_grad()
+    def _monitors(self, z: Tensor, b: int) -> dict[str, Tensor]:
+        """Alignment, uniformity, normalised std and effective rank of the first two views'
+        projections (`fw.lib.monitors`), logged with the loss; none with one view."""
+        if self.views < 2 or b < 2:
+            return {}
+        values, _ = monitors.collapse_report(z[:b], z[b : 2 * b])
+        return {k: torch.tensor(v) for k, v in values.items()}
 
     def _cross_modal_step(self, batch: dict[str, Tensor]) -> dict[str, Tensor]:
         """Mean over modalities a of I-Con(a's views × every other modality's views)."""
