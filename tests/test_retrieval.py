@@ -242,6 +242,25 @@ def test_union_is_exact_and_intersection_a_superset():
     )
 
 
+def test_sparse_index_of_many_valued_columns_equals_the_bit_arrays(monkeypatch):
+    """Columns with many values keep (value, node) pairs instead of one bit array per value;
+    both compile every condition to the same nodes."""
+    import fw_retrieval.tree as tree_module
+
+    rng = np.random.default_rng(8)
+    X = rng.standard_normal((1500, 4)).astype(np.float32)
+    cols = Columns({"label": rng.integers(0, 300, 1500), "medium": rng.choice(MEDIA, 1500)})
+    dense = ConditionalTree(X, cols, leaf_size=20, seed=3)
+    monkeypatch.setattr(tree_module, "_DENSE_INDEX_BITS", 0)
+    sparse = ConditionalTree(X, cols, leaf_size=20, seed=3)
+    assert isinstance(dense.index["label"], np.ndarray)
+    assert isinstance(sparse.index["label"], tuple)
+    for text in ("label in [1, 2, 250]", 'not label == 5 and medium != "ink"', "label == 999"):
+        a, b = dense.compile(parse(text)), sparse.compile(parse(text))
+        np.testing.assert_array_equal(a.nodes, b.nodes, err_msg=text)
+        assert a.nodes.sum() >= a.exact_nodes
+
+
 def test_rare_conditions_prune_most_nodes():
     """A condition on one cluster of rows leaves few nodes, and the search enters no others."""
     rng = np.random.default_rng(5)

@@ -86,3 +86,23 @@ def test_retrieve_image_folder_with_metadata(tmp_path):
     assert all(r["label"] != "green" and r["medium"] == "paint" for r in results)
     assert list((tmp_path / "cache").glob("*.npy"))  # features went through the cache
     assert (out / "contact_sheet.png").is_file()
+
+
+def test_style_features_are_adain_statistics(registry):
+    """--features style: per-channel mean and (biased) std of the dense map, concatenated."""
+    import torch
+
+    from fw_retrieval.corpus import build_featurizer
+
+    model, described = build_featurizer(None, "style", {"weights": None})
+    assert described.startswith("style:mobilenet_v2_tap")
+    x = torch.rand(2, 3, 48, 48)
+    with torch.no_grad():
+        fmap = model.dense(x).double()
+        got = model(x).double()
+    c = fmap.shape[1]
+    mean = fmap.mean(dim=(2, 3))
+    std = ((fmap - mean[..., None, None]) ** 2).mean(dim=(2, 3)).sqrt()
+    assert got.shape == (2, 2 * c)
+    torch.testing.assert_close(got[:, :c], mean, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(got[:, c:], std, rtol=1e-4, atol=1e-5)

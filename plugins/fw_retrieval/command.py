@@ -91,12 +91,13 @@ def contact_sheet(
     plt = pyplot()
     cols = min(4, max(1, len(images)))
     rows = max(1, -(-len(images) // cols))
-    fig = plt.figure(figsize=(2.6 * (cols + 1.2), 2.7 * rows + 0.6))
-    grid = fig.add_gridspec(rows, cols + 1)
-    ax = fig.add_subplot(grid[0, 0])
-    _show(ax, query_image, "query")
+    fig, axes = plt.subplots(rows, cols + 1, figsize=(2.6 * (cols + 1), 2.7 * rows + 0.6))
+    axes = np.asarray(axes).reshape(rows, cols + 1)
+    for ax in axes.ravel():
+        ax.axis("off")
+    _show(axes[0, 0], query_image, "query")
     for i, (img, cap) in enumerate(zip(images, captions, strict=True)):
-        _show(fig.add_subplot(grid[i // cols, 1 + i % cols]), img, cap)
+        _show(axes[i // cols, 1 + i % cols], img, cap)
     fig.suptitle(title, fontsize=9)
     return save_figure(fig, path)
 
@@ -107,8 +108,6 @@ def _show(ax: Any, image: np.ndarray | None, caption: str) -> None:
     else:
         ax.imshow(image)
     ax.set_title(caption, fontsize=7)
-    ax.set_xticks([])
-    ax.set_yticks([])
 
 
 def _picture(path: Path | None, size: int) -> np.ndarray | None:
@@ -199,7 +198,7 @@ def main(args: argparse.Namespace) -> int:
         "results": results,
     }
     captions = [
-        f"#{r['row']} d={r['distance']:.3f}" + (f"\n{r['label']}" if "label" in r else "")
+        f"#{r['row']} " + (f"{r['label']} " if "label" in r else "") + f"d={r['distance']:.3f}"
         for r in results
     ]
     pictures = [_picture(indexed.paths[i], 160) if indexed.paths else None for i in ids.tolist()]

@@ -32,8 +32,9 @@ from fw_retrieval import exact
 from fw_retrieval.exact import Metric
 from fw_retrieval.predicate import And, Cmp, Columns, Const, Node, Or
 
-_MAX_INDEX_BITS = 400_000_000  # a column with more (values x nodes) is not indexed
+_DENSE_INDEX_BITS = 1 << 28  # columns with at most this many (values x nodes) get dense bits
 _CHUNK = 1 << 15
+_PRUNED = float("nan")  # the bound of a pruned node: compares <= to nothing
 
 
 @dataclass
@@ -166,21 +167,27 @@ class ConditionalTree:
         return float(np.sqrt(best)) * (1 + 1e-5) + 1e-6 * (float(np.linalg.norm(center)) + 1e-30)
 
     def _index_columns(self) -> None:
-        """label/metadata value -> packed bit array of its dominating nodes (leaves + ancestors)."""
-        self.index: dict[str, np.ndarray | None] = {}
-        levels = [np.flatnonzero(self.depth == d) for d in range(int(self.depth.max()) + 1)]
+        """Column value -> its dominating nodes (the leaves holding it and their ancestors):
+        a packed bit array per value, or, for a column with many values, the (value, node)
+        pairs (sparse), which compile to the same bit arrays."""
+        self.index: dict[str, np.ndarray | tuple[np.ndarray, np.ndarray]] = {}
+        m = self.n_nodes
         for name, codes in self.columns.codes.items():
             n_values = len(self.columns.values[name])
-            if n_values * self.n_nodes > _MAX_INDEX_BITS:
-                self.index[name] = None  # every node counts as valid for this column
-                continue
-            bits = np.zeros((n_values, self.n_nodes), dtype=bool)
-            bits[codes[self.perm], self.leaf_of] = True
-            for nodes in reversed(levels[1:]):
-                is_left = self.left[self.parent[nodes]] == nodes
-                for kids in (nodes[is_left], nodes[~is_left]):  # each parent once per pass
-                    bits[:, self.parent[kids]] |= bits[:, kids]
-            self.index[name] = np.packbits(bits, axis=1)
+            pairs = np.unique(codes[self.perm] * m + self.leaf_of)
+            found = [pairs]
+            while len(pairs):
+                value, node = np.divmod(pairs, m)
+                up = self.parent[node]
+                pairs = np.unique(value[up >= 0] * m + up[up >= 0])
+                found.append(pairs)
+            value, node = np.divmod(np.unique(np.concatenate(found)), m)
+            if n_values * m <= _DENSE_INDEX_BITS:
+                bits = np.zeros((n_values, m), dtype=bool)
+                bits[value, node] = True
+                self.index[name] = np.packbits(bits, axis=1)
+            else:
+                self.index[name] = (value, node)
 
     # ------------------------------------------------------------------ conditions
 
@@ -195,16 +202,19 @@ class ConditionalTree:
             return self._node_bits(node.left) | self._node_bits(node.right)
         assert isinstance(node, Cmp)
         codes = self.columns.value_codes(node)
-        table = self.index.get(node.column)
-        if table is None:
-            return np.full(width, 255, np.uint8)
-        if node.negated:
-            keep = np.ones(len(table), bool)
-            keep[codes] = False
-            codes = np.flatnonzero(keep)
-        if len(codes) == 0:
+        table = self.index[node.column]
+        wanted = np.zeros(len(self.columns.values[node.column]), bool)
+        wanted[codes] = True
+        if node.negated:  # exact: every row holds exactly one of the column's values
+            wanted = ~wanted
+        if not wanted.any():
             return np.zeros(width, np.uint8)
-        return np.bitwise_or.reduce(table[codes], axis=0)
+        if isinstance(table, np.ndarray):
+            return np.bitwise_or.reduce(table[wanted], axis=0)
+        value, nodes = table
+        out = np.zeros(self.n_nodes, bool)
+        out[nodes[wanted[value]]] = True
+        return np.packbits(out)
 
     def compile(self, where: Node | np.ndarray | None, key: Hashable | None = None) -> Compiled:
         """Prepare a condition (a parsed predicate, a boolean mask over original rows, or None
@@ -286,18 +296,16 @@ class ConditionalTree:
         if cond._lists is None:
             cond._lists = (np.flatnonzero(cond.nodes), self.counts(cond.mask).tolist())
         valid_idx, counts = cond._lists
-        # bounds of every node the condition keeps, in one product; NaN (never <= anything)
-        # marks pruned nodes
-        bound_of = np.full(self.n_nodes, np.nan)
-        bound_of[valid_idx] = self._bound(q, float(np.linalg.norm(q.astype(np.float64))), valid_idx)
-        bounds = bound_of.tolist()
+        # bounds of every node the condition keeps, in one product; pruned nodes are absent
+        qn = float(np.linalg.norm(q.astype(np.float64)))
+        bounds = dict(zip(valid_idx.tolist(), self._bound(q, qn, valid_idx).tolist(), strict=True))
         L, R, S, E = self._l, self._r, self._s, self._e
         mask, X, metric, perm = cond.mask, self.X, self.metric, self.perm
         sq_norms, tol = self.sq_norms, exact.fast_tolerance(self.max_norm, q, metric)
         ip, qq = metric == "ip", float(np.dot(q, q))
         kth = kth_fast = np.inf
         visited = 0
-        stack: list[tuple[int, float]] = [(0, bounds[0])]
+        stack: list[tuple[int, float]] = [(0, bounds.get(0, _PRUNED))]
         while stack:
             node, bound = stack.pop()
             if bound > kth:
@@ -325,7 +333,7 @@ class ConditionalTree:
                     kth_fast = (last * last if metric == "euclidean" else last) + tol
                 continue
             right = R[node]
-            b_left, b_right = bounds[left], bounds[right]
+            b_left, b_right = bounds.get(left, _PRUNED), bounds.get(right, _PRUNED)
             # push the worse child first so the better one is popped (searched) first
             if b_right < b_left:
                 if b_left <= kth:
