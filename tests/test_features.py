@@ -181,7 +181,7 @@ def test_knn_checks_its_arguments():
     x = np.zeros((5, 3), dtype=np.float32)
     with pytest.raises(ValueError, match="k must be"):
         knn(x, 5)
-    for name in ["hnsw", "sq8", "IVF_SQ8", "ivf_pq", ""]:
+    for name in ["hnsw32", "sq8", "IVF_SQ8", "ivf_pq", ""]:
         with pytest.raises(ValueError, match="index must be"):
             knn(x, 2, index=name)  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="rerank"):

@@ -138,6 +138,7 @@ class TSNE(_Embedder):
             ("learner.exaggeration_steps", "learner.optimizer.momentum_switch_step")
         ),
         "method": Param(("learner.repulsion",)),
+        "knn_index": Param(("learner.p.knn_index",), default="auto"),
         **TRANSFORM_PARAMS,
     }
 

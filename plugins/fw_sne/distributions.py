@@ -119,11 +119,11 @@ class Gaussian(NeighborhoodDistribution):
         normalization: Normalization = "conditional",
         scale: Literal["dense", "sparse"] = "dense",
         neighbors: int | None = None,
-        knn_index: Literal["auto", "flat", "ivf", "ivf_sq8"] = "auto",
+        knn_index: Literal["auto", "flat", "ivf", "ivf_sq8", "hnsw"] = "auto",
     ) -> None:
         _check_normalization(normalization)
         check_choice(scale, ("dense", "sparse"), "Gaussian scale")
-        check_choice(knn_index, ("auto", "flat", "ivf", "ivf_sq8"), "Gaussian knn_index")
+        check_choice(knn_index, ("auto", "flat", "ivf", "ivf_sq8", "hnsw"), "Gaussian knn_index")
         if scale == "sparse" and (metric != "euclidean" or perplexity is None):
             raise ScaleError(
                 "Gaussian scale 'sparse' calibrates a perplexity on each point's nearest "
@@ -168,6 +168,8 @@ class Gaussian(NeighborhoodDistribution):
         self.scale = scale
         self.neighbors = neighbors
         self.knn_index = knn_index
+        #: ``knn_recall`` of the last approximate neighbour search (sparse scale)
+        self.knn_report: dict[str, float] = {}
 
     def logits(self, ctx: api.Context) -> tuple[Tensor, Tensor, bool]:
         """Unnormalised log-kernel ``[n, m]``, candidate mask, and whether it is rectangular."""
@@ -211,7 +213,12 @@ class Gaussian(NeighborhoodDistribution):
             )
         assert self.perplexity is not None
         return sparse_gaussian(
-            _features(ctx), self.perplexity, self.neighbors, self.normalization, self.knn_index
+            _features(ctx),
+            self.perplexity,
+            self.neighbors,
+            self.normalization,
+            self.knn_index,
+            self.knn_report,
         )
 
 

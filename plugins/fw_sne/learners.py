@@ -213,6 +213,11 @@ class SNE(IConLearner):
         loss = radial_kl(z, prob, p_log_p, self.q, joint, alpha, symmetric)
         return {"loss": loss}
 
+    def evaluate(self, data: Any, run_dir: Any = None) -> dict[str, float]:
+        out = super().evaluate(data, run_dir)
+        out.update(getattr(self.p, "knn_report", {}))  # recall of approximate neighbours
+        return out
+
     def configure_optimizers(self) -> torch.optim.Optimizer:
         if self.optimizer_factory is None:
             return tsne_gd(

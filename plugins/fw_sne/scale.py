@@ -46,8 +46,15 @@ def default_neighbors(perplexity: float, n: int) -> int:
     return int(min(n - 1, max(2, math.floor(3 * perplexity))))
 
 
+def _approximate(knn_index: str, n: int) -> bool:
+    """Whether `fw.lib.features.knn` answers with an approximate index for N rows."""
+    return knn_index in ("ivf", "ivf_sq8", "hnsw") or (knn_index == "auto" and n >= 100_000)
+
+
 @torch.no_grad()
-def knn_sq_distances(x: Tensor, k: int, knn_index: str = "auto") -> tuple[Tensor, Tensor, Tensor]:
+def knn_sq_distances(
+    x: Tensor, k: int, knn_index: str = "auto", report: dict[str, float] | None = None
+) -> tuple[Tensor, Tensor, Tensor]:
     """``(ids [N, k], squared distances [N, k] float64, valid mask [N, k])`` from faiss.
 
     ``knn_index`` is `fw.lib.features.knn`'s ``index``; ``auto`` is its exact search below 100,000
@@ -60,6 +67,18 @@ def knn_sq_distances(x: Tensor, k: int, knn_index: str = "auto") -> tuple[Tensor
 
     feats = np.ascontiguousarray(x.detach().cpu().float().numpy())
     ids, d = knn(feats, k, metric="l2", index=knn_index)
+    if _approximate(knn_index, len(feats)):  # what the approximate search missed, logged
+        import sys
+
+        from fw.lib.features import knn_recall
+
+        recall = knn_recall(feats, ids, metric="l2")
+        print(
+            f"fw: {knn_index} neighbours: recall@{k} {recall:.4f} (1000 sampled points)",
+            file=sys.stderr,
+        )
+        if report is not None:
+            report["knn_recall"] = recall
     ids_t = torch.from_numpy(ids).long()
     valid = ids_t >= 0  # an IVF search may come back short (id -1)
     d_t = torch.from_numpy(d).double().clamp_min(0.0).masked_fill(~valid, 0.0)
@@ -73,6 +92,7 @@ def sparse_gaussian(
     neighbors: int | None = None,
     normalization: str = "joint",
     knn_index: str = "auto",
+    report: dict[str, float] | None = None,
 ) -> SparseNeighborhood:
     """Perplexity-calibrated Gaussian p on each point's k nearest neighbours.
 
@@ -88,7 +108,7 @@ def sparse_gaussian(
             f"gaussian perplexity ({perplexity}) must be less than 'neighbors' ({k}); the "
             "sparse mode calibrates each width on k ≈ 3·perplexity neighbours"
         )
-    ids, d, valid = knn_sq_distances(x.flatten(1), k, knn_index)
+    ids, d, valid = knn_sq_distances(x.flatten(1), k, knn_index, report)
     beta = perplexity_precisions(d, valid, perplexity)
     logits = (-d * beta.unsqueeze(1)).masked_fill(~valid, -math.inf)
     log_cond = logits - torch.logsumexp(logits, dim=1, keepdim=True)
