@@ -157,6 +157,23 @@ def test_every_method_equals_masked_brute_force(seed):
     assert draws == 60
 
 
+def test_methods_take_boolean_masks():
+    """A bare row mask works everywhere, and two different masks never share a cached index."""
+    rng = np.random.default_rng(9)
+    X = rng.standard_normal((500, 3)).astype(np.float32)
+    corpus = Corpus(X)
+    masks = [rng.random(500) < 0.1, rng.random(500) < 0.02]
+    methods = [Tree(corpus), Dedicated(corpus), FaissSelector(corpus), QueryThenFilter(corpus)]
+    for mask in masks + masks:
+        q = rng.standard_normal(3).astype(np.float32)
+        ids, dist = MaskedBruteForce(corpus).search(q, 4, mask)
+        assert mask[ids].all()
+        for m in methods:
+            got = m.search(q, 4, mask)
+            np.testing.assert_array_equal(got[0], ids, err_msg=m.name)
+            np.testing.assert_array_equal(got[1], dist, err_msg=m.name)
+
+
 def test_batched_brute_force_many_queries_many_conditions():
     """The einsum path answers a [queries x conditions] grid exactly, -1/inf past the subset."""
     rng = np.random.default_rng(7)

@@ -201,7 +201,8 @@ class Reconfigured(Method):
 
 
 class Dedicated(Method):
-    """One unconditional tree per condition (built on first use and kept)."""
+    """One unconditional tree per condition (built on first use and kept; a bare mask is kept
+    only under an explicit ``key``)."""
 
     name = "dedicated"
 
@@ -210,28 +211,30 @@ class Dedicated(Method):
         self.leaf_size, self.seed = leaf_size, seed
         self.trees: dict[Hashable, tuple[np.ndarray, ConditionalTree | None]] = {}
 
-    def build(self, where: Where, key: Hashable | None = None) -> None:
-        """Build (or reuse) the tree of one condition."""
+    def _key(self, where: Where, key: Hashable | None) -> Hashable | None:
         node = self.corpus.node(where)
-        key = key if key is not None else (node if not isinstance(node, np.ndarray) else None)
+        return key if key is not None or isinstance(node, np.ndarray) else node
+
+    def build(
+        self, where: Where, key: Hashable | None = None
+    ) -> tuple[np.ndarray, ConditionalTree | None]:
+        """Build (or reuse) the tree of one condition: (its rows' ids, the tree or None)."""
+        key = self._key(where, key)
         if key is not None and key in self.trees:
-            return
+            return self.trees[key]
         ids = np.flatnonzero(self.corpus.mask(where))
-        tree = (
-            ConditionalTree(self.corpus.X[ids], None, self.corpus.metric, self.leaf_size, self.seed)
-            if len(ids)
-            else None
-        )
-        self.trees[key] = (ids, tree)
+        tree = None
+        if len(ids):
+            X = self.corpus.X[ids]
+            tree = ConditionalTree(X, None, self.corpus.metric, self.leaf_size, self.seed)
+        if key is not None:
+            self.trees[key] = (ids, tree)
+        return ids, tree
 
     def search(
         self, q: np.ndarray, k: int, where: Where = None, key: Hashable | None = None
     ) -> tuple[np.ndarray, np.ndarray]:
-        node = self.corpus.node(where)
-        key = key if key is not None else (node if not isinstance(node, np.ndarray) else None)
-        if key is None or key not in self.trees:
-            self.build(where, key)
-        ids, tree = self.trees[key]
+        ids, tree = self.build(where, key)
         if tree is None:
             return np.empty(0, np.int64), np.empty(0, np.float32)
         local, dist = tree.search(self.corpus.query(q), k)
