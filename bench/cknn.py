@@ -247,7 +247,8 @@ def main() -> int:
         f"(OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS', 'unset')})  ",
         f"Commit: {commit}; machine: {args.machine}; date: "
         f"{datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M} UTC; k = {args.k}, "
-        f"{args.queries} queries per condition.",
+        f"{args.queries} queries per condition; 1-min load average at the start "
+        f"{os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs.",
     ]
     print("\n".join(out), flush=True)
     if not args.skip_synthetic:
@@ -263,6 +264,7 @@ def main() -> int:
         conds.append(("classes 0-4", Cmp("label", tuple(range(5))), 0.5))
         conds += conditions(cols, "random", [f for f in fractions if f < 0.1], rng)
         run_dataset("Fashion-MNIST, MobileNetV2 (64 px) features", X, cols, conds, args, rng, out)
+    out.append(f"\n1-min load average at the end: {os.getloadavg()[0]:.1f}.")
     if args.out:
         Path(args.out).parent.mkdir(parents=True, exist_ok=True)
         Path(args.out).write_text("\n".join(out) + "\n")
