@@ -12,6 +12,7 @@ whole clusterer step's time goes (cProfile of step 50, cumulative).
     OMP_NUM_THREADS=1 python bench/clusterer_cost.py --sizes 1797 5000 20000 --clusters 10 26
     OMP_NUM_THREADS=1 python bench/clusterer_cost.py --sizes 20000 --clusters 26 --seeds 0 1 2
     OMP_NUM_THREADS=1 python bench/clusterer_cost.py --sizes 5000 --clusters 26 --profile
+    OMP_NUM_THREADS=1 python bench/clusterer_cost.py --before --plot curves.png   # flush off too
 """
 
 from __future__ import annotations
@@ -48,10 +49,11 @@ def mixture(n: int, k: int, seed: int, dim: int = 16) -> tuple[np.ndarray, np.nd
     return x.astype(np.float32), labels.astype(np.int64)
 
 
-def run_fw(path: Path, k: int, seed: int, cache: Path, profile: bool) -> dict:
+def run_fw(path: Path, k: int, seed: int, cache: Path, profile: bool, flush: bool) -> dict:
     """The default clusterer on one file: stage seconds, step tenths, total, accuracy."""
     registry = get_registry()
     overrides = [
+        f"trainer.flush_denormal={str(flush).lower()}",
         f"data.data={{name: arrays, path: {path}}}",
         f"data.cache_dir={cache}",
         "data.overrides=[trainer.progress=false]",
@@ -82,7 +84,7 @@ def run_fw(path: Path, k: int, seed: int, cache: Path, profile: bool) -> dict:
     steps = [b - a for a, b in zip(starts, starts[1:], strict=False)]
     tenth = max(3, len(steps) // 10)
     row = {
-        "method": "fw icon_clustering",
+        "method": "fw" if flush else "fw, subnormals kept",
         "total_s": total,
         "stage_s": starts[0] - begin if starts else float("nan"),
         "steps": len(starts),
@@ -121,8 +123,13 @@ def main() -> int:
     parser.add_argument("--no-baseline", action="store_true", help="skip openTSNE + KMeans")
     parser.add_argument("--profile", action="store_true", help="profile one clusterer step")
     parser.add_argument("--json", type=Path, help="append one JSON line per row")
+    parser.add_argument(
+        "--before", action="store_true", help="also run with trainer.flush_denormal=false"
+    )
+    parser.add_argument("--plot", type=Path, help="write the step-time curves to this PNG")
     args = parser.parse_args()
     torch.set_num_threads(1)
+    table: list[dict] = []
     print(
         f"{'N':>7} {'K':>4} {'seed':>4} {'method':<20} {'total_s':>8} {'stage_s':>8} "
         f"{'first_ms':>9} {'last_ms':>9} {'accuracy':>9}"
@@ -131,14 +138,18 @@ def main() -> int:
         for k in args.clusters:
             for seed in args.seeds:
                 x, y = mixture(n, k, seed)
-                with tempfile.TemporaryDirectory() as tmp:
-                    path = Path(tmp) / "mixture.npz"
-                    np.savez(path, x=x, label=y)
-                    rows = [run_fw(path, k, seed, Path(tmp) / "cache", args.profile)]
+                rows = []
+                for flush in (True, False) if args.before else (True,):
+                    with tempfile.TemporaryDirectory() as tmp:  # a fresh stage cache per run
+                        path = Path(tmp) / "mixture.npz"
+                        np.savez(path, x=x, label=y)
+                        cache = Path(tmp) / "cache"
+                        rows.append(run_fw(path, k, seed, cache, args.profile, flush))
                 if not args.no_baseline:
                     rows.append(run_opentsne_kmeans(x, y, k, seed))
                 for row in rows:
                     row.update(n=n, k=k, seed=seed)
+                    table.append(row)
                     profile = row.pop("profile", None)
                     if args.json:
                         with args.json.open("a") as fh:
@@ -152,7 +163,47 @@ def main() -> int:
                     )
                     if profile:
                         print(profile)
+    if args.plot:
+        plot(table, args.plot)
     return 0
+
+
+def plot(rows: list[dict], path: Path) -> None:
+    """Last-tenth step time and total time against N, one line per (method, K)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 2, figsize=(10, 4))
+    for key, ax, label in (
+        ("last_step_ms", axes[0], "step time, last tenth (ms)"),
+        ("total_s", axes[1], "total time (s)"),
+    ):
+        lines = sorted({(r["method"], r["k"]) for r in rows if key in r})
+        for method, k in lines:
+            pts = sorted(
+                (
+                    r["n"],
+                    statistics.mean(
+                        v[key]
+                        for v in rows
+                        if v["method"] == method and v["k"] == k and v["n"] == r["n"]
+                    ),
+                )
+                for r in rows
+                if r["method"] == method and r["k"] == k
+            )
+            xs, ys = zip(*dict(pts).items(), strict=True)
+            ax.plot(xs, ys, marker="o", label=f"{method}, K={k}")
+        ax.set_xscale("log")
+        ax.set_yscale("log")
+        ax.set_xlabel("N")
+        ax.set_ylabel(label)
+        ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
 
 
 if __name__ == "__main__":
