@@ -18,6 +18,7 @@ __all__ = [
     "hungarian_accuracy",
     "knn_probe_accuracy",
     "linear_probe_accuracy",
+    "majority_assignment",
     "nmi",
     "unsupervised_miou",
 ]
@@ -140,6 +141,22 @@ def ari(y_true: Any, y_pred: Any) -> float:
 
     t, p = _label_pair(y_true, y_pred)
     return float(adjusted_rand_score(t, p))
+
+
+def majority_assignment(counts: Any) -> np.ndarray:
+    """Greedy many-to-one matching: ``assignment[k]`` = the majority class of cluster ``k``.
+
+    ``counts`` ``[n_classes, n_clusters]`` (class, cluster) pixel counts. Each cluster goes to the
+    class most of its pixels carry (ties: the lowest class id; an empty cluster gets -1), so
+    several clusters may share a class: the over-clustering protocol of ViCE (Karlsson et al.,
+    §4, Table 1 "★") and PiCIE. It maximises the matched pixels over all many-to-one maps.
+    """
+    table = np.asarray(_to_numpy(counts, "counts"), dtype=np.float64)
+    if table.ndim != 2 or table.shape[0] < 1:
+        raise ValueError(f"counts must be [n_classes, n_clusters], got shape {table.shape}")
+    out = table.argmax(axis=0).astype(np.int64)
+    out[table.sum(axis=0) <= 0] = -1
+    return out
 
 
 def unsupervised_miou(
