@@ -80,3 +80,23 @@ def test_clusterer_separates_blobs():
     )
     est.set_params(random_state=0)
     assert adjusted_rand_score(est.fit_predict(x), y) > 0.4
+
+
+@pytest.mark.slow
+def test_clusterer_run_directory_reloads_and_predicts_the_same(tmp_path):
+    import numpy as np
+    from sklearn.datasets import load_digits
+    from sklearn.metrics import adjusted_rand_score
+
+    x, y = load_digits(return_X_y=True)
+    x = (x / 16.0).astype(np.float32)
+    est = IConClustering(
+        perplexity=10.0, embed_iter=300, max_iter=150, random_state=0, run_dir=tmp_path / "run"
+    )
+    labels = est.fit_predict(x[:400])
+    assert adjusted_rand_score(y[:400], labels) > 0.6
+    new = est.predict(x[400:500])  # placed in the stage-1 map, then the selected head
+    assert adjusted_rand_score(y[400:500], new) > 0.5
+    back = IConClustering.load(tmp_path / "run")
+    assert np.array_equal(back.labels_, labels)
+    assert np.array_equal(back.predict(x[400:500]), new)
