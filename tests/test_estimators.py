@@ -166,3 +166,31 @@ def test_pipeline_and_grid_search(digits):
     search.fit(x[:160], y[:160])
     assert search.best_params_["embed__perplexity"] in (5.0, 15.0)
     assert search.best_score_ > 0.7  # held-out folds are placed by transform
+
+
+def test_grid_repulsion_matches_the_exact_sums():
+    from fw_estimators.transform import GridRepulsion
+
+    gen = torch.Generator().manual_seed(0)
+    centres = torch.randn(6, 2, generator=gen, dtype=torch.float64) * 20
+    ref = centres[torch.randint(0, 6, (2000,), generator=gen)]
+    ref = ref + torch.randn(2000, 2, generator=gen, dtype=torch.float64) * 3
+    y = torch.cat([ref[:200] + 0.3, torch.tensor([[500.0, 0.0]], dtype=torch.float64)])
+    diff = y.unsqueeze(1) - ref.unsqueeze(0)  # float64 reference: the sums over all points
+    w = 1.0 / (1.0 + diff.pow(2).sum(-1))
+    exact = -2.0 * (w * w).unsqueeze(2).mul(diff).sum(1) / w.sum(1, keepdim=True)
+    approx = GridRepulsion(ref, h=0.2).repulsion(y)
+    miss = (approx - exact).norm(dim=1)
+    scale = exact[:-1].norm(dim=1).median()  # small forces near cluster centres: absolute
+    assert miss[:-1].median() < 0.02 * scale and miss[:-1].max() < 0.05 * scale  # h = 0.2
+    assert miss[-1] < 1e-12 * exact[-1].norm()  # off the grid: the exact sums
+
+
+def test_grid_transform_places_points_as_the_exact_one(digits):
+    x, y = digits
+    est = TSNE(random_state=0, max_iter=500).fit(x[:300])
+    exact = est.set_params(transform_repulsion="exact").transform(x[300:400])
+    grid = est.set_params(transform_repulsion="grid").transform(x[300:400])
+    assert np.median(np.linalg.norm(exact - grid, axis=1)) < 0.25
+    knn = KNeighborsClassifier(10).fit(est.embedding_, y[:300])
+    assert abs(knn.score(exact, y[300:400]) - knn.score(grid, y[300:400])) <= 0.03

@@ -50,6 +50,7 @@ TRANSFORM_PARAMS: dict[str, Param] = {
     "transform_iter": Param((), default=250),
     "transform_learning_rate": Param((), default=0.1),
     "transform_exaggeration": Param((), default=1.5),
+    "transform_repulsion": Param((), default="auto"),
 }
 
 
@@ -94,6 +95,7 @@ class _Embedder(TransformerMixin, RecipeEstimator):
             n_iter=self.transform_iter,
             learning_rate=self.transform_learning_rate,
             exaggeration=self.transform_exaggeration,
+            repulsion=self.transform_repulsion,
         )
 
     def _check_data(self, x: np.ndarray) -> None:
@@ -329,5 +331,6 @@ class IConClustering(_Clusterer):
                 n_iter=self.transform_iter,
                 learning_rate=self.transform_learning_rate,
                 exaggeration=self.transform_exaggeration,
+                repulsion=self.transform_repulsion,
             )
         return self.learner_.infer({"z": torch.from_numpy(np.ascontiguousarray(z))}).numpy()

@@ -14,7 +14,8 @@ clipped at 0.25). For a new point i:
 - loss: ``KL(p_i || q_i)`` with the attraction scaled by ``exaggeration``; its gradient is
   ``Σ_j (α p_ij - q_ij) c_ij (y_i - y_j)`` with ``c_ij = -∂ log w_ij / ∂(d_ij) · 2``
   (``(ν + 1) / (ν + d_ij)`` for the Student-t kernel, ``1/σ²`` for the Gaussian), computed
-  exactly over all N training points, ``chunk`` new points at a time;
+  exactly over all N training points, ``chunk`` new points at a time, or, for a 2-D t-SNE map,
+  its repulsive part read from fields tabulated once on a grid (`GridRepulsion`);
 - steps: gradient descent with momentum and t-SNE's gains (Jacobs 1988, as in t-SNE), each
   point's gradient clipped to norm ``max_grad_norm``.
 
@@ -79,6 +80,94 @@ def _kernel_grad(
     return y * coef.sum(dim=1, keepdim=True) - coef @ ref
 
 
+class GridRepulsion:
+    """The repulsion of a fixed 2-D Cauchy map on any point, from fields tabulated once.
+
+    With the map fixed, ``Z(y) = Σ_j w(y, y_j)`` and ``V(y) = Σ_j w(y, y_j)² (y - y_j)``
+    (``w = 1/(1 + |y - y_j|²)``) are convolutions of the map's point density with the kernels
+    ``w`` and ``w² r``: the training points are spread onto a regular grid of spacing ``h``
+    (bilinear weights), convolved with the kernels by FFT once, and the fields are read back by
+    bilinear interpolation at each new point on every step, O(1) per point instead of O(N). This
+    is FIt-SNE's interpolation idea (Linderman et al. 2019, Nature Methods 16, "Fast
+    interpolation-based t-SNE for improved visualization of single-cell RNA-seq data") on a map
+    that does not move, so the grid is built once. Points outside the grid fall back to the exact
+    sums. The repulsive part of the gradient is ``-(2 / Z(y_i)) V(y_i)``.
+    """
+
+    def __init__(self, ref: Tensor, h: float = 0.2, margin: float = 5.0, cells: int = 2000) -> None:
+        ref = ref.double()
+        self.ref = ref
+        extent = float((ref.max(dim=0).values - ref.min(dim=0).values).max()) + 2 * margin
+        h = max(h, extent / cells)  # at most ``cells`` nodes a side (memory, FFT time)
+        self.h = h
+        self.lo = ref.min(dim=0).values - margin
+        size = ((ref.max(dim=0).values + margin - self.lo) / h).ceil().long() + 2
+        gx, gy = int(size[0]), int(size[1])
+        self.shape = (gx, gy)
+        density = self._spread(ref, torch.ones(len(ref), dtype=torch.float64))
+        pad = (2 * gx, 2 * gy)
+        off_x = torch.fft.fftfreq(pad[0], d=1.0 / pad[0], dtype=torch.float64) * h
+        off_y = torch.fft.fftfreq(pad[1], d=1.0 / pad[1], dtype=torch.float64) * h
+        dx, dy = torch.meshgrid(off_x, off_y, indexing="ij")
+        w = 1.0 / (1.0 + dx * dx + dy * dy)
+        dens_f = torch.fft.rfft2(density, s=pad)
+
+        def conv(kernel: Tensor) -> Tensor:
+            return torch.fft.irfft2(dens_f * torch.fft.rfft2(kernel), s=pad)[:gx, :gy]
+
+        # fields at node y: Σ_j K(y - y_j), with the kernel indexed by the offset y - y_j
+        self.fields = torch.stack([conv(w), conv(w * w * dx), conv(w * w * dy)])
+
+    def _corners(self, y: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+        u = (y.double() - self.lo) / self.h
+        base = u.floor().long()
+        t = u - base
+        inside = (base[:, 0] >= 0) & (base[:, 1] >= 0)
+        inside &= (base[:, 0] < self.shape[0] - 1) & (base[:, 1] < self.shape[1] - 1)
+        return base, t, inside, u
+
+    def _spread(self, y: Tensor, mass: Tensor) -> Tensor:
+        gx, gy = self.shape
+        base, t, _, _ = self._corners(y)
+        grid = torch.zeros(gx * gy, dtype=torch.float64)
+        for ox, oy in ((0, 0), (1, 0), (0, 1), (1, 1)):
+            wx = t[:, 0] if ox else 1.0 - t[:, 0]
+            wy = t[:, 1] if oy else 1.0 - t[:, 1]
+            grid.index_add_(0, (base[:, 0] + ox) * gy + base[:, 1] + oy, mass * wx * wy)
+        return grid.view(gx, gy)
+
+    def repulsion(self, y: Tensor) -> Tensor:
+        """``-(2 / Z(y_i)) V(y_i)`` for points ``y [m, 2]``."""
+        base, t, inside, _ = self._corners(y)
+        gx, gy = self.shape
+        b = base.clamp(min=0)
+        b = torch.stack([b[:, 0].clamp(max=gx - 2), b[:, 1].clamp(max=gy - 2)], dim=1)
+        flat = self.fields.reshape(3, -1)
+        vals = torch.zeros(3, len(y), dtype=torch.float64)
+        for ox, oy in ((0, 0), (1, 0), (0, 1), (1, 1)):
+            wx = t[:, 0] if ox else 1.0 - t[:, 0]
+            wy = t[:, 1] if oy else 1.0 - t[:, 1]
+            vals += flat[:, (b[:, 0] + ox) * gy + b[:, 1] + oy] * (wx * wy)
+        out = -2.0 * vals[1:].T / vals[0].unsqueeze(1)
+        if not bool(inside.all()):  # off the grid: the exact sums
+            far = ~inside
+            diff = y[far].double().unsqueeze(1) - self.ref.unsqueeze(0)
+            w = 1.0 / (1.0 + diff.pow(2).sum(-1))
+            v = (w * w).unsqueeze(2).mul(diff).sum(1)
+            out[far] = -2.0 * v / w.sum(1, keepdim=True)
+        return out.to(y.dtype)
+
+
+def _grid_grad(
+    y: Tensor, ref: Tensor, ids: Tensor, p: Tensor, grid: GridRepulsion, alpha: float
+) -> Tensor:
+    """`_kernel_grad` for t-SNE's Cauchy kernel with the repulsion read from ``grid``."""
+    diff = y.unsqueeze(1) - ref[ids]  # [m, k, 2]
+    w_nb = 1.0 / (1.0 + diff.pow(2).sum(-1))
+    attract = ((2.0 * alpha) * p * w_nb).unsqueeze(2).mul(diff).sum(1)
+    return attract + grid.repulsion(y)
+
+
 @torch.no_grad()
 def transform_points(
     x_new: np.ndarray,
@@ -94,9 +183,26 @@ def transform_points(
     max_grad_norm: float | None = 0.25,
     min_gain: float = 0.01,
     chunk: int = 1024,
+    repulsion: str = "auto",
+    grid_spacing: float = 0.2,
 ) -> np.ndarray:
-    """Positions ``[m, d]`` of new points in the fixed map ``y_train`` (see the module doc)."""
+    """Positions ``[m, d]`` of new points in the fixed map ``y_train`` (see the module doc).
+
+    ``repulsion``: ``exact`` sums over all training points every step; ``grid`` reads it from
+    `GridRepulsion` (2-D Cauchy maps only); ``auto`` is ``grid`` where it applies and the
+    exact sums would cost more than 10⁷ pairs per step.
+    """
     ref = y_train.detach().float().cpu()
+    cauchy_2d = kernel == ("student_t", 1.0) and ref.shape[1] == 2
+    if repulsion not in ("auto", "exact", "grid") or (repulsion == "grid" and not cauchy_2d):
+        raise ValueError(
+            f"transform repulsion {repulsion!r}: give 'exact', 'auto' or (for a 2-D t-SNE map) "
+            "'grid'"
+        )
+    use_grid = repulsion == "grid" or (
+        repulsion == "auto" and cauchy_2d and len(x_new) * len(ref) > 10**7
+    )
+    grid = GridRepulsion(ref, grid_spacing) if use_grid else None
     ids, p = new_point_affinities(x_new, x_train, perplexity, k)
     out = np.empty((len(x_new), ref.shape[1]), dtype=np.float32)
     for start in range(0, len(x_new), chunk):
@@ -106,7 +212,10 @@ def transform_points(
         update = torch.zeros_like(y)
         gains = torch.ones_like(y)
         for _ in range(n_iter):
-            grad = _kernel_grad(y, ref, i_c, p_c, kernel, exaggeration)
+            if grid is not None:
+                grad = _grid_grad(y, ref, i_c, p_c, grid, exaggeration)
+            else:
+                grad = _kernel_grad(y, ref, i_c, p_c, kernel, exaggeration)
             if max_grad_norm is not None:
                 norm = grad.norm(dim=1, keepdim=True)
                 grad = grad * torch.clamp(max_grad_norm / norm.clamp_min(1e-12), max=1.0)
