@@ -296,9 +296,15 @@ class ConditionalTree:
         if cond._lists is None:
             cond._lists = (np.flatnonzero(cond.nodes), self.counts(cond.mask).tolist())
         valid_idx, counts = cond._lists
-        # bounds of every node the condition keeps, in one product; pruned nodes are absent
         qn = float(np.linalg.norm(q.astype(np.float64)))
-        bounds = dict(zip(valid_idx.tolist(), self._bound(q, qn, valid_idx).tolist(), strict=True))
+        lazy = scan_below > 0  # few nodes will be entered: bound only the children of those
+        if lazy:
+            valid = cond.nodes
+            bounds = {0: float(self._bound(q, qn, np.array([0]))[0])}
+        else:  # plain Alg. 1 enters many kept nodes: bound them all in one product
+            bounds = dict(
+                zip(valid_idx.tolist(), self._bound(q, qn, valid_idx).tolist(), strict=True)
+            )
         L, R, S, E = self._l, self._r, self._s, self._e
         mask, X, metric, perm = cond.mask, self.X, self.metric, self.perm
         sq_norms, tol = self.sq_norms, exact.fast_tolerance(self.max_norm, q, metric)
@@ -333,6 +339,12 @@ class ConditionalTree:
                     kth_fast = (last * last if metric == "euclidean" else last) + tol
                 continue
             right = R[node]
+            if lazy:
+                kids = np.array([c for c in (left, right) if valid[c]])
+                if len(kids):
+                    bounds.update(
+                        zip(kids.tolist(), self._bound(q, qn, kids).tolist(), strict=True)
+                    )
             b_left, b_right = bounds.get(left, _PRUNED), bounds.get(right, _PRUNED)
             # push the worse child first so the better one is popped (searched) first
             if b_right < b_left:
