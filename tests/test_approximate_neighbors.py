@@ -25,12 +25,12 @@ def _recall(table: np.ndarray, truth: np.ndarray) -> float:
 
 
 def test_hnsw_finds_the_neighbours_and_recall_is_measured_exactly():
-    x = _clustered(1500, 12)
+    x = _clustered(1000, 12)
     truth = _brute_force(x, 10)
     ids, _ = knn(x, 10, metric="l2", index="hnsw")
     reference = _recall(ids, truth) / 10
     assert reference >= 0.95
-    assert knn_recall(x, ids, metric="l2", sample=1500) == pytest.approx(reference, abs=1e-12)
+    assert knn_recall(x, ids, metric="l2", sample=1000) == pytest.approx(reference, abs=1e-12)
     exact, _ = knn(x, 10, metric="l2", index="flat")
     assert knn_recall(x, exact, metric="l2", sample=200) == 1.0
 
@@ -49,7 +49,7 @@ def test_tsne_with_hnsw_neighbours_logs_recall(capsys):
 
     from fw_estimators import TSNE
 
-    x = (load_digits().data[:400] / 16.0).astype(np.float32)
+    x = (load_digits().data[:300] / 16.0).astype(np.float32)
     est = TSNE(method="fft", knn_index="hnsw", max_iter=30, early_exaggeration_iter=15)
     est.set_params(random_state=0).fit(x)
     assert 0.9 <= est.metrics_["knn_recall"] <= 1.0

@@ -39,7 +39,8 @@ def test_parameters_are_the_recipe_keys():
     assert params["max_iter"] == raw["trainer"]["max_steps"]
     assert params["method"] == "exact"  # the tsne learner's own default (not in the file)
     recipe = TSNE(perplexity=7.0, early_exaggeration=4.0, method="fft").recipe({"name": "x"})
-    assert recipe["learner"]["p"] == {**raw["learner"]["p"], "perplexity": 7.0, "scale": "sparse"}
+    expected = {**raw["learner"]["p"], "perplexity": 7.0, "scale": "sparse", "knn_index": "auto"}
+    assert recipe["learner"]["p"] == expected
     assert recipe["learner"]["optimizer"]["early_exaggeration"] == 4.0
     assert recipe["learner"]["repulsion"] == "fft"
     with pytest.raises(TypeError, match="unknown parameters"):
@@ -100,14 +101,20 @@ def test_new_point_gradient_is_that_of_their_kl(kernel):
     assert torch.allclose(ours, y.grad, atol=1e-10)
 
 
-def test_transform_places_held_out_digits_like_opentsne(digits):
+@pytest.fixture(scope="module")
+def split_map(digits) -> tuple[TSNE, np.ndarray, np.ndarray]:
+    """A t-SNE map of 300 random digits, and 150 held-out ones."""
+    order = np.random.default_rng(0).permutation(len(digits[0]))
+    train, test = order[:300], order[300:450]
+    return TSNE(random_state=0, max_iter=500).fit(digits[0][train]), train, test
+
+
+def test_transform_places_held_out_digits_like_opentsne(digits, split_map):
     from openTSNE import TSNE as OpenTSNE
 
     x, y = digits
-    order = np.random.default_rng(0).permutation(len(x))
-    train, test = order[:300], order[300:450]
-    est = TSNE(random_state=0, max_iter=300).fit(x[train])
-    z = est.transform(x[test])
+    est, train, test = split_map
+    z = est.set_params(transform_repulsion="exact").transform(x[test])
     ours = KNeighborsClassifier(10).fit(est.embedding_, y[train]).score(z, y[test])
     ref = OpenTSNE(random_state=0, n_jobs=1).fit(x[train])
     theirs = KNeighborsClassifier(10).fit(np.asarray(ref), y[train])
@@ -186,11 +193,11 @@ def test_grid_repulsion_matches_the_exact_sums():
     assert miss[-1] < 1e-12 * exact[-1].norm()  # off the grid: the exact sums
 
 
-def test_grid_transform_places_points_as_the_exact_one(digits):
+def test_grid_transform_places_points_as_the_exact_one(digits, split_map):
     x, y = digits
-    est = TSNE(random_state=0, max_iter=500).fit(x[:300])
-    exact = est.set_params(transform_repulsion="exact").transform(x[300:400])
-    grid = est.set_params(transform_repulsion="grid").transform(x[300:400])
+    est, train, test = split_map
+    exact = est.set_params(transform_repulsion="exact").transform(x[test])
+    grid = est.set_params(transform_repulsion="grid").transform(x[test])
     assert np.median(np.linalg.norm(exact - grid, axis=1)) < 0.25
-    knn = KNeighborsClassifier(10).fit(est.embedding_, y[:300])
-    assert abs(knn.score(exact, y[300:400]) - knn.score(grid, y[300:400])) <= 0.03
+    knn = KNeighborsClassifier(10).fit(est.embedding_, y[train])
+    assert abs(knn.score(exact, y[test]) - knn.score(grid, y[test])) <= 0.03
