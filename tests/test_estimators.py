@@ -69,6 +69,26 @@ def test_estimator_and_recipe_give_the_same_embedding(digits, tmp_path):
     assert np.array_equal(est.embedding_, z)  # bit-identical on CPU
 
 
+def test_kmeans_estimator_and_recipe_give_the_same_logits(digits, tmp_path):
+    x, _ = digits
+    est = KMeans(random_state=0, max_iter=20, n_init=2, batch_size=100).fit(x[:200])
+    result = fw.run(
+        RECIPES / "kmeans_digits.yaml",
+        [
+            "data.limit=200",
+            "trainer.max_steps=20",
+            "learner.restart_steps=20",
+            "learner.restarts=2",
+            "learner.batch_size=100",
+            "trainer.progress=false",
+        ],
+        out=tmp_path / "run",
+    )
+    with torch.no_grad():
+        logits = result.learner.eval().infer({"x": torch.from_numpy(x[:200])}).numpy()
+    assert np.array_equal(est._logits(x[:200]), logits)
+
+
 def test_numpy_pandas_and_torch_inputs_agree(digits):
     x = digits[0][:120]
     settings = {"max_iter": 40, "early_exaggeration_iter": 20, "perplexity": 10.0}
