@@ -52,7 +52,8 @@ class ViceLearner(api.Learner):
     """ViCE (Karlsson et al.): dense visual concept embeddings by swapped prediction over regions.
 
     Training (Alg. 1-3): every image is cut into ``region_mode`` regions (SLIC superpixels of
-    average side ``region_size`` px, or a grid), gives ``views`` views (`fw_vice.views`:
+    average side ``region_size`` px, or a grid; kept per dataset index with ``cache_regions``),
+    gives ``views`` views (`fw_vice.views`:
     centre from the blurred Canny map, β ∈ ``beta``, region masking up to ``max_mask``, only
     regions common to all views kept, flip), then colour distortion (SwAV's: jitter 0.8/0.8/
     0.8/0.2 with p 0.8, grey p 0.2) and Gaussian blur (p 0.5). The FPN network
@@ -105,6 +106,7 @@ class ViceLearner(api.Learner):
         region_mode: RegionMode = "slic",
         region_size: int = 20,
         compactness: float = 10.0,
+        cache_regions: bool = True,
         views: int = 5,
         view_size: int = 256,
         beta: tuple[float, float] = (0.5, 2.0),
@@ -149,6 +151,7 @@ class ViceLearner(api.Learner):
             raise ValueError(f"train_stride must be in [1, view_size], got {train_stride}")
         self.train_stride = train_stride
         self.region_mode, self.region_size, self.compactness = region_mode, region_size, compactness
+        self.cache_regions = cache_regions
         superpixels(np.zeros((4, 4, 3)), region_mode, region_size)  # checks the mode early
         self.temperature, self.epsilon = temperature, epsilon
         self.sinkhorn_iterations = sinkhorn_iterations
@@ -205,8 +208,9 @@ class ViceLearner(api.Learner):
             return self._regions[index]
         arr = image.permute(1, 2, 0).cpu().numpy()
         regions = superpixels(arr, self.region_mode, self.region_size, self.compactness)
-        if index is not None:
-            self._regions[index] = regions.astype(np.int32 if regions.max() < 2**31 else np.int64)
+        if index is not None and self.cache_regions:
+            small = np.int16 if regions.max() < 2**15 else np.int32
+            self._regions[index] = regions.astype(small)
         return regions
 
     def make_views(self, x: Tensor, index: Tensor | None) -> tuple[Tensor, Tensor, Tensor]:

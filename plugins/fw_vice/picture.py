@@ -40,7 +40,15 @@ def save_picture(
     plt = pyplot()
     palette = class_palette(n_classes)
     cols = 2 + len(panels)
-    fig, axes = plt.subplots(len(rows), cols, figsize=(3 * cols, 3 * len(rows)), squeeze=False)
+    legend = classes is not None and len(classes) == n_classes
+    ratios = [1.0] * len(rows) + ([0.25] if legend else [])
+    fig, axes = plt.subplots(
+        len(ratios),
+        cols,
+        figsize=(3 * cols, 3 * len(rows) + (0.8 if legend else 0)),
+        squeeze=False,
+        gridspec_kw={"height_ratios": ratios},
+    )
     for r, (image, label, preds) in enumerate(rows):
         img = image.detach().cpu().float().clamp(0, 1)
         shown = [img.permute(1, 2, 0).numpy(), paint(label.cpu().numpy(), palette)]
@@ -56,7 +64,12 @@ def save_picture(
             ax.set_yticks([])
             if r == 0:
                 ax.set_title(title, fontsize=9)
-    if classes is not None and len(classes) == n_classes:
+    if legend:  # a row of its own under the images, so that nothing covers them
+        grid = axes[-1, 0].get_gridspec()
+        for ax in axes[-1]:
+            ax.remove()
+        box = fig.add_subplot(grid[-1, :])
+        box.axis("off")
         handles = [plt.Rectangle((0, 0), 1, 1, color=palette[k]) for k in range(n_classes)]
-        fig.legend(handles, classes, loc="lower center", ncol=min(n_classes, 9), fontsize=8)
+        box.legend(handles, classes, loc="center", ncol=min(n_classes, 9), fontsize=8)
     return save_figure(fig, path)
