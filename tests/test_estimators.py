@@ -16,7 +16,7 @@ from sklearn.neighbors import KNeighborsClassifier
 from sklearn.pipeline import Pipeline
 
 import fw
-from fw_estimators import TSNE, ICon, KMeans
+from fw_estimators import SNE, TSNE, ICon, IConClustering, KMeans
 from fw_estimators.base import EstimatorError
 from fw_estimators.transform import _kernel_grad, kl_of_new_points, new_point_affinities
 
@@ -221,3 +221,24 @@ def test_grid_transform_places_points_as_the_exact_one(digits, split_map):
     assert np.median(np.linalg.norm(exact - grid, axis=1)) < 0.25
     knn = KNeighborsClassifier(10).fit(est.embedding_, y[train])
     assert abs(knn.score(exact, y[test]) - knn.score(grid, y[test])) <= 0.03
+
+
+#: scikit-learn's checks that need no fit (the full suite, marked slow, is in
+#: tests/test_estimators_checks.py)
+NO_FIT_CHECKS = (
+    "check_parameters_default_constructible",
+    "check_get_params_invariance",
+    "check_set_params",
+    "check_no_attributes_set_in_init",
+    "check_estimator_repr",
+    "check_estimator_cloneable",
+    "check_mixin_order",
+)
+
+
+@pytest.mark.parametrize("check", NO_FIT_CHECKS)
+@pytest.mark.parametrize("cls", [TSNE, SNE, ICon, IConClustering, KMeans], ids=lambda c: c.__name__)
+def test_sklearn_checks_without_fitting(cls, check):
+    import sklearn.utils.estimator_checks as checks
+
+    getattr(checks, check)(cls.__name__, cls())
