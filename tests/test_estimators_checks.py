@@ -100,3 +100,18 @@ def test_clusterer_run_directory_reloads_and_predicts_the_same(tmp_path):
     back = IConClustering.load(tmp_path / "run")
     assert np.array_equal(back.labels_, labels)
     assert np.array_equal(back.predict(x[400:500]), new)
+
+
+@pytest.mark.slow
+def test_clusterer_fitted_in_memory_saves_its_whole_pipeline(tmp_path):
+    import numpy as np
+    from sklearn.datasets import load_digits
+
+    x = (load_digits().data / 16.0).astype(np.float32)
+    est = IConClustering(perplexity=5.0, embed_iter=60, max_iter=30, heads=1, random_state=0)
+    est.fit(x[:150])
+    est.save(tmp_path / "saved")
+    back = IConClustering.load(tmp_path / "saved")
+    assert len(list((tmp_path / "saved" / "stages").iterdir())) == 1  # found, not retrained
+    assert np.array_equal(back.labels_, est.labels_)
+    assert np.array_equal(back.predict(x[150:200]), est.predict(x[150:200]))

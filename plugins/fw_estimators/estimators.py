@@ -252,6 +252,18 @@ class KMeans(_Clusterer):
 _STAGE, _ = read_recipe_file(RECIPES / "tsne_fashion_mnist.yaml")
 
 
+def _stage_name(spec: dict[str, Any]) -> str:
+    """The directory the ``chained`` dataset of ``spec`` keeps its stage in (its cache key)."""
+    import json
+
+    from fw.recipe import load_recipe, settings_digest
+
+    overrides = [f"data={json.dumps(spec['data'])}", *spec.get("overrides", [])]
+    overrides.append(f"seed={int(spec['seed'])}")  # the default clusterer pins the stage seed
+    inner = load_recipe(RECIPES / spec["recipe"], overrides)
+    return f"{inner.name}-{settings_digest(inner.raw)}"
+
+
 class IConClustering(_Clusterer):
     """The default I-Con clusterer (``recipes/icon_clustering.yaml``): scalable t-SNE, then heads.
 
@@ -299,10 +311,22 @@ class IConClustering(_Clusterer):
         return spec
 
     def _relocate(self, raw: dict[str, Any], data_path: Path) -> None:
-        raise EstimatorError(
-            "IConClustering.save: the stage-1 t-SNE run lives in the fit's run directory; fit "
-            "with run_dir=DIR to keep the whole pipeline there, then IConClustering.load(DIR)"
-        )
+        """Point the recipe at the saved data and write the stage-1 run where it is looked up."""
+        import yaml
+
+        from fw.recipe import dump_yaml
+
+        spec = raw["data"]
+        spec["data"] = {**spec["data"], "path": str(data_path)}
+        spec["cache_dir"] = str(data_path.parent / "stages")
+        stage = Path(spec["cache_dir"]) / _stage_name(spec)
+        for rel, blob in self._stage_files_.items():
+            if rel == "recipe.yaml":  # the stage's own recipe names the data file too
+                stage_raw = yaml.safe_load(blob.decode("utf-8"))
+                stage_raw["data"]["path"] = str(data_path)
+                blob = dump_yaml(stage_raw).encode("utf-8")
+            (stage / rel).parent.mkdir(parents=True, exist_ok=True)
+            (stage / rel).write_bytes(blob)
 
     def _after_load(self) -> None:
         from fw.recipe import build
@@ -311,7 +335,14 @@ class IConClustering(_Clusterer):
 
         data = build("dataset", self.recipe_["data"], get_registry(), "data")
         self.train_z_ = data.tensors["z"].float().numpy()
-        self.embedder_ = load_run(data.meta["chained"]["z"]).cpu().eval()
+        stage = Path(data.meta["chained"]["z"])
+        self.embedder_ = load_run(stage).cpu().eval()
+        # the stage's files, for `save` (a fit without run_dir deletes its directory)
+        self._stage_files_ = {
+            f.relative_to(stage).as_posix(): f.read_bytes()
+            for f in sorted(stage.rglob("*"))
+            if f.is_file() and f.suffix in (".yaml", ".ckpt", ".json", ".pt")
+        }
         super()._after_load()
 
     @torch.no_grad()
