@@ -58,3 +58,33 @@ def test_rcd_separates_generators_with_equal_frechet_distance():
             assert region(real[rows]).mean() > 0.6
     rows = np.concatenate([s.others for s in spots["bimodal"]])
     assert (np.abs(real[rows, 0]) < 0.6).mean() > 0.6
+
+
+def test_fw_blindspots_reports_the_missing_tails(tmp_path, capsys):
+    """`fw blindspots` on feature files: the report equals `blind_spots` on the same tree, and
+    every reported region is one the uniform generator leaves empty."""
+    import json
+
+    from fw.cli import main
+
+    n = 3000
+    # a constant third coordinate keeps the 2-D geometry through the cosine normalisation
+    real = np.c_[np.random.default_rng(1).standard_normal((n, 2)), np.full(n, 20.0)]
+    fake = np.c_[toy_generators(n, seed=2)["uniform"], np.full(n, 20.0)]
+    np.savez(tmp_path / "real.npz", features=real)
+    np.savez(tmp_path / "fake.npz", features=fake)
+    out = tmp_path / "out"
+    argv = ["blindspots", "--real", str(tmp_path / "real.npz"), "--generated"]
+    argv += [str(tmp_path / "fake.npz"), "--out", str(out), "--min-size", "40"]
+    assert main(argv) == 0
+    report = json.loads((out / "blind_spots.json").read_text())
+    X = np.concatenate([real, fake]).astype(np.float32)
+    X /= np.linalg.norm(X, axis=1, keepdims=True)
+    generated = np.r_[np.zeros(n, bool), np.ones(n, bool)]
+    expect = blind_spots(ConditionalTree(X, leaf_size=50, seed=0), generated, min_size=40)
+    assert [s["node"] for s in report["blind_spots"]] == [s.node for s in expect]
+    assert expect and all(s["rcd"] < 0.6 and s["p_value"] < 0.01 for s in report["blind_spots"])
+    rows = np.concatenate([s["real_rows"] for s in report["blind_spots"]])
+    assert (np.abs(real[rows, :2]).max(1) > 1.5).mean() > 0.6  # the square has no tails
+    assert (out / "blind_spot_1.png").is_file()
+    assert "blind spots" in capsys.readouterr().out

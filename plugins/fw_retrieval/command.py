@@ -84,20 +84,24 @@ def contact_sheet(
     captions: list[str],
     title: str,
     path: Path,
+    with_query: bool = True,
 ) -> Path:
-    """Query (left) and results in a grid, each captioned; missing images drawn as blanks."""
+    """Query (left, unless ``with_query`` is False) and results in a grid, each captioned;
+    missing images are drawn as blanks."""
     from fw.lib.plots import pyplot, save_figure
 
     plt = pyplot()
+    lead = 1 if with_query else 0
     cols = min(4, max(1, len(images)))
     rows = max(1, -(-len(images) // cols))
-    fig, axes = plt.subplots(rows, cols + 1, figsize=(2.6 * (cols + 1), 2.7 * rows + 0.6))
-    axes = np.asarray(axes).reshape(rows, cols + 1)
+    fig, axes = plt.subplots(rows, cols + lead, figsize=(2.6 * (cols + lead), 2.7 * rows + 0.6))
+    axes = np.asarray(axes).reshape(rows, cols + lead)
     for ax in axes.ravel():
         ax.axis("off")
-    _show(axes[0, 0], query_image, "query")
+    if with_query:
+        _show(axes[0, 0], query_image, "query")
     for i, (img, cap) in enumerate(zip(images, captions, strict=True)):
-        _show(axes[i // cols, 1 + i % cols], img, cap)
+        _show(axes[i // cols, lead + i % cols], img, cap)
     fig.suptitle(title, fontsize=9)
     return save_figure(fig, path)
 

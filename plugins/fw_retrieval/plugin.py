@@ -1,11 +1,11 @@
-"""Entry point of the ``retrieval`` plugin: the ``fw retrieve`` command."""
+"""Entry point of the ``retrieval`` plugin: the ``fw retrieve`` and ``fw blindspots`` commands."""
 
 from __future__ import annotations
 
 from fw import hookimpl
-from fw_retrieval import command
+from fw_retrieval import blindspots, command
 
 
 @hookimpl
 def fw_commands():
-    return {"retrieve": command.COMMAND}
+    return {"retrieve": command.COMMAND, "blindspots": blindspots.COMMAND}
