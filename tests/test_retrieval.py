@@ -359,6 +359,15 @@ def test_columns_reject_unknown_columns_and_types():
         Columns({"not": np.array([1])})
 
 
+def test_a_corpus_without_columns_refuses_column_conditions():
+    X = np.random.default_rng(0).standard_normal((30, 2)).astype(np.float32)
+    for method in (MaskedBruteForce(Corpus(X)), Tree(Corpus(X))):
+        with pytest.raises(PredicateError, match="column 'label'.*columns: none"):
+            method.search(X[0], 3, "label == 1")
+        assert len(method.search(X[0], 3, "true")[0]) == 3
+        assert len(method.search(X[0], 3, "false")[0]) == 0
+
+
 def test_exact_tie_break_is_distance_then_id():
     ids, dist = exact.order(np.array([1.0, 0.5, 1.0, 0.5], np.float32), np.array([9, 4, 2, 7]), 3)
     np.testing.assert_array_equal(ids, [4, 7, 2])

@@ -48,6 +48,8 @@ class Corpus:
             raise ShapeError(f"{self.columns.n} metadata rows for {len(self.X)} feature rows")
         self.metric: Metric = metric
         self.n, self.dim = self.X.shape
+        if self.columns.n < 0:  # no columns: conditions can only be true/false or masks
+            self.columns.n = self.n
         self.sq_norms = np.einsum("ij,ij->i", self.X, self.X)
         self.max_norm = float(np.sqrt(self.sq_norms.max()))
         self._masks: dict[Hashable, np.ndarray] = {}
@@ -70,9 +72,7 @@ class Corpus:
                 raise ShapeError(f"a condition mask must be bool [{self.n}], got {node.shape}")
             return node
         if node not in self._masks:
-            self._masks[node] = (
-                self.columns.mask(node) if self.columns.n >= 0 else np.ones(self.n, bool)
-            )
+            self._masks[node] = self.columns.mask(node)
         return self._masks[node]
 
     def rows(self, ids: np.ndarray) -> np.ndarray:

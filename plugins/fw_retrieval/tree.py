@@ -79,6 +79,8 @@ class ConditionalTree:
         self.scan_below = scan_below
         self.columns = columns if columns is not None else Columns({})
         self.n, self.dim = X.shape
+        if self.columns.n < 0:  # no columns: conditions can only be true/false or masks
+            self.columns.n = self.n
         self._build(X, np.random.default_rng(seed))
         self.max_norm = float(np.sqrt(self.sq_norms.max()))
         self._index_columns()
@@ -235,9 +237,7 @@ class ConditionalTree:
                 raise ShapeError(f"a condition mask must be bool [{self.n}], got {where.shape}")
             mask = where[self.perm]
         else:
-            mask = self.columns.take(self.perm).mask(where) if self.columns.n >= 0 else None
-            if mask is None:
-                mask = np.full(self.n, bool(where.value) if isinstance(where, Const) else True)
+            mask = self.columns.take(self.perm).mask(where)
         counts = self.counts(mask)
         exact_nodes = counts > 0
         if isinstance(where, np.ndarray):
