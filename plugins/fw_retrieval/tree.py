@@ -46,6 +46,8 @@ class Compiled:
     size: int
     exact_nodes: int  # nodes that really hold a valid row (for the pruning report)
     _lists: tuple[np.ndarray, list[int]] | None = field(default=None, repr=False)
+    # scan_below -> node -> its children in the pruned tree (filled as searches expand nodes)
+    _kids: dict[int, dict[int, tuple[int, ...]]] = field(default_factory=dict, repr=False)
 
 
 class ConditionalTree:
@@ -297,15 +299,16 @@ class ConditionalTree:
             cond._lists = (np.flatnonzero(cond.nodes), self.counts(cond.mask).tolist())
         valid_idx, counts = cond._lists
         qn = float(np.linalg.norm(q.astype(np.float64)))
+        valid = cond.nodes
+        kid_cache = cond._kids.setdefault(scan_below, {})
         lazy = scan_below > 0  # few nodes will be entered: bound only the children of those
         if lazy:
-            valid = cond.nodes
             bounds = {0: float(self._bound(q, qn, np.array([0]))[0])}
         else:  # plain Alg. 1 enters many kept nodes: bound them all in one product
             bounds = dict(
                 zip(valid_idx.tolist(), self._bound(q, qn, valid_idx).tolist(), strict=True)
             )
-        L, R, S, E = self._l, self._r, self._s, self._e
+        L, S, E = self._l, self._s, self._e
         mask, X, metric, perm = cond.mask, self.X, self.metric, self.perm
         sq_norms, tol = self.sq_norms, exact.fast_tolerance(self.max_norm, q, metric)
         ip, qq = metric == "ip", float(np.dot(q, q))
@@ -338,28 +341,52 @@ class ConditionalTree:
                     kth = last + 1e-6 * abs(last) + 1e-30
                     kth_fast = (last * last if metric == "euclidean" else last) + tol
                 continue
-            right = R[node]
-            if lazy:
-                kids = np.array([c for c in (left, right) if valid[c]])
-                if len(kids):
-                    bounds.update(
-                        zip(kids.tolist(), self._bound(q, qn, kids).tolist(), strict=True)
-                    )
-            b_left, b_right = bounds.get(left, _PRUNED), bounds.get(right, _PRUNED)
-            # push the worse child first so the better one is popped (searched) first
-            if b_right < b_left:
-                if b_left <= kth:
-                    stack.append((left, b_left))
-                if b_right <= kth:
-                    stack.append((right, b_right))
-            else:
-                if b_right <= kth:
-                    stack.append((right, b_right))
-                if b_left <= kth:
-                    stack.append((left, b_left))
+            kids = kid_cache.get(node)
+            if kids is None:
+                kids = kid_cache[node] = self._kept_children(node, valid, counts, scan_below)
+            if not kids:
+                continue
+            if lazy and kids[0] not in bounds:
+                b = self._bound(q, qn, np.array(kids)).tolist()
+                bounds.update(zip(kids, b, strict=True))
+            if len(kids) == 1:
+                if bounds[kids[0]] <= kth:
+                    stack.append((kids[0], bounds[kids[0]]))
+                continue
+            first, second = kids
+            b_first, b_second = bounds[first], bounds[second]
+            if b_first < b_second:  # push the worse child first: the better one is popped first
+                first, second, b_first, b_second = second, first, b_second, b_first
+            if b_first <= kth:
+                stack.append((first, b_first))
+            if b_second <= kth:
+                stack.append((second, b_second))
         if stats is not None:
             stats["visited"] = stats.get("visited", 0) + visited
         return best_i, best_d
+
+    def _kept_children(
+        self, node: int, valid: np.ndarray, counts: list[int], scan_below: int
+    ) -> tuple[int, ...]:
+        """The children of ``node`` in the pruned tree: each kept child, moved down past nodes
+        with a single kept child (their bounds are implied by the deeper node's own); a node
+        whose children are both pruned holds no valid row (AND's superset) and is dropped."""
+        L, R = self._l, self._r
+        out = []
+        for c in (L[node], R[node]):
+            if not valid[c]:
+                continue
+            while L[c] >= 0 and not (scan_below and counts[c] <= scan_below):
+                a, b = valid[L[c]], valid[R[c]]
+                if a and b:
+                    break
+                if not (a or b):
+                    c = -1
+                    break
+                c = L[c] if a else R[c]
+            if c >= 0:
+                out.append(c)
+        return tuple(out)
 
     def pruned_fraction(self, where: Node | np.ndarray | None) -> tuple[float, float]:
         """Fraction of nodes the condition prunes: (compiled set, exact set of valid nodes)."""
