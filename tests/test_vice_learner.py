@@ -16,6 +16,7 @@ from fw.recipe import load_recipe
 from fw.registry import get_registry
 from fw_vice.learner import ViceLearner
 from tests.conftest import RECIPES
+from tests.test_stego_data import write_coco_tree
 
 VICE_RECIPES = ["vice_texmosaic.yaml", "vice_cityscapes.yaml", "vice_cocostuff.yaml"]
 
@@ -55,14 +56,19 @@ def test_cocostuff_recipe_without_data_exits_2_naming_the_layout(tmp_path, capsy
     assert "curated/train2017" in capsys.readouterr().err
 
 
-def test_cityscapes_recipe_trains_on_a_tiny_tree_under_both_protocols(tmp_path):
-    root = tmp_path / "cityscapes"
-    write_cityscapes_tree(root)
+@pytest.mark.parametrize("dataset", ["cityscapes", "cocostuff"])
+def test_recipe_trains_on_a_tiny_tree_under_both_protocols(tmp_path, dataset):
+    root = tmp_path / dataset
+    if dataset == "cityscapes":
+        write_cityscapes_tree(root)
+    else:
+        write_coco_tree(root, {"train": ["1", "2"], "val": ["3", "4"]}, size=(48, 64))
+    n_classes = 27
     out = tmp_path / "run"
     code = main(
         [
             "run",
-            str(RECIPES / "vice_cityscapes.yaml"),
+            str(RECIPES / f"vice_{dataset}.yaml"),
             f"data.root={root}",
             f"eval_data.root={root}",
             "data.res=32",
@@ -88,7 +94,7 @@ def test_cityscapes_recipe_trains_on_a_tiny_tree_under_both_protocols(tmp_path):
     metrics = json.loads((out / "metrics.json").read_text())
     for key in (
         "hungarian_miou",  # K = 27, one-to-one (STEGO's protocol)
-        "greedy_c27_miou",
+        f"greedy_c{n_classes}_miou",
         "greedy_c4_miou",  # over-clustering, many-to-one (ViCE's)
         "concepts_greedy_miou",
         "linear_miou",
