@@ -104,7 +104,8 @@ def test_recipe_trains_on_a_tiny_tree_under_both_protocols(tmp_path, dataset):
     assert (out / "vice.png").stat().st_size > 0
 
 
-def test_a_training_step_moves_the_network_and_the_concepts():
+@pytest.mark.parametrize("region_mode", ["slic", "grid"])
+def test_a_training_step_moves_the_network_and_the_concepts(region_mode):
     g = torch.Generator().manual_seed(0)
     x = torch.rand(2, 3, 40, 40, generator=g)
     x[:, :, :, 20:] *= 0.3
@@ -112,6 +113,7 @@ def test_a_training_step_moves_the_network_and_the_concepts():
     learner = ViceLearner(
         arch="mobilenet_v2", weights=None, n_classes=2, dim=8, concepts=4, fpn_dim=8,
         views=3, view_size=24, region_size=8, queue_length=3, train_stride=2, batch_size=2,
+        region_mode=region_mode,
     )  # fmt: skip
     learner.setup(data)
     out = learner.training_step(collate_batched(data.__getitems__([0, 1])), 0)
