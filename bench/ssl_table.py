@@ -282,8 +282,13 @@ def summarise(rows: list[dict[str, Any]]) -> str:
                 continue
             m, s = st["knn"]
             margin = m - rand_m
-            ok = margin > max(s, rand_s)
-            lines.append(f"  {name:<12} {margin:+.3f} ({'beats it' if ok else 'does NOT beat it'})")
+            if len(by[name]) < 2 or len(by["random-init"]) < 2:
+                verdict = "one seed: no spread to compare with"
+            elif margin > max(s, rand_s):
+                verdict = "beats it"
+            else:
+                verdict = "does NOT beat it"
+            lines.append(f"  {name:<12} {margin:+.3f} ({verdict})")
     for name, rs in by.items():
         for r in rs:
             if r["collapsed"]:
