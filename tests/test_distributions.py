@@ -41,7 +41,15 @@ PARAMS: dict[str, dict] = {
     "union": {"of": [{"name": "positive_pairs"}, {"name": "knn", "k": 3}]},
 }
 
+# the table's own families, and new ones a plugin opens by declaring a cell in them
 FAMILIES = set(P_FAMILIES) | set(Q_FAMILIES)
+FAMILIES |= {
+    family
+    for _, cells in get_registry().hook_results("fw_table_cells")
+    for cell in cells or []
+    for family in (getattr(cell, "p_family", None), getattr(cell, "q_family", None))
+    if family
+}
 
 
 def smoke_context() -> dict:
