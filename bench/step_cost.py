@@ -101,13 +101,16 @@ def measure(path: Path, args: argparse.Namespace, flush: bool) -> dict:
     try:
         recipe = load_recipe(path, SMALLER_DATA.get(path.stem, []), get_registry())
         own = recipe.trainer.max_steps
+        if own == 0:
+            row["skipped"] = "no training steps (max_steps: 0, the recipe only evaluates)"
+            return row
         steps = args.steps if own is None else min(args.steps, own)
         times = step_times(path, steps, args.budget, flush)
     except FwError as err:
         row["skipped"] = str(err).splitlines()[0][:120]
         return row
     if len(times) < 9:
-        row["skipped"] = f"only {len(times) + 1} steps"  # max_steps 0: evaluation only
+        row["skipped"] = f"only {len(times) + 1} steps"
         return row
     first, middle, last = tenths(times)
     row.update(
