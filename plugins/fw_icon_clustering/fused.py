@@ -193,7 +193,12 @@ def sparse_icon_loss(
     ce = ce.index_add(0, rows, -(1.0 - a_p) * pv * log_q_sup)
     if a_p > 0 and a_q > 0:
         # q̃ ≥ α_q/m everywhere, so the kernel can be formed in probability space (one matmul)
-        kernel = torch.exp(log_phi - log_norm.unsqueeze(1)) @ torch.exp(col_terms).T  # [n, m]
+        # exp below float32's smallest normal (e^-87.3) takes a slow underflow path even with
+        # subnormals flushed (35x slower on sharp heads); floored terms are < 1.2e-38 and vanish
+        # beside α_q/m, so the floor changes no value (and gradients by less than 1.2e-38)
+        floor = math.log(torch.finfo(dtype).tiny)
+        phi = torch.exp((log_phi - log_norm.unsqueeze(1)).clamp_min(floor))
+        kernel = phi @ torch.exp(col_terms.clamp_min(floor)).T  # [n, m]
         log_q = torch.log((1.0 - a_q) * kernel + a_q / m)
     elif a_p > 0:
         log_q = log_matmul_exp(log_phi, col_terms) - log_norm.unsqueeze(1)  # [n, m]
