@@ -4,7 +4,6 @@ superpixel regions across views (Karlsson et al., "ViCE", §3, App. A, Alg. 1-3)
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, ClassVar, Literal
 
@@ -15,11 +14,11 @@ from torch import Tensor
 
 from fw import api
 from fw.api import OptimizerFactory
-from fw.data import collate_batched
 from fw.errors import DataError, ShapeError
 from fw.lib.metrics import majority_assignment
 from fw.lib.prototypes import PrototypeLayer
 from fw_common.augment import ColorJitter, GaussianBlur, Grayscale
+from fw_stego.learner import batches
 from fw_stego.scoring import Confusion, boundary_band, hungarian_assignment, scores
 from fw_vice.loss import swapped_prediction_loss
 from fw_vice.model import Arch, FPNEncoder
@@ -27,17 +26,6 @@ from fw_vice.optim import LARS
 from fw_vice.picture import save_picture
 from fw_vice.superpixels import RegionMode, superpixels
 from fw_vice.views import ViewConfig, generate_views, keep_mutual, nearest_index, region_means
-
-
-def batches(data: Any, batch_size: int, limit: int | None = None) -> Iterator[dict[str, Tensor]]:
-    """Consecutive batches of a map-style dataset of dict items (in dataset order)."""
-    n = len(data) if limit is None else min(limit, len(data))
-    for start in range(0, n, batch_size):
-        idx = list(range(start, min(n, start + batch_size)))
-        if hasattr(data, "__getitems__"):
-            yield collate_batched(data.__getitems__(idx))
-        else:
-            yield collate_batched([data[i] for i in idx])
 
 
 def as_images(x: Tensor) -> Tensor:
