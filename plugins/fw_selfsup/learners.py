@@ -26,9 +26,9 @@ from torch import Tensor, nn
 from fw import api
 from fw.api import OptimizerFactory
 from fw.data import take
-from fw.errors import ShapeError
 from fw.lib import metrics, monitors
 from fw.lib.ema import ema_update
+from fw.lib.images import image_batch
 from fw.lib.prototypes import PrototypeLayer
 from fw_common.augment import Augmenter, RandomResizedCrop
 from fw_selfsup import losses
@@ -170,17 +170,7 @@ class MultiCropLearner(api.Learner):
 
     def images(self, x: Tensor) -> Tensor:
         """Inputs as images ``[B, C, H, W]`` (flat rows reshaped with ``image_shape``)."""
-        x = x if x.is_floating_point() else x.float()
-        if x.dim() == 2 and self.image_shape is not None:
-            return x.reshape(x.shape[0], *self.image_shape)
-        if x.dim() == 3:
-            return x.unsqueeze(1)
-        if x.dim() != 4:
-            raise ShapeError(
-                f"{type(self).__name__} needs images [B, C, H, W] (or flat rows with a known "
-                f"image_shape), got {tuple(x.shape)}; set `image_shape: [C, H, W]`"
-            )
-        return x
+        return image_batch(x, self.image_shape, type(self).__name__)
 
     def _local_op(self, height: int, width: int) -> RandomResizedCrop:
         key = (height, width)
@@ -294,15 +284,11 @@ class MultiCropLearner(api.Learner):
                 xtr = self.embed(take(train, limit=self.probe_limit))
                 ytr = take(train, "label", limit=self.probe_limit)
             yte = labels[test]
-            out[f"{prefix}knn_probe_accuracy"] = metrics.knn_probe_accuracy(
-                xtr, ytr, z_test, yte, k=self.knn_k
-            )
-            if self.linear_probe:
-                with warnings.catch_warnings():
-                    warnings.simplefilter("ignore")  # lbfgs convergence chatter
-                    out[f"{prefix}linear_probe_accuracy"] = metrics.linear_probe_accuracy(
-                        xtr, ytr, z_test, yte, max_iter=self.probe_max_iter
-                    )
+            probes = metrics.probe_accuracies(
+                xtr, ytr, z_test, yte, k=self.knn_k, linear=self.linear_probe,
+                max_iter=self.probe_max_iter, prefix=prefix,
+            )  # fmt: skip
+            out.update(probes)
         else:
             warnings.warn("evaluation data has no labels: no probes", stacklevel=2)
         n_mon = min(1024, x_test.shape[0])

@@ -39,15 +39,11 @@ def evaluate(learner: ContrastiveLearner, data: Any) -> dict[str, float]:
             raise ValueError("the probes need labels in the training data")
         xte, yte = feats, labels
         prefix = ""
-    out[f"{prefix}knn_probe_accuracy"] = metrics.knn_probe_accuracy(
-        xtr, ytr, xte, yte, k=learner.knn_k
+    out.update(
+        metrics.probe_accuracies(
+            xtr, ytr, xte, yte, learner.knn_k, learner.linear_probe, learner.probe_max_iter, prefix
+        )
     )
-    if learner.linear_probe:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # lbfgs convergence chatter
-            out[f"{prefix}linear_probe_accuracy"] = metrics.linear_probe_accuracy(
-                xtr, ytr, xte, yte, max_iter=learner.probe_max_iter
-            )
     if getattr(learner.p, "family", "") == DATA_LABEL_FAMILY:
         pred = learner.classify(xte)
         out[f"{prefix}classifier_accuracy"] = float((pred == yte).float().mean())

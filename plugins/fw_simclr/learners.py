@@ -40,10 +40,10 @@ from torch import Tensor, nn
 from fw import api
 from fw.api import OptimizerFactory
 from fw.data import collate_batched
-from fw.errors import ShapeError
 from fw.lib import monitors
 from fw.lib.ema import ema_update
 from fw.lib.icon import icon_loss
+from fw.lib.images import image_batch
 from fw_common.augment import Augmenter
 from fw_simclr import evaluation
 from fw_simclr.featurizers import image_shape_of
@@ -243,17 +243,7 @@ class ContrastiveLearner(api.Learner):
 
     def images(self, x: Tensor) -> Tensor:
         """Inputs as images ``[B, C, H, W]`` (flat rows reshaped with ``image_shape``)."""
-        x = x if x.is_floating_point() else x.float()
-        if x.dim() == 2 and self.image_shape is not None:
-            return x.reshape(x.shape[0], *self.image_shape)
-        if x.dim() == 3:
-            return x.unsqueeze(1)
-        if x.dim() != 4:
-            raise ShapeError(
-                f"the contrastive learner needs images [B, C, H, W] (or flat rows with a known "
-                f"image_shape), got {tuple(x.shape)}; set `image_shape: [C, H, W]`"
-            )
-        return x
+        return image_batch(x, self.image_shape, "the contrastive learner")
 
     def make_views(self, images: Tensor) -> Tensor:
         """``[V·B, C, H, W]``: ``views`` independent augmentations of every image, view-major."""

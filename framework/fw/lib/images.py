@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import warnings
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
 from torch import Tensor
 
-from fw.errors import DataError
+from fw.errors import DataError, ShapeError
 
 
 def read_image(path: str | Path) -> Tensor:
@@ -45,3 +46,18 @@ def resize_short_side_crop(image: Tensor, size: int) -> Tensor:
     )[0]
     top, left = (new[0] - size) // 2, (new[1] - size) // 2
     return out[:, top : top + size, left : left + size].clamp(0, 1)
+
+
+def image_batch(x: Tensor, image_shape: Any, who: str) -> Tensor:
+    """Inputs as float images ``[B, C, H, W]`` (flat rows reshaped with ``image_shape``)."""
+    x = x if x.is_floating_point() else x.float()
+    if x.dim() == 2 and image_shape is not None:
+        return x.reshape(x.shape[0], *image_shape)
+    if x.dim() == 3:
+        return x.unsqueeze(1)
+    if x.dim() != 4:
+        raise ShapeError(
+            f"{who} needs images [B, C, H, W] (or flat rows with a known image_shape), got "
+            f"{tuple(x.shape)}; set `image_shape: [C, H, W]`"
+        )
+    return x

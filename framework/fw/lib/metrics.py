@@ -7,6 +7,7 @@ and `unsupervised_miou` index by label and so need non-negative ids.
 
 from __future__ import annotations
 
+import warnings
 from typing import Any, Literal
 
 import numpy as np
@@ -286,3 +287,17 @@ def linear_probe_accuracy(
     clf.fit(scaler.transform(xtr.astype(np.float64)), ytr)
     pred = clf.predict(scaler.transform(xte.astype(np.float64)))
     return float((pred == yte).mean())
+
+
+def probe_accuracies(
+    xtr: Any, ytr: Any, xte: Any, yte: Any, k: int, linear: bool, max_iter: int, prefix: str = ""
+) -> dict[str, float]:
+    """``<prefix>knn_probe_accuracy`` and, when ``linear``, ``<prefix>linear_probe_accuracy``."""
+    out = {f"{prefix}knn_probe_accuracy": knn_probe_accuracy(xtr, ytr, xte, yte, k=k)}
+    if linear:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # lbfgs convergence chatter
+            out[f"{prefix}linear_probe_accuracy"] = linear_probe_accuracy(
+                xtr, ytr, xte, yte, max_iter=max_iter
+            )
+    return out
