@@ -15,6 +15,7 @@ import torch.nn.functional as F
 from fw.lib import monitors
 from fw.lib.prototypes import PrototypeLayer, sinkhorn_knopp
 from fw_selfsup import losses
+from tests.support.references import sinkhorn_reference
 
 
 def _softmax(row: list[float], t: float) -> list[float]:
@@ -22,19 +23,6 @@ def _softmax(row: list[float], t: float) -> list[float]:
     e = [math.exp((v - m) / t) for v in row]
     s = sum(e)
     return [v / s for v in e]
-
-
-def _sinkhorn_reference(scores: np.ndarray, eps: float, iters: int) -> np.ndarray:
-    """SwAV's Algorithm 1 as printed (float64, no log space): Q is K × B."""
-    q = np.exp(scores / eps).T
-    q /= q.sum()
-    k, b = q.shape
-    for _ in range(iters):
-        q /= q.sum(axis=1, keepdims=True)
-        q /= k
-        q /= q.sum(axis=0, keepdims=True)
-        q /= b
-    return (q * b).T
 
 
 # ----------------------------------------------------------------------------- Sinkhorn
@@ -46,7 +34,7 @@ def test_sinkhorn_matches_the_papers_algorithm_in_float64():
     scores = scores @ F.normalize(torch.randn(6, 8, generator=g, dtype=torch.float64), dim=1).T
     for iters in (1, 3, 10):
         ours = sinkhorn_knopp(scores, epsilon=0.05, iterations=iters).numpy()
-        ref = _sinkhorn_reference(scores.numpy(), 0.05, iters)
+        ref = sinkhorn_reference(scores.numpy(), 0.05, iters)
         np.testing.assert_allclose(ours, ref, rtol=0, atol=1e-10)
 
 
@@ -178,7 +166,7 @@ def test_swav_loss_is_the_swapped_prediction_with_sinkhorn_codes():
     ours = losses.swav_loss(scores, (0, 1), tau, epsilon=0.05, iterations=3)
     total = 0.0
     for s in (0, 1):
-        q = _sinkhorn_reference(scores[s].double().numpy(), 0.05, 3)
+        q = sinkhorn_reference(scores[s].double().numpy(), 0.05, 3)
         sub = 0.0
         for t in range(3):
             if t == s:
@@ -198,7 +186,7 @@ def test_swav_queue_joins_sinkhorn_and_is_dropped_after():
     total = 0.0
     for s, other in ((0, 1), (1, 0)):
         full = torch.cat([scores[s], queue[s]]).double().numpy()
-        q = _sinkhorn_reference(full, 0.05, 3)[:4]
+        q = sinkhorn_reference(full, 0.05, 3)[:4]
         logp = F.log_softmax(scores[other] / 0.1, dim=1).double().numpy()
         total += float(-(q * logp).sum(axis=1).mean())
     assert float(ours) == pytest.approx(total / 2, rel=1e-5)

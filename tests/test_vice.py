@@ -15,6 +15,7 @@ from fw_vice.loss import swapped_prediction_loss
 from fw_vice.optim import LARS
 from fw_vice.superpixels import grid_regions, superpixels
 from fw_vice.views import ViewConfig, _mask, generate_views, keep_mutual, region_means
+from tests.support.references import sinkhorn_reference
 
 
 def test_region_means_match_a_plain_loop():
@@ -34,19 +35,6 @@ def test_region_means_match_a_plain_loop():
         np.testing.assert_allclose(got[r].numpy(), want.numpy(), atol=1e-12)
 
 
-def _sinkhorn_reference(scores: np.ndarray, eps: float, iters: int) -> np.ndarray:
-    """SwAV's Algorithm 1 as printed, float64: Q is K × B, rows then columns."""
-    q = np.exp(scores / eps).T
-    q /= q.sum()
-    k, b = q.shape
-    for _ in range(iters):
-        q /= q.sum(axis=1, keepdims=True)
-        q /= k
-        q /= q.sum(axis=0, keepdims=True)
-        q /= b
-    return (q * b).T
-
-
 @pytest.mark.parametrize("with_queue", [False, True])
 def test_swapped_prediction_loss_matches_a_hand_written_reference(with_queue):
     g = torch.Generator().manual_seed(1)
@@ -57,7 +45,7 @@ def test_swapped_prediction_loss_matches_a_hand_written_reference(with_queue):
     queue = torch.rand(5, k, generator=g, dtype=torch.float64) if with_queue else None
     got = swapped_prediction_loss(primary, others, image_of, 0.1, 0.05, 3, queue)
     target = primary.numpy() if queue is None else np.concatenate([primary.numpy(), queue.numpy()])
-    q = _sinkhorn_reference(target, 0.05, 3)[:r]
+    q = sinkhorn_reference(target, 0.05, 3)[:r]
     images = sorted(set(image_of.tolist()))
     total = 0.0
     for n in images:
