@@ -30,6 +30,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from step_cost import durations, step_starts, tenths  # bench/ is the script directory
 
 from fw.lib import metrics
 from fw.recipe import load_recipe
@@ -64,32 +65,24 @@ def run_fw(path: Path, k: int, seed: int, cache: Path, profile: bool, flush: boo
     ]
     recipe = load_recipe(RECIPE, overrides, registry)
     learner_cls = registry.get("learner", recipe.raw["learner"]["name"]).factory
-    original, starts = learner_cls.training_step, []
     profiler = cProfile.Profile()
 
-    def timed(self, batch, step):
-        starts.append(time.perf_counter())
+    def profile_step_50(step: int, starts: list[float]) -> None:
         if profile and step in (50, 51):  # step 50 whole: forward, backward, optimizer, batch
             (profiler.enable if step == 50 else profiler.disable)()
-        return original(self, batch, step)
 
-    learner_cls.training_step = timed
     begin = time.perf_counter()
-    try:
-        with tempfile.TemporaryDirectory() as tmp:
-            final = train(recipe, Path(tmp) / "run", registry=registry)
-    finally:
-        learner_cls.training_step = original
+    with step_starts(learner_cls, profile_step_50) as starts, tempfile.TemporaryDirectory() as tmp:
+        final = train(recipe, Path(tmp) / "run", registry=registry)
     total = time.perf_counter() - begin
-    steps = [b - a for a, b in zip(starts, starts[1:], strict=False)]
-    tenth = max(3, len(steps) // 10)
+    first, _, last = tenths(durations(starts))
     row = {
         "method": "fw" if flush else "fw, subnormals kept",
         "total_s": total,
         "stage_s": starts[0] - begin if starts else float("nan"),
         "steps": len(starts),
-        "first_step_ms": 1e3 * statistics.median(steps[:tenth]),
-        "last_step_ms": 1e3 * statistics.median(steps[-tenth:]),
+        "first_step_ms": 1e3 * first,
+        "last_step_ms": 1e3 * last,
         "accuracy": final.get("cluster_hungarian_accuracy", float("nan")),
     }
     if profile:

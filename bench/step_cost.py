@@ -18,11 +18,13 @@ it is inherent. With ``--compare-flush`` every recipe also runs with
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import statistics
 import sys
 import tempfile
 import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import torch
@@ -65,25 +67,45 @@ def step_times(recipe_path: Path, steps: int, budget: float, flush: bool) -> lis
     learner_cls = registry.get("learner", recipe.raw["learner"]["name"]).factory
     if not isinstance(learner_cls, type):
         raise FwError(f"learner '{recipe.raw['learner']['name']}' is not a class")
+
+    def stop(step: int, starts: list[float]) -> None:
+        if len(starts) == steps or (starts[-1] - starts[0] > budget and len(starts) > 20):
+            raise _Budget  # also at the last step: the evaluation is not what is measured
+
+    with step_starts(learner_cls, stop) as starts, tempfile.TemporaryDirectory() as tmp:
+        try:
+            train(recipe, Path(tmp) / "run", registry=registry)
+        except _Budget:
+            starts.pop()
+    return durations(starts)
+
+
+@contextlib.contextmanager
+def step_starts(
+    learner_cls: type, before_step: Callable[[int, list[float]], None] | None = None
+) -> Iterator[list[float]]:
+    """The start time of every training step of ``learner_cls`` while the block runs.
+
+    ``before_step(step, starts)`` runs after each start is recorded and may raise to stop.
+    """
     starts: list[float] = []
     original = learner_cls.training_step
 
     def timed(self, batch, step):
-        now = time.perf_counter()
-        starts.append(now)
-        if len(starts) == steps or (now - starts[0] > budget and len(starts) > 20):
-            raise _Budget  # also at the last step: the evaluation is not what is measured
+        starts.append(time.perf_counter())
+        if before_step is not None:
+            before_step(step, starts)
         return original(self, batch, step)
 
     learner_cls.training_step = timed
     try:
-        with tempfile.TemporaryDirectory() as tmp:
-            try:
-                train(recipe, Path(tmp) / "run", registry=registry)
-            except _Budget:
-                starts.pop()
+        yield starts
     finally:
         learner_cls.training_step = original
+
+
+def durations(starts: list[float]) -> list[float]:
+    """Seconds between consecutive step starts."""
     return [b - a for a, b in zip(starts, starts[1:], strict=False)]
 
 
