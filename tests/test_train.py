@@ -169,3 +169,34 @@ def test_subnormals_are_flushed_during_training_and_recorded(
     assert final["flush_denormal"] == float(flush)
     assert all((v == 0.0) is flush for v in seen) and len(seen) == 20
     assert torch.tensor(1e-39).item() != 0.0  # the process default again after the run
+
+
+def test_a_run_inside_a_run_hands_flushing_and_threads_back(
+    toy_recipe, registry, tmp_path, monkeypatch
+):
+    """A chained stage trains inside the outer run's setup; the outer steps must still flush."""
+    from fw_common.learner import IConLearner
+
+    outer_seen, original = [], IConLearner.training_step
+    depth = []  # 1 while the inner run trains
+
+    def step(self, batch, step):
+        if not depth:
+            depth.append(1)
+            _run(
+                toy_recipe,
+                registry,
+                tmp_path / "inner",
+                "trainer.flush_denormal=false",
+                "trainer.threads=2",
+            )
+            outer_seen.append(torch.get_num_threads())
+            depth.append(0)
+        if depth[-1] == 0:
+            outer_seen.append(torch.tensor(1e-39).item())
+        return original(self, batch, step)
+
+    monkeypatch.setattr(IConLearner, "training_step", step)
+    _run(toy_recipe, registry, tmp_path / "outer", "trainer.threads=1")
+    assert outer_seen[0] == 1  # the outer run's thread count again
+    assert outer_seen[1:] == [0.0] * 20  # flushed on every outer step, the first included

@@ -302,14 +302,18 @@ def _fit_in(
 ) -> tuple[dict[str, float], Learner]:
     if recipe.trainer.reuse_memory:  # fewer page faults, higher peak RSS (fw.memory)
         reuse_freed_memory()
+    # a run inside a run (a chained stage) hands its caller's threads and flushing back
+    threads, flushing = torch.get_num_threads(), float(torch.full((1,), 1e-39) * 1.0) == 0.0
     if recipe.trainer.threads:
         torch.set_num_threads(recipe.trainer.threads)
     # set_flush_denormal returns False where the CPU cannot flush them
-    flushed = recipe.trainer.flush_denormal and torch.set_flush_denormal(True)
+    flush = recipe.trainer.flush_denormal
+    flushed = torch.set_flush_denormal(flush) and flush
     try:
         return _train_loop(recipe, run_dir, resume, registry, flushed)
     finally:
-        torch.set_flush_denormal(False)  # the process default, for code that runs after fw
+        torch.set_num_threads(threads)
+        torch.set_flush_denormal(flushing)
 
 
 def _train_loop(
