@@ -33,7 +33,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from fw.train import BatchStream
+from fw.lib.batches import BatchStream
 from fw_backbones.taps import TAPS, mobilenet_v2_tap
 from fw_stego.learner import StegoLearner
 from fw_stego.scoring import Confusion, boundary_band, hungarian_assignment, scores

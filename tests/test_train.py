@@ -13,8 +13,9 @@ import pytest
 import torch
 
 from fw.errors import FwError, Interrupted, RecipeError
+from fw.lib.batches import BatchStream
 from fw.recipe import load_recipe
-from fw.train import BatchStream, train
+from fw.train import train
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -41,35 +41,6 @@ def default_run_dir(recipe: Recipe) -> Path:
     return Path("runs") / f"{recipe.name}-{stamp}"
 
 
-class BatchStream:
-    """The batches of a dataset by step number (for tools and tests; the loop uses `batches`)."""
-
-    def __init__(
-        self,
-        dataset: Dataset,
-        batch_size: int | None,
-        seed: int,
-        rank: int = 0,
-        world_size: int = 1,
-    ) -> None:
-        self.dataset = dataset
-        self.batch_size = batch_size
-        n = len(dataset)  # type: ignore[arg-type]
-        self.sampler = (
-            None if batch_size is None else StepSampler(n, batch_size, seed, 0, 0, rank, world_size)
-        )
-        self.batches_per_epoch = 1 if self.sampler is None else self.sampler.batches_per_epoch
-        self._full: dict[str, torch.Tensor] | None = None
-
-    def batch(self, step: int) -> dict[str, torch.Tensor]:
-        """The batch for ``step`` (the whole dataset when ``batch_size`` is None)."""
-        if self.sampler is None:
-            if self._full is None:
-                self._full = load_all(self.dataset)
-            return self._full
-        return gather(self.dataset, self.sampler.indices(step).tolist())
-
-
 def batches(
     dataset: Dataset,
     batch_size: int | None,
@@ -302,7 +273,7 @@ def _fit_in(
 ) -> tuple[dict[str, float], Learner]:
     if recipe.trainer.reuse_memory:  # fewer page faults, higher peak RSS (fw.memory)
         reuse_freed_memory()
-    # a run inside a run (a chained stage) hands its caller's threads and flushing back
+    # a run inside a run (a stage another learner trains) restores its caller's threads, flushing
     threads, flushing = torch.get_num_threads(), float(torch.full((1,), 1e-39) * 1.0) == 0.0
     if recipe.trainer.threads:
         torch.set_num_threads(recipe.trainer.threads)
