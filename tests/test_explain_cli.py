@@ -13,6 +13,7 @@ import torch
 from fw.cli import main
 from fw.errors import RecipeError
 from fw_ksam.exact import Exact
+from fw_ksam.games import empty_and_full
 from fw_ksam.protocol import (
     ExplainSettings,
     PlayersConfig,
@@ -71,7 +72,7 @@ def test_feature_games_and_metrics_agree_with_hand_computation():
     game = setup.game
     assert game.n_players == 16 and setup.grid == (4, 4)
     # v(N) is d(x, y); v(∅) scores x against the blurred y's features
-    v0, vn = game.empty_and_full()
+    v0, vn = empty_and_full(game)
     assert vn == pytest.approx(model(x, y), rel=1e-5)
     assert v0 == pytest.approx(model(x, blur(y[None], 5)[0]), rel=1e-5)
     # dot of GAP features is linear in the players: SAM is exact and efficient

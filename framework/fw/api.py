@@ -289,20 +289,6 @@ class Game(abc.ABC):
         ]
         return torch.cat(out) if out else torch.empty(0)
 
-    def empty_and_full(self) -> tuple[float, float]:
-        """``(v(∅), v(N))``: the two ends efficiency compares the attributions with."""
-        ends = torch.zeros(2, self.n_players, dtype=torch.bool)
-        ends[1] = True
-        v = self.value(ends)
-        return float(v[0]), float(v[1])
-
-    def cross(self, interactions: Tensor) -> Tensor:
-        """The query × match block ``[P_q, P_r]`` of second-order interactions ``[n, n]``."""
-        if self.split is None:
-            raise ShapeError("this game's players do not span a query and a match")
-        nq = self.split[0]
-        return interactions[:nq, nq:]
-
 
 class Explainer(Component):
     """Attributes a :class:`Game`'s value to its players (thesis Ch. 7).

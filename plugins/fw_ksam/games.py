@@ -47,6 +47,22 @@ def grid_players(size: tuple[int, ...], cells: tuple[int, ...] | None = None) ->
     return label
 
 
+def empty_and_full(game: Game) -> tuple[float, float]:
+    """``(v(∅), v(N))``: the two ends efficiency compares the attributions with."""
+    ends = torch.zeros(2, game.n_players, dtype=torch.bool)
+    ends[1] = True
+    v = game.value(ends)
+    return float(v[0]), float(v[1])
+
+
+def cross_block(game: Game, interactions: Tensor) -> Tensor:
+    """The query × match block ``[P_q, P_r]`` of a game's second-order interactions ``[n, n]``."""
+    if game.split is None:
+        raise ShapeError("this game's players do not span a query and a match")
+    nq = game.split[0]
+    return interactions[:nq, nq:]
+
+
 class SimilarityGame(Game):
     """v₁(S) = d(x, mask(y, S)) or v₂(S) = d(mask(x, ·), mask(y, ·)) (thesis Eq. 7.2 / 7.6)."""
 

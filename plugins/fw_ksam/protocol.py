@@ -39,7 +39,7 @@ from torch import Tensor
 from fw.errors import RecipeError, ShapeError
 from fw.lib.images import read_image
 from fw.registry import Registry, get_registry
-from fw_ksam.games import SimilarityGame, grid_players
+from fw_ksam.games import SimilarityGame, cross_block, empty_and_full, grid_players
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -357,7 +357,7 @@ def faithfulness(
 
 def inefficiency(phi: Tensor, game: SimilarityGame, order: int) -> float:
     """|Σ terms − (v(N) − v(∅))|; order 2 adds the singleton terms v({i}) − v(∅) (thesis §7.8)."""
-    v0, vn = game.empty_and_full()
+    v0, vn = empty_and_full(game)
     if order == 1:
         return abs(float(phi.double().sum()) - (vn - v0))
     singles = game.value(torch.eye(game.n_players, dtype=torch.bool)).double() - v0
@@ -408,7 +408,7 @@ def explain_images(
     start = time.perf_counter()
     phi = explainer.explain(setup.game, order=settings.order).detach().cpu()
     seconds = time.perf_counter() - start
-    v0, vn = setup.game.empty_and_full()
+    v0, vn = empty_and_full(setup.game)
     metrics = {
         "similarity": model(x, y),
         "v_empty": v0,
@@ -462,7 +462,7 @@ def plot_correspondence(result: Result, x: Tensor, y: Tensor, path: Path, rows: 
 
     plt = pyplot()
     setup = result.setup
-    cross = setup.game.cross(result.phi)  # [Pq, Pr]
+    cross = cross_block(setup.game, result.phi)  # [Pq, Pr]
     chosen = cross.abs().sum(1).argsort(descending=True)[:rows].tolist()
     fig, axes = plt.subplots(len(chosen), 2, figsize=(6.4, 3.1 * len(chosen)), dpi=120)
     axes = np.atleast_2d(axes)
