@@ -215,12 +215,3 @@ def load_all(data: Dataset) -> dict[str, Tensor]:
         return data.full_batch()
     items = SeededItems(data)
     return collate_batched([items[(i, i)] for i in range(len(items))])
-
-
-def labels_of(data: Dataset) -> Tensor | None:
-    """The class labels ``[N]`` of a dataset, or None when its items have none."""
-    if isinstance(data, ArrayDataset):
-        return data.labels
-    if len(data) == 0 or "label" not in SeededItems(data)[(0, 0)]:  # type: ignore[arg-type]
-        return None
-    return take(data, "label")

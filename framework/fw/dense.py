@@ -70,13 +70,6 @@ class Dense:
             m = self.mask.flatten(1)
         return f, m
 
-    def heads(self, k: int) -> Tensor:
-        """Features split into ``k`` heads along channels: ``[B, k, C/k, N]`` (multi-head)."""
-        if self.channels % k:
-            raise ShapeError(f"{self.channels} channels cannot be split into {k} equal heads")
-        f, _ = self.flat()
-        return f.reshape(f.shape[0], k, self.channels // k, f.shape[2])
-
     def index(self, idx: Tensor) -> Dense:
         """The items ``idx`` of the batch."""
         return Dense(self.features[idx], None if self.mask is None else self.mask[idx])

@@ -7,8 +7,9 @@ from typing import Any
 
 import numpy as np
 from torch import Tensor
+from torch.utils.data import Dataset
 
-from fw.data import labels_of, take
+from fw.data import ArrayDataset, SeededItems, take
 from fw.lib import metrics
 from fw.lib.plots import cluster_confusion, scatter
 
@@ -37,7 +38,7 @@ def evaluate_embedding(
 
     out: dict[str, float] = {}
     emb = z.detach().double().numpy()
-    labels = labels_of(data)
+    labels = _labels_of(data)
     if labels is not None:
         y = labels.numpy()
         classes = getattr(data, "classes", None)
@@ -63,3 +64,12 @@ def evaluate_embedding(
             emb, None if labels is None else labels.numpy(), Path(run_dir) / "embedding.png", title
         )
     return {k: float(np.asarray(v)) for k, v in out.items()}
+
+
+def _labels_of(data: Dataset) -> Tensor | None:
+    """The class labels ``[N]`` of a dataset, or None when its items have none."""
+    if isinstance(data, ArrayDataset):
+        return data.labels
+    if len(data) == 0 or "label" not in SeededItems(data)[(0, 0)]:  # type: ignore[arg-type]
+        return None
+    return take(data, "label")

@@ -37,8 +37,8 @@ class VolumeAggregator(Aggregator):
         """Scores ``[B_a, B_b]``, computed block by block."""
         a, b = Dense.of(a), Dense.of(b)
         self._check(a, b)
-        fa, ma = a.heads(self.heads), a.flat()[1]  # [Ba, K, c, Na], [Ba, Na]
-        fb, mb = b.heads(self.heads), b.flat()[1]
+        fa, ma = _heads(a, self.heads), a.flat()[1]  # [Ba, K, c, Na], [Ba, Na]
+        fb, mb = _heads(b, self.heads), b.flat()[1]
         ba, bb = fa.shape[0], fb.shape[0]
         per_row = bb * self.heads * fa.shape[-1] * fb.shape[-1]
         block = max(1, self.max_elements // max(per_row, 1))
@@ -61,8 +61,8 @@ class VolumeAggregator(Aggregator):
         self._check(a, b)
         if pairs.dim() != 2 or pairs.shape[1] != 2:
             raise ShapeError(f"pairs must be [P, 2] indices, got shape {tuple(pairs.shape)}")
-        fa = a.heads(self.heads)[pairs[:, 0]]
-        fb = b.heads(self.heads)[pairs[:, 1]]
+        fa = _heads(a, self.heads)[pairs[:, 0]]
+        fb = _heads(b, self.heads)[pairs[:, 1]]
         vol = torch.einsum("pkcn,pkcm->pknm", fa, fb)
         return vol.reshape(pairs.shape[0], self.heads, *a.spatial, *b.spatial)
 
@@ -72,3 +72,11 @@ class VolumeAggregator(Aggregator):
                 f"{type(self).__name__}: both sides need the same channels, got {a.channels} "
                 f"and {b.channels}"
             )
+
+
+def _heads(dense: Dense, k: int) -> Tensor:
+    """Features split into ``k`` heads along channels: ``[B, k, C/k, N]`` (multi-head)."""
+    if dense.channels % k:
+        raise ShapeError(f"{dense.channels} channels cannot be split into {k} equal heads")
+    f, _ = dense.flat()
+    return f.reshape(f.shape[0], k, dense.channels // k, f.shape[2])
