@@ -4,14 +4,32 @@ from __future__ import annotations
 
 import os
 import signal
+from importlib.metadata import entry_points
 from pathlib import Path
 
 import pytest
 import torch
 
-from fw.registry import AUTOLOAD_ENV, PLUGINS_ENV, Registry, builtin_plugins, get_registry
+from fw.registry import (
+    AUTOLOAD_ENV,
+    BUILTIN_DISTRIBUTION,
+    ENTRY_POINT_GROUP,
+    PLUGINS_ENV,
+    Registry,
+    get_registry,
+)
 from fw_common.learner import IConLearner
 from tests.support import toy_plugin
+
+
+def builtin_plugins() -> list[str]:
+    """Entry-point names of the plugins the fw distribution itself ships."""
+    return sorted(
+        ep.name
+        for ep in entry_points(group=ENTRY_POINT_GROUP)
+        if ep.dist is not None and ep.dist.metadata["name"] == BUILTIN_DISTRIBUTION
+    )
+
 
 # The suite runs against fw's own plugins only, whatever else is installed (a broken or
 # conflicting third-party plugin must not fail fw's tests); subprocesses inherit this.

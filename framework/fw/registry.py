@@ -227,15 +227,6 @@ def _own_distribution() -> Any:
         return None
 
 
-def builtin_plugins() -> list[str]:
-    """Entry-point names of the plugins the fw distribution itself ships."""
-    return sorted(
-        ep.name
-        for ep in entry_points(group=ENTRY_POINT_GROUP)
-        if ep.dist is not None and ep.dist.metadata["name"] == BUILTIN_DISTRIBUTION
-    )
-
-
 _DEFAULT: Registry | None = None
 
 
