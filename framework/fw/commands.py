@@ -44,17 +44,12 @@ def summary_line(final: dict[str, float], run_dir: Path, learner: Learner) -> st
 
 
 def run_main(args: argparse.Namespace) -> int:
-    """`fw run`: train and evaluate a recipe, then print its summary line."""
-    from fw.recipe import load_recipe
-    from fw.registry import get_registry
-    from fw.train import default_run_dir, fit
+    """`fw run`: train and evaluate a recipe (`fw.run`), then print its summary line."""
+    from fw.runs import run
 
-    registry = get_registry()
-    recipe = load_recipe(args.recipe, args.overrides, registry)
-    run_dir = Path(args.out) if args.out else default_run_dir(recipe)
-    final, learner = fit(recipe, run_dir, args.resume, registry, args.overwrite)
-    if final:
-        print(summary_line(final, run_dir, learner))
+    result = run(args.recipe, args.overrides, args.out or None, args.resume, args.overwrite)
+    if result.metrics:
+        print(summary_line(result.metrics, result.run_dir, result.learner))
     return 0
 
 
