@@ -45,6 +45,25 @@ def test_encoder_resamples_the_mask_and_ignores_padding():
     assert dense.mask.sum(1).tolist() == [10, 3]  # ceil(3000 / 1280)
 
 
+def test_dense_features_of_any_featurizer_resample_the_mask_by_nearest_position():
+    from fw.api import Featurizer
+    from fw_denseav.audio import dense_features
+
+    class Stride4(Featurizer):  # one output step per 4 samples, a generic (non-audio) featurizer
+        dim, dense = 1, True
+
+        def forward(self, x):
+            return x[..., ::4]
+
+    wav = torch.randn(2, 1, 40)
+    mask = lengths_to_mask(torch.tensor([40, 13]), 40)
+    dense = dense_features(Stride4(), wav, mask)
+    assert torch.equal(dense.features, wav[..., ::4])
+    # nearest: output step t reads input sample floor(t · 40 / 10) = 4t, valid while 4t < 13
+    assert dense.mask.tolist() == [[True] * 10, [True] * 4 + [False] * 6]
+    assert dense_features(Stride4(), wav).mask is None
+
+
 def test_encoder_setup_standardises_log_mels():
     from fw.data import ArrayDataset
 

@@ -191,15 +191,6 @@ class Featurizer(nn.Module, Component):
     def setup(self, data: Any) -> None:  # noqa: B027 - optional hook, default is a no-op
         """Optionally look at the training data (read it with `fw.data.take`) before training."""
 
-    def forward_dense(self, x: Tensor, mask: Tensor | None = None) -> Dense:
-        """Dense features with their validity mask (nearest-resampled to the output grid)."""
-        out = self(x)
-        if mask is None:
-            return Dense(out)
-        size = out.shape[2:]
-        m = torch.nn.functional.interpolate(mask[:, None].float(), size=size, mode="nearest")
-        return Dense(out, m[:, 0] > 0.5)
-
 
 class Upsampler(nn.Module, Component):
     """Raises dense features ``[B, C, h, w]`` to ``[B, C, *size]`` guided by an RGB image.

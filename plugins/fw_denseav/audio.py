@@ -118,6 +118,7 @@ class AudioFeaturizer(Featurizer):
         )
 
     def forward_dense(self, x: Tensor, mask: Tensor | None = None) -> Dense:
+        """Features ``[B, C, T']`` with the validity mask of the output tokens."""
         out = self(x)
         if mask is None:
             return Dense(out)
@@ -132,6 +133,17 @@ class AudioFeaturizer(Featurizer):
         if x.dim() != 3 or x.shape[1] != 1:
             raise ShapeError(f"audio must be [B, 1, T] mono waveforms, got shape {tuple(x.shape)}")
         return x
+
+
+def dense_features(featurizer: Featurizer, x: Tensor, mask: Tensor | None = None) -> Dense:
+    """Features and validity mask: an audio featurizer's own, else the mask resampled (nearest)."""
+    if isinstance(featurizer, AudioFeaturizer):
+        return featurizer.forward_dense(x, mask)
+    out = featurizer(x)
+    if mask is None:
+        return Dense(out)
+    m = F.interpolate(mask[:, None].float(), size=out.shape[2:], mode="nearest")
+    return Dense(out, m[:, 0] > 0.5)
 
 
 class LogMelEncoder(AudioFeaturizer):

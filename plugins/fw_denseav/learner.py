@@ -21,7 +21,7 @@ from fw.api import Aggregator, Featurizer, Learner, Optimization, OptimizerFacto
 from fw.data import gather
 from fw.dense import Dense
 from fw.errors import ShapeError
-from fw_denseav.audio import ChannelNorm
+from fw_denseav.audio import ChannelNorm, dense_features
 from fw_denseav.evaluate import evaluate, float_images
 from fw_denseav.losses import (
     Calibrator,
@@ -278,7 +278,7 @@ class DenseAV(Learner):
 
     def encode_audio(self, audio: Tensor, mask: Tensor, detach: bool = False) -> Dense:
         """Aligned audio codes ``[B, dim, T']`` with their validity mask."""
-        dense = self.audio.forward_dense(audio, mask)
+        dense = dense_features(self.audio, audio, mask)
         feats = dense.features.detach() if detach else dense.features
         if isinstance(self.audio_aligner, AudioConvAligner):
             return Dense(*self.audio_aligner(feats, dense.mask))
