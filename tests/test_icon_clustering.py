@@ -299,6 +299,30 @@ def test_fused_loss_and_gradient_equal_the_generic_path(
     torch.testing.assert_close(results[0][1], results[1][1], rtol=1e-4, atol=1e-7)
 
 
+def test_debiased_kernel_logs_match_autograd_on_the_dense_formula():
+    from fw_icon_clustering.fused import DebiasedKernelLogs
+
+    gen = torch.Generator().manual_seed(0)
+    phi = torch.rand(7, 3, generator=gen, dtype=torch.float64).requires_grad_()
+    col = torch.rand(7, 3, generator=gen, dtype=torch.float64).requires_grad_()
+    rows = torch.tensor([0, 0, 2, 5, 5, 6])
+    cols = torch.tensor([1, 4, 2, 0, 0, 3])  # a repeated entry and a diagonal one
+    alpha = 0.3
+    off, sup = DebiasedKernelLogs.apply(phi, col, rows, cols, alpha)
+    log_q = torch.log((1 - alpha) * phi @ col.T + alpha / 7)
+    ref_off = torch.stack([sum(log_q[i, j] for j in range(7) if j != i) for i in range(7)])
+    torch.testing.assert_close(off, ref_off)
+    torch.testing.assert_close(sup, log_q[rows, cols])
+    w_off = torch.rand(7, generator=gen, dtype=torch.float64)
+    w_sup = torch.rand(6, generator=gen, dtype=torch.float64)
+    grads = torch.autograd.grad((off * w_off).sum() + (sup * w_sup).sum(), (phi, col))
+    ref = torch.autograd.grad(
+        (ref_off * w_off).sum() + (log_q[rows, cols] * w_sup).sum(), (phi, col)
+    )
+    for got, want in zip(grads, ref, strict=True):
+        torch.testing.assert_close(got, want)
+
+
 def test_unrecognised_compositions_take_the_generic_path(registry):
     data = _digits(registry, 100)
     knn = {"name": "knn", "k": 3, "source": "table", "on_missing": "skip"}

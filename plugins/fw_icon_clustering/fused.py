@@ -149,6 +149,32 @@ def sparse_p(spec: SparseP, ctx: api.Context, n: int, dtype: torch.dtype) -> tup
 # ----------------------------------------------------------------------------- loss
 
 
+class DebiasedKernelLogs(torch.autograd.Function):
+    """``Σ_{j≠i} log q̃_ij`` per row and ``log q̃`` at p's entries, for ``q̃ = (1−α)·φ Cᵀ + α/m``.
+
+    One ``[n, m]`` buffer is kept for the backward pass, which forms ``∂L/∂q̃`` in one pass and
+    returns it through two matrix products (autograd would hold and sweep half a dozen).
+    """
+
+    @staticmethod
+    def forward(ctx: Any, phi: Tensor, col: Tensor, rows: Tensor, cols: Tensor, alpha: float):
+        q = torch.addmm(phi.new_tensor(alpha / col.shape[0]), phi, col.T, alpha=1.0 - alpha)
+        log_q = torch.log(q)
+        off_diag = log_q.sum(dim=1) - torch.diagonal(log_q)
+        ctx.save_for_backward(phi, col, rows, cols, q)
+        ctx.alpha = alpha
+        return off_diag, log_q[rows, cols]
+
+    @staticmethod
+    def backward(ctx: Any, g_off: Tensor, g_sup: Tensor):
+        phi, col, rows, cols, q = ctx.saved_tensors
+        grad_q = g_off.unsqueeze(1) / q
+        grad_q.diagonal().zero_()
+        grad_q.index_put_((rows, cols), g_sup / q[rows, cols], accumulate=True)
+        scale = 1.0 - ctx.alpha
+        return scale * (grad_q @ col), scale * (grad_q.T @ phi), None, None, None
+
+
 def sparse_icon_loss(
     p_spec: SparseP,
     q_spec: ClusterQ,
@@ -185,12 +211,7 @@ def sparse_icon_loss(
             return torch.full_like(log_q, math.log(1.0 / m))
         return torch.logaddexp(math.log1p(-a_q) + log_q, torch.full_like(log_q, math.log(a_q / m)))
 
-    log_q_sup = torch.logsumexp(log_phi[rows] + col_terms[cols], dim=1) - log_norm[rows]
-    log_q_sup = debias_q(log_q_sup)
     a_p, big_n = p_spec.alpha, n - 1
-    p_sup = (1.0 - a_p) * pv + a_p / big_n
-    ce = torch.zeros(n, dtype=dtype, device=logits.device)
-    ce = ce.index_add(0, rows, -(1.0 - a_p) * pv * log_q_sup)
     if a_p > 0 and a_q > 0:
         # q̃ ≥ α_q/m everywhere, so the kernel can be formed in probability space (one matmul)
         # exp below float32's smallest normal (e^-87.3) takes a slow underflow path even with
@@ -198,12 +219,19 @@ def sparse_icon_loss(
         # beside α_q/m, so the floor changes no value (and gradients by less than 1.2e-38)
         floor = math.log(torch.finfo(dtype).tiny)
         phi = torch.exp((log_phi - log_norm.unsqueeze(1)).clamp_min(floor))
-        kernel = phi @ torch.exp(col_terms.clamp_min(floor)).T  # [n, m]
-        log_q = torch.log((1.0 - a_q) * kernel + a_q / m)
+        col = torch.exp(col_terms.clamp_min(floor))
+        off_diag, log_q_sup = DebiasedKernelLogs.apply(phi, col, rows, cols, a_q)
     elif a_p > 0:
         log_q = log_matmul_exp(log_phi, col_terms) - log_norm.unsqueeze(1)  # [n, m]
-    if a_p > 0:
         off_diag = log_q.sum(dim=1) - torch.diagonal(log_q)
+        log_q_sup = log_q[rows, cols]  # a gather, not an [nnz, k] logsumexp
+    else:
+        log_q_sup = torch.logsumexp(log_phi[rows] + col_terms[cols], dim=1) - log_norm[rows]
+        log_q_sup = debias_q(log_q_sup)
+    p_sup = (1.0 - a_p) * pv + a_p / big_n
+    ce = torch.zeros(n, dtype=dtype, device=logits.device)
+    ce = ce.index_add(0, rows, -(1.0 - a_p) * pv * log_q_sup)
+    if a_p > 0:
         ce = ce - (a_p / big_n) * off_diag
     if mode == "ce":
         return ce.mean()
