@@ -13,6 +13,10 @@ whole clusterer step's time goes (cProfile of step 50, cumulative).
     OMP_NUM_THREADS=1 python bench/clusterer_cost.py --sizes 20000 --clusters 26 --seeds 0 1 2
     OMP_NUM_THREADS=1 python bench/clusterer_cost.py --sizes 5000 --clusters 26 --profile
     OMP_NUM_THREADS=1 python bench/clusterer_cost.py --before --plot curves.png   # flush off too
+    python bench/clusterer_cost.py --plot curves.png --json rows.jsonl --plot-only  # every row
+
+``--label`` names the fw rows (e.g. the commit measured), so rows of several invocations, each
+appended to one ``--json`` file, are told apart in its table and plot.
 """
 
 from __future__ import annotations
@@ -50,7 +54,9 @@ def mixture(n: int, k: int, seed: int, dim: int = 16) -> tuple[np.ndarray, np.nd
     return x.astype(np.float32), labels.astype(np.int64)
 
 
-def run_fw(path: Path, k: int, seed: int, cache: Path, profile: bool, flush: bool) -> dict:
+def run_fw(
+    path: Path, k: int, seed: int, cache: Path, profile: bool, flush: bool, label: str
+) -> dict:
     """The default clusterer on one file: stage seconds, step tenths, total, accuracy."""
     registry = get_registry()
     overrides = [
@@ -77,7 +83,7 @@ def run_fw(path: Path, k: int, seed: int, cache: Path, profile: bool, flush: boo
     total = time.perf_counter() - begin
     first, _, last = tenths(durations(starts))
     row = {
-        "method": "fw" if flush else "fw, subnormals kept",
+        "method": ("fw" if flush else "fw, subnormals kept") + (f" ({label})" if label else ""),
         "total_s": total,
         "stage_s": starts[0] - begin if starts else float("nan"),
         "steps": len(starts),
@@ -120,7 +126,14 @@ def main() -> int:
         "--before", action="store_true", help="also run with trainer.flush_denormal=false"
     )
     parser.add_argument("--plot", type=Path, help="write the step-time curves to this PNG")
+    parser.add_argument("--label", default="", help="appended to the fw rows' method name")
+    parser.add_argument(
+        "--plot-only", action="store_true", help="plot every row of --json and run nothing"
+    )
     args = parser.parse_args()
+    if args.plot_only:
+        plot([json.loads(line) for line in args.json.read_text().splitlines()], args.plot)
+        return 0
     torch.set_num_threads(1)
     table: list[dict] = []
     print(
@@ -137,7 +150,7 @@ def main() -> int:
                         path = Path(tmp) / "mixture.npz"
                         np.savez(path, x=x, label=y)
                         cache = Path(tmp) / "cache"
-                        rows.append(run_fw(path, k, seed, cache, args.profile, flush))
+                        rows.append(run_fw(path, k, seed, cache, args.profile, flush, args.label))
                 if not args.no_baseline:
                     rows.append(run_opentsne_kmeans(x, y, k, seed))
                 for row in rows:
@@ -157,41 +170,46 @@ def main() -> int:
                     if profile:
                         print(profile)
     if args.plot:
-        plot(table, args.plot)
+        plot(
+            [json.loads(line) for line in args.json.read_text().splitlines()]
+            if args.json
+            else table,
+            args.plot,
+        )
     return 0
 
 
 def plot(rows: list[dict], path: Path) -> None:
-    """Last-tenth step time and total time against N, one line per (method, K)."""
+    """Last-tenth step time and total time against N, and step time against K; a line per method."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(1, 2, figsize=(10, 4))
-    for key, ax, label in (
-        ("last_step_ms", axes[0], "step time, last tenth (ms)"),
-        ("total_s", axes[1], "total time (s)"),
-    ):
-        lines = sorted({(r["method"], r["k"]) for r in rows if key in r})
-        for method, k in lines:
-            pts = sorted(
-                (
-                    r["n"],
-                    statistics.mean(
-                        v[key]
-                        for v in rows
-                        if v["method"] == method and v["k"] == k and v["n"] == r["n"]
-                    ),
-                )
-                for r in rows
-                if r["method"] == method and r["k"] == k
-            )
-            xs, ys = zip(*dict(pts).items(), strict=True)
-            ax.plot(xs, ys, marker="o", label=f"{method}, K={k}")
+    def mean_of(key: str, method: str, n: int, k: int) -> float:
+        return statistics.mean(
+            r[key] for r in rows if (r["method"], r["n"], r["k"]) == (method, n, k) and key in r
+        )
+
+    fig, axes = plt.subplots(1, 3, figsize=(15, 4))
+    panels = (
+        ("last_step_ms", "n", axes[0], "step time, last tenth (ms)"),
+        ("total_s", "n", axes[1], "total time (s)"),
+        ("last_step_ms", "k", axes[2], "step time, last tenth (ms)"),
+    )
+    for key, along, ax, label in panels:
+        other = "k" if along == "n" else "n"
+        lines = sorted({(r["method"], r[other]) for r in rows if key in r})
+        for method, fixed in lines:
+            xs = sorted({r[along] for r in rows if (r["method"], r[other]) == (method, fixed)})
+            if along == "k" and len(xs) < 2:
+                continue  # a K curve needs several K at one N
+            pairs = [(x, fixed) if along == "n" else (fixed, x) for x in xs]
+            ys = [mean_of(key, method, n, k) for n, k in pairs]
+            ax.plot(xs, ys, marker="o", label=f"{method}, {other.upper()}={fixed}")
         ax.set_xscale("log")
         ax.set_yscale("log")
-        ax.set_xlabel("N")
+        ax.set_xlabel(along.upper())
         ax.set_ylabel(label)
         ax.legend(fontsize=7)
     fig.tight_layout()
