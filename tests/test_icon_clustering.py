@@ -257,17 +257,18 @@ def test_loss_of_a_fixed_batch_equals_kl_built_by_hand(registry):
 
 
 @pytest.mark.parametrize(
-    ("alpha_p", "alpha_q", "steps", "mode", "ema", "eps"),
+    ("alpha_p", "alpha_q", "steps", "mode", "ema", "eps", "sharpness"),
     [
-        (0.0, 0.0, 1, "kl", None, 0.0),
-        (0.6, 0.0, 2, "kl", None, 0.0),
-        (0.0, 0.7, 2, "ce", 0.9, 0.1),
-        (0.6, 0.6, 3, "kl", 0.9, 0.0),
-        (1.0, 0.5, 1, "kl", None, 0.0),
+        (0.0, 0.0, 1, "kl", None, 0.0, 1.0),
+        (0.6, 0.0, 2, "kl", None, 0.0, 1.0),
+        (0.0, 0.7, 2, "ce", 0.9, 0.1, 1.0),
+        (0.6, 0.6, 3, "kl", 0.9, 0.0, 1.0),
+        (1.0, 0.5, 1, "kl", None, 0.0, 1.0),
+        (0.6, 0.6, 1, "kl", None, 0.0, 200.0),  # logits spread over hundreds of nats
     ],
 )
 def test_fused_loss_and_gradient_equal_the_generic_path(
-    registry, alpha_p, alpha_q, steps, mode, ema, eps
+    registry, alpha_p, alpha_q, steps, mode, ema, eps, sharpness
 ):
     data = _digits(registry, 300)
     batch = {k: v[:64] for k, v in data.full_batch().items()}
@@ -287,7 +288,8 @@ def test_fused_loss_and_gradient_equal_the_generic_path(
             noise=0.1,
         )
         assert (learner._p_spec is not None) is fused
-        learner.heads.load_state_dict(_fixed_heads(learner))
+        heads = _fixed_heads(learner)
+        learner.heads.load_state_dict({k: v * sharpness for k, v in heads.items()})
         if learner.teacher is not None:
             learner.teacher.load_state_dict(learner.heads.state_dict())
         torch.manual_seed(2)
