@@ -185,6 +185,7 @@ def plot(rows: list[dict], path: Path) -> None:
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import LogLocator, NullFormatter, ScalarFormatter
 
     def mean_of(key: str, method: str, n: int, k: int) -> float:
         return statistics.mean(
@@ -209,6 +210,13 @@ def plot(rows: list[dict], path: Path) -> None:
             ax.plot(xs, ys, marker="o", label=f"{method}, {other.upper()}={fixed}")
         ax.set_xscale("log")
         ax.set_yscale("log")
+        ax.set_xticks(sorted({r[along] for r in rows}))
+        low, high = ax.get_ylim()
+        subs = (1, 2, 5) if high / low > 10 else (1, 1.2, 1.5, 2, 3, 4, 5, 6, 8)
+        ax.yaxis.set_major_locator(LogLocator(subs=subs))
+        for axis in (ax.xaxis, ax.yaxis):
+            axis.set_major_formatter(ScalarFormatter())
+            axis.set_minor_formatter(NullFormatter())
         ax.set_xlabel(along.upper())
         ax.set_ylabel(label)
         ax.legend(fontsize=7)
