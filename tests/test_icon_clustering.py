@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import json
 import math
 from pathlib import Path
 
@@ -375,6 +376,8 @@ def test_chained_dataset_is_cached_and_leaves_the_rng_alone(registry, tmp_path):
     assert first.tensors["z"].shape == (150, 2)
     assert torch.equal(first.x, _digits(registry, 150).x)
     assert len(list(tmp_path.glob("tsne_digits-*/output-z.pt"))) == 1
+    stage = json.loads(next(tmp_path.glob("tsne_digits-*/metrics.json")).read_text())
+    assert stage["steps"] == 5 and not any("accuracy" in k for k in stage)  # not evaluated
     # settings that cannot change the output reuse the cache; a real change trains anew
     quiet = {**spec, "overrides": [*spec["overrides"], "trainer.log_every=2", "trainer.threads=1"]}
     build("dataset", quiet, registry)

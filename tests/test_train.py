@@ -172,6 +172,21 @@ def test_subnormals_are_flushed_during_training_and_recorded(
     assert torch.tensor(1e-39).item() != 0.0  # the process default again after the run
 
 
+def test_evaluate_false_trains_and_checkpoints_without_evaluating(
+    toy_recipe, registry, tmp_path, monkeypatch
+):
+    from fw_common.learner import IConLearner
+
+    def refuse(self, data, run_dir=None):
+        raise AssertionError("evaluate ran")
+
+    monkeypatch.setattr(IConLearner, "evaluate", refuse)
+    final = _run(toy_recipe, registry, tmp_path / "run", "trainer.evaluate=false")
+    assert final["steps"] == 20.0 and "final_loss" in final
+    assert json.loads((tmp_path / "run" / "metrics.json").read_text()) == pytest.approx(final)
+    assert (tmp_path / "run" / "checkpoints" / "last.ckpt").is_file()
+
+
 def test_a_run_inside_a_run_hands_flushing_and_threads_back(
     toy_recipe, registry, tmp_path, monkeypatch
 ):

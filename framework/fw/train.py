@@ -391,8 +391,9 @@ def _train_loop(
 
     final: dict[str, float] = {}
     if rank0:
-        with _recipe_values("while evaluating (the checkpoint is saved)"):
-            final = learner.evaluate(eval_data, run_dir)
+        if cfg.evaluate:
+            with _recipe_values("while evaluating (the checkpoint is saved)"):
+                final = learner.evaluate(eval_data, run_dir)
         final.update({f"final_{k}": v for k, v in last.items()})
         final["steps"] = float(steps)
         final["train_seconds"] = elapsed

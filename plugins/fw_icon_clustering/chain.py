@@ -116,7 +116,8 @@ def chained(
     """The data of ``recipe`` with its trained learner's output ``[N, d]`` under ``key``.
 
     The recipe (with ``overrides``, dotted ``key=value`` as on the command line) is trained by
-    `fw.train.train` into ``cache_dir/<recipe>-<fw.recipe.settings_digest>`` unless that run
+    `fw.train.train` into ``cache_dir/<recipe>-<fw.recipe.settings_digest>`` (without its final
+    evaluation unless ``trainer.evaluate=true`` is among the overrides) unless that run
     already finished there, then its learner is rebuilt from the checkpoint and ``infer`` is
     applied to the whole training data, ``batch_size`` items at a time. The global RNG states
     are restored afterwards, so a cached and a fresh chain leave the outer run identical.
@@ -134,7 +135,8 @@ def chained(
 
     path = _resolve(recipe)
     registry = get_registry()
-    overrides = list(overrides or [])
+    # the stage's own metrics are never read here (trustworthiness alone is O(N²) up to 20,000)
+    overrides = ["trainer.evaluate=false", *(overrides or [])]
     if data is not None:
         overrides.insert(0, f"data={json.dumps(data)}")
     if seed == "outer":

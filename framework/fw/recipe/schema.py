@@ -50,6 +50,8 @@ class TrainerConfig:
     # below 1.2e-38 change nothing at float32 precision (recorded as metrics.json's
     # flush_denormal)
     flush_denormal: bool = attrs.field(default=True, metadata={NO_EFFECT: True})
+    # false: no final evaluation, for a stage whose trained model is all that is read
+    evaluate: bool = attrs.field(default=True, metadata={NO_EFFECT: True})
 
 
 def result_settings(raw: Mapping[str, Any], also_ignore: Iterable[str] = ()) -> dict[str, Any]:
