@@ -42,6 +42,65 @@ def scatter(points: np.ndarray, labels: np.ndarray | None, path: Path, title: st
     return save_figure(fig, path)
 
 
+def class_palette(n_classes: int) -> np.ndarray:
+    """RGB colours ``[n_classes + 1, 3]``; the last (black) is for ignored or unmatched ids."""
+    cmap = pyplot().get_cmap("tab20" if n_classes <= 20 else "gist_ncar", n_classes)
+    return np.concatenate([cmap(np.arange(n_classes))[:, :3], np.zeros((1, 3))])
+
+
+def paint(ids: np.ndarray, palette: np.ndarray) -> np.ndarray:
+    """Class ids to RGB; ids outside ``[0, n_classes)`` are black."""
+    n = palette.shape[0] - 1
+    return palette[np.where((ids >= 0) & (ids < n), ids, n)]
+
+
+def segmentation_grid(
+    images: list[Any],
+    maps: list[list[np.ndarray]],
+    titles: list[str],
+    n_classes: int,
+    path: Path,
+    classes: list[str] | None = None,
+) -> Path:
+    """One row per image: the image (``[C, H, W]`` in [0, 1]), then its class-id maps.
+
+    Every map is drawn in one colour per class, so equal colours mean equal classes in every
+    column; ``titles`` head the columns, and a legend row names the classes when given.
+    """
+    plt = pyplot()
+    palette = class_palette(n_classes)
+    cols = len(titles)
+    legend = classes is not None and len(classes) == n_classes
+    ratios = [1.0] * len(images) + ([0.25] if legend else [])
+    fig, axes = plt.subplots(
+        len(ratios),
+        cols,
+        figsize=(3 * cols, 3 * len(images) + (0.8 if legend else 0)),
+        squeeze=False,
+        gridspec_kw={"height_ratios": ratios},
+    )
+    for r, (image, row_maps) in enumerate(zip(images, maps, strict=True)):
+        img = image.detach().cpu().float().clamp(0, 1)
+        img = img.expand(3, -1, -1) if img.shape[0] == 1 else img
+        shown = [img.permute(1, 2, 0).numpy(), *(paint(ids, palette) for ids in row_maps)]
+        for c, (panel, title) in enumerate(zip(shown, titles, strict=True)):
+            ax = axes[r, c]
+            ax.imshow(panel, interpolation="nearest")
+            ax.set_xticks([])
+            ax.set_yticks([])
+            if r == 0:
+                ax.set_title(title, fontsize=9)
+    if legend:  # a row of its own under the images, so that nothing covers them
+        grid = axes[-1, 0].get_gridspec()
+        for ax in axes[-1]:
+            ax.remove()
+        box = fig.add_subplot(grid[-1, :])
+        box.axis("off")
+        handles = [plt.Rectangle((0, 0), 1, 1, color=palette[k]) for k in range(n_classes)]
+        box.legend(handles, classes, loc="center", ncol=min(n_classes, 9), fontsize=8)
+    return save_figure(fig, path)
+
+
 def matched_order(counts: np.ndarray) -> list[int]:
     """Columns of a class × cluster count matrix: each class's Hungarian match, then the rest."""
     from scipy.optimize import linear_sum_assignment
