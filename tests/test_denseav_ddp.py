@@ -2,13 +2,7 @@
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
-import textwrap
-from pathlib import Path
-
-ROOT = Path(__file__).resolve().parents[1]
+from tests.support.scripts import run_script
 
 SCRIPT = """
 import torch
@@ -54,13 +48,6 @@ for mode in ("fabric", "torch.distributed"):
 
 
 def test_two_processes_average_to_the_one_process_gradient(tmp_path):
-    script = tmp_path / "ddp_denseav.py"
-    script.write_text(textwrap.dedent(SCRIPT))
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
-    proc = subprocess.run(
-        [sys.executable, str(script)], env=env, capture_output=True, text=True, timeout=300
-    )
-    out = proc.stdout + proc.stderr
-    assert proc.returncode == 0, out[-3000:]
+    out = run_script(tmp_path, SCRIPT)
     assert "gathered fabric equals one process" in out
     assert "gathered torch.distributed equals one process" in out

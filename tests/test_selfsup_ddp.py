@@ -3,15 +3,9 @@ processes with half a batch each give the one-process codes and centre."""
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
-import textwrap
-from pathlib import Path
-
 import pytest
 
-ROOT = Path(__file__).resolve().parents[1]
+from tests.support.scripts import run_script
 
 SCRIPT = """
 import torch
@@ -39,12 +33,5 @@ print(f"rank {rank}: global codes and centre")
 
 @pytest.mark.slow  # two processes start in tens of seconds on a loaded machine
 def test_two_processes_share_sinkhorn_and_the_centre(tmp_path):
-    script = tmp_path / "ddp_selfsup.py"
-    script.write_text(textwrap.dedent(SCRIPT))
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
-    proc = subprocess.run(
-        [sys.executable, str(script)], env=env, capture_output=True, text=True, timeout=300
-    )
-    out = proc.stdout + proc.stderr
-    assert proc.returncode == 0, out[-3000:]
+    out = run_script(tmp_path, SCRIPT)
     assert "rank 0: global codes and centre" in out and "rank 1: global codes and centre" in out
