@@ -118,36 +118,36 @@ class GridRepulsion:
         # fields at node y: Σ_j K(y - y_j), with the kernel indexed by the offset y - y_j
         self.fields = torch.stack([conv(w), conv(w * w * dx), conv(w * w * dy)])
 
-    def _corners(self, y: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    def _nodes(self, y: Tensor) -> tuple[list[tuple[Tensor, Tensor]], Tensor]:
+        """The four grid nodes around each point (flat ids, bilinear weights); which lie inside."""
+        gx, gy = self.shape
         u = (y.double() - self.lo) / self.h
         base = u.floor().long()
         t = u - base
         inside = (base[:, 0] >= 0) & (base[:, 1] >= 0)
-        inside &= (base[:, 0] < self.shape[0] - 1) & (base[:, 1] < self.shape[1] - 1)
-        return base, t, inside, u
-
-    def _spread(self, y: Tensor, mass: Tensor) -> Tensor:
-        gx, gy = self.shape
-        base, t, _, _ = self._corners(y)
-        grid = torch.zeros(gx * gy, dtype=torch.float64)
+        inside &= (base[:, 0] < gx - 1) & (base[:, 1] < gy - 1)
+        b = torch.stack([base[:, 0].clamp(0, gx - 2), base[:, 1].clamp(0, gy - 2)], dim=1)
+        nodes = []
         for ox, oy in ((0, 0), (1, 0), (0, 1), (1, 1)):
             wx = t[:, 0] if ox else 1.0 - t[:, 0]
             wy = t[:, 1] if oy else 1.0 - t[:, 1]
-            grid.index_add_(0, (base[:, 0] + ox) * gy + base[:, 1] + oy, mass * wx * wy)
+            nodes.append(((b[:, 0] + ox) * gy + b[:, 1] + oy, wx * wy))
+        return nodes, inside
+
+    def _spread(self, y: Tensor, mass: Tensor) -> Tensor:
+        gx, gy = self.shape
+        grid = torch.zeros(gx * gy, dtype=torch.float64)
+        for ids, w in self._nodes(y)[0]:
+            grid.index_add_(0, ids, mass * w)
         return grid.view(gx, gy)
 
     def repulsion(self, y: Tensor) -> Tensor:
         """``-(2 / Z(y_i)) V(y_i)`` for points ``y [m, 2]``."""
-        base, t, inside, _ = self._corners(y)
-        gx, gy = self.shape
-        b = base.clamp(min=0)
-        b = torch.stack([b[:, 0].clamp(max=gx - 2), b[:, 1].clamp(max=gy - 2)], dim=1)
+        nodes, inside = self._nodes(y)
         flat = self.fields.reshape(3, -1)
         vals = torch.zeros(3, len(y), dtype=torch.float64)
-        for ox, oy in ((0, 0), (1, 0), (0, 1), (1, 1)):
-            wx = t[:, 0] if ox else 1.0 - t[:, 0]
-            wy = t[:, 1] if oy else 1.0 - t[:, 1]
-            vals += flat[:, (b[:, 0] + ox) * gy + b[:, 1] + oy] * (wx * wy)
+        for ids, w in nodes:
+            vals += flat[:, ids] * w
         out = -2.0 * vals[1:].T / vals[0].unsqueeze(1)
         if not bool(inside.all()):  # off the grid: the exact sums
             far = ~inside
