@@ -372,3 +372,13 @@ def test_exact_tie_break_is_distance_then_id():
     ids, dist = exact.order(np.array([1.0, 0.5, 1.0, 0.5], np.float32), np.array([9, 4, 2, 7]), 3)
     np.testing.assert_array_equal(ids, [4, 7, 2])
     np.testing.assert_array_equal(dist, [0.5, 0.5, 1.0])
+
+
+def test_one_empty_columns_object_serves_corpora_and_trees_of_any_size():
+    empty = Columns({})
+    rng = np.random.default_rng(0)
+    for n in (30, 50):
+        X = rng.normal(size=(n, 4)).astype(np.float32)
+        assert Corpus(X, empty).columns.n == n
+        assert ConditionalTree(X, leaf_size=8, columns=empty).columns.n == n
+    assert empty.n == -1  # the caller's object is left as it was

@@ -34,10 +34,11 @@ def configure(p: argparse.ArgumentParser) -> None:
 
 def _load(path: Path, args: argparse.Namespace, model: Any) -> tuple[Any, Any]:
     from fw_retrieval import corpus as cp
+    from fw_retrieval.command import _featurizer_args as featurizer_args
 
     if path.is_dir():
         if model is None:
-            fargs = _featurizer_args(args.featurizer_arg)
+            fargs = featurizer_args(args.featurizer_arg)
             model = cp.build_featurizer(args.featurizer, args.features, fargs)
         return cp.index_folder(
             path, model[0], model[1], Path(args.cache).expanduser(), args.image_size
@@ -45,12 +46,6 @@ def _load(path: Path, args: argparse.Namespace, model: Any) -> tuple[Any, Any]:
     if path.is_file():
         return cp.index_file(path), model
     raise FwError(f"{path} does not exist (a folder of images or a .npz/.npy feature file)")
-
-
-def _featurizer_args(items: list[str]) -> dict[str, Any]:
-    from fw_retrieval.command import _featurizer_args as parse
-
-    return parse(items)
 
 
 def main(args: argparse.Namespace) -> int:

@@ -49,7 +49,7 @@ class Corpus:
         self.metric: Metric = metric
         self.n, self.dim = self.X.shape
         if self.columns.n < 0:  # no columns: conditions can only be true/false or masks
-            self.columns.n = self.n
+            self.columns = self.columns.take(np.arange(self.n))  # sized, the caller's untouched
         self.sq_norms = np.einsum("ij,ij->i", self.X, self.X)
         self.max_norm = float(np.sqrt(self.sq_norms.max()))
         self._masks: dict[Hashable, np.ndarray] = {}

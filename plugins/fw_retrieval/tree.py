@@ -82,7 +82,7 @@ class ConditionalTree:
         self.columns = columns if columns is not None else Columns({})
         self.n, self.dim = X.shape
         if self.columns.n < 0:  # no columns: conditions can only be true/false or masks
-            self.columns.n = self.n
+            self.columns = self.columns.take(np.arange(self.n))  # sized, the caller's untouched
         self._build(X, np.random.default_rng(seed))
         self.max_norm = float(np.sqrt(self.sq_norms.max()))
         self._index_columns()
