@@ -39,6 +39,7 @@ import torch
 import torch.nn.functional as F
 
 from fw import hookimpl
+from fw.lib.features import spherical_kmeans
 from fw.lib.metrics import majority_assignment
 from fw.recipe import read_recipe_file, recipe_from_dict
 from fw.registry import get_registry
@@ -92,13 +93,9 @@ def score_method(embed, train, val, seed: int, fit_images: int) -> dict[str, dic
         xs.append(torch.gather(flat, 1, pick[..., None].expand(-1, -1, d)).reshape(-1, d))
         ys.append(torch.gather(tl[s : s + b].reshape(b, -1), 1, pick).reshape(-1))
     fx, fy = torch.cat(xs), torch.cat(ys)
-    import faiss
-
-    heads = {}
-    for k in (N_CLASSES, *OVERCLUSTERS):
-        km = faiss.Kmeans(fx.shape[1], k, niter=30, nredo=1, spherical=True, seed=seed)
-        km.train(np.ascontiguousarray(fx.numpy(), dtype=np.float32))
-        heads[k] = F.normalize(torch.from_numpy(km.centroids.copy()), dim=1)
+    heads = {
+        k: F.normalize(spherical_kmeans(fx, k, seed), dim=1) for k in (N_CLASSES, *OVERCLUSTERS)
+    }
     with torch.enable_grad(), torch.random.fork_rng():
         torch.manual_seed(seed)
         probe = torch.nn.Linear(fx.shape[1], N_CLASSES)

@@ -19,6 +19,7 @@ from fw.api import OptimizerFactory
 from fw.data import collate_batched
 from fw.errors import DataError, ShapeError, check_choice
 from fw.files import load
+from fw.lib.features import spherical_kmeans
 from fw.lib.icon import icon_loss
 from fw_stego.crf import CrfMethod, dense_crf
 from fw_stego.head import ClusterProbe, LinearProbe, SegmentationHead
@@ -350,8 +351,6 @@ class StegoLearner(api.Learner):
     @torch.no_grad()
     def fit_kmeans(self, data: Any, max_points: int = 100_000) -> Tensor:
         """Cosine k-means centroids ``[K, dim]`` of training codes (faiss)."""
-        import faiss
-
         vecs = []
         for batch in batches(data, self.eval_batch_size):
             c = self.codes(batch["x"])
@@ -360,16 +359,7 @@ class StegoLearner(api.Learner):
         rng = np.random.default_rng(self.kmeans_seed)
         if x.shape[0] > max_points:
             x = x[rng.choice(x.shape[0], max_points, replace=False)]
-        km = faiss.Kmeans(
-            x.shape[1],
-            self.cluster_probe.clusters.shape[0],
-            niter=30,
-            nredo=1,
-            spherical=True,
-            seed=self.kmeans_seed,
-        )
-        km.train(np.ascontiguousarray(x, dtype=np.float32))
-        return torch.from_numpy(km.centroids.copy())
+        return spherical_kmeans(x, self.cluster_probe.clusters.shape[0], self.kmeans_seed)
 
     @torch.no_grad()
     def predict(self, x: Tensor, size: tuple[int, int]) -> tuple[Tensor, Tensor]:

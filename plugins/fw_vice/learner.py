@@ -15,6 +15,7 @@ from torch import Tensor
 from fw import api
 from fw.api import OptimizerFactory
 from fw.errors import DataError, ShapeError
+from fw.lib.features import spherical_kmeans
 from fw.lib.metrics import majority_assignment
 from fw.lib.prototypes import PrototypeLayer
 from fw_common.augment import ColorJitter, GaussianBlur, Grayscale
@@ -302,12 +303,7 @@ class ViceLearner(api.Learner):
 
     def kmeans(self, x: Tensor, k: int) -> Tensor:
         """Cosine k-means centroids ``[k, dim]`` (faiss, 30 iterations, seed ``kmeans_seed``)."""
-        import faiss
-
-        arr = np.ascontiguousarray(F.normalize(x, dim=1).numpy(), dtype=np.float32)
-        km = faiss.Kmeans(arr.shape[1], k, niter=30, nredo=1, spherical=True, seed=self.kmeans_seed)
-        km.train(arr)
-        return F.normalize(torch.from_numpy(km.centroids.copy()), dim=1)
+        return F.normalize(spherical_kmeans(F.normalize(x, dim=1), k, self.kmeans_seed), dim=1)
 
     def fit_linear(self, x: Tensor, y: Tensor) -> torch.nn.Linear:
         """Multinomial logistic regression on pixel embeddings (the 1×1 convolution, §4)."""

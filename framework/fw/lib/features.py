@@ -2,7 +2,8 @@
 
 :func:`cached_features` runs a featurizer over a dataset once and keeps the ``[N, D]`` float32
 result on disk as a ``.npy`` file, read back memory-mapped (never loaded whole). :func:`knn`
-builds the ``[N, k]`` neighbour table of such an array with faiss, in bounded memory.
+builds the ``[N, k]`` neighbour table of such an array with faiss, in bounded memory;
+:func:`spherical_kmeans` clusters rows with faiss's cosine k-means.
 
 Cache layout (``cache_dir``)::
 
@@ -541,3 +542,13 @@ def knn_recall(
         truth = [j for j in exact if j != row][:k]
         found += len(set(truth) & set(indices[row].tolist()))
     return found / (len(chosen) * k)
+
+
+def spherical_kmeans(x: np.ndarray | Tensor, k: int, seed: int, niter: int = 30) -> Tensor:
+    """Centroids ``[k, D]`` of faiss's spherical k-means on rows ``x`` (one run of ``niter``)."""
+    import faiss
+
+    arr = np.ascontiguousarray(np.asarray(x), dtype=np.float32)
+    km = faiss.Kmeans(arr.shape[1], k, niter=niter, nredo=1, spherical=True, seed=seed)
+    km.train(arr)
+    return torch.from_numpy(km.centroids.copy())
