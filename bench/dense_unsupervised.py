@@ -47,6 +47,7 @@ from fw.train import fit
 from fw_backbones.taps import mobilenet_v2_tap
 from fw_stego.scoring import Confusion, boundary_band, hungarian_assignment, scores
 from fw_stego.texmosaic import texmosaic12
+from fw_vice.learner import pixel_probe
 from fw_vice.picture import save_picture
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -96,14 +97,7 @@ def score_method(embed, train, val, seed: int, fit_images: int) -> dict[str, dic
     heads = {
         k: F.normalize(spherical_kmeans(fx, k, seed), dim=1) for k in (N_CLASSES, *OVERCLUSTERS)
     }
-    with torch.enable_grad(), torch.random.fork_rng():
-        torch.manual_seed(seed)
-        probe = torch.nn.Linear(fx.shape[1], N_CLASSES)
-        opt = torch.optim.Adam(probe.parameters(), lr=1e-2)
-        for _ in range(300):
-            opt.zero_grad()
-            F.cross_entropy(probe(fx), fy).backward()
-            opt.step()
+    probe = pixel_probe(fx, fy, N_CLASSES, 300, seed)
     conf = {
         (h, p): Confusion(N_CLASSES, h if isinstance(h, int) else None)
         for h in (*heads, "linear")

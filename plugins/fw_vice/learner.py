@@ -37,6 +37,22 @@ def as_images(x: Tensor) -> Tensor:
     return x.expand(-1, 3, -1, -1) if x.shape[1] == 1 else x
 
 
+def pixel_probe(x: Tensor, y: Tensor, n_classes: int, steps: int, seed: int) -> torch.nn.Linear:
+    """Multinomial logistic regression on pixel embeddings (the 1×1 convolution, §4); pixels
+    labelled outside ``[0, n_classes)`` are left out. Adam 1e-2 for ``steps`` full-batch steps."""
+    keep = (y >= 0) & (y < n_classes)
+    x, y = x[keep], y[keep]
+    with torch.enable_grad(), torch.random.fork_rng():
+        torch.manual_seed(seed)
+        probe = torch.nn.Linear(x.shape[1], n_classes)
+        opt = torch.optim.Adam(probe.parameters(), lr=1e-2)
+        for _ in range(steps):
+            opt.zero_grad()
+            F.cross_entropy(probe(x), y).backward()
+            opt.step()
+    return probe.eval()
+
+
 class ViceLearner(api.Learner):
     """ViCE (Karlsson et al.): dense visual concept embeddings by swapped prediction over regions.
 
@@ -305,20 +321,6 @@ class ViceLearner(api.Learner):
         """Cosine k-means centroids ``[k, dim]`` (faiss, 30 iterations, seed ``kmeans_seed``)."""
         return F.normalize(spherical_kmeans(F.normalize(x, dim=1), k, self.kmeans_seed), dim=1)
 
-    def fit_linear(self, x: Tensor, y: Tensor) -> torch.nn.Linear:
-        """Multinomial logistic regression on pixel embeddings (the 1×1 convolution, §4)."""
-        keep = (y >= 0) & (y < self.n_classes)
-        x, y = x[keep], y[keep]
-        with torch.enable_grad(), torch.random.fork_rng():
-            torch.manual_seed(self.kmeans_seed)
-            probe = torch.nn.Linear(x.shape[1], self.n_classes)
-            opt = torch.optim.Adam(probe.parameters(), lr=1e-2)
-            for _ in range(self.probe_steps):
-                opt.zero_grad()
-                F.cross_entropy(probe(x), y).backward()
-                opt.step()
-        return probe.eval()
-
     @torch.no_grad()
     def evaluate(self, data: Any, run_dir: Path | None = None) -> dict[str, float]:
         from tqdm.auto import tqdm
@@ -327,7 +329,11 @@ class ViceLearner(api.Learner):
         fit_x, fit_y = self.fit_pixels_of(fit_data)
         ks = sorted({self.n_classes, *self.overclusters})
         centroids = {k: self.kmeans(fit_x, k) for k in ks}
-        probe = self.fit_linear(fit_x, fit_y) if fit_y is not None else None
+        probe = (
+            None
+            if fit_y is None
+            else pixel_probe(fit_x, fit_y, self.n_classes, self.probe_steps, self.kmeans_seed)
+        )
         concepts = F.normalize(self.concepts.weight.detach().cpu(), dim=1)
         heads = {f"c{k}": (c, k) for k, c in centroids.items()}
         heads["concepts"] = (concepts, concepts.shape[0])
