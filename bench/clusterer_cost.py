@@ -132,7 +132,7 @@ def main() -> int:
     )
     args = parser.parse_args()
     if args.plot_only:
-        plot([json.loads(line) for line in args.json.read_text().splitlines()], args.plot)
+        plot(read_rows(args.json), args.plot)
         return 0
     torch.set_num_threads(1)
     table: list[dict] = []
@@ -170,13 +170,13 @@ def main() -> int:
                     if profile:
                         print(profile)
     if args.plot:
-        plot(
-            [json.loads(line) for line in args.json.read_text().splitlines()]
-            if args.json
-            else table,
-            args.plot,
-        )
+        plot(read_rows(args.json) if args.json else table, args.plot)
     return 0
+
+
+def read_rows(path: Path) -> list[dict]:
+    """Every row a ``--json`` file holds (those of earlier invocations included)."""
+    return [json.loads(line) for line in path.read_text().splitlines()]
 
 
 def plot(rows: list[dict], path: Path) -> None:
