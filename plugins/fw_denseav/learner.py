@@ -109,7 +109,11 @@ class ClippedAdamW(torch.optim.AdamW):
 
 def warmup_cosine(warmup: int, total: int, cosine: bool = True) -> Any:
     """Learning-rate factor: linear warm-up over ``warmup`` steps, then cosine to 0 at ``total``
-    (or constant when ``cosine`` is False, as the authors' ``lr_schedule: ~``)."""
+    (or constant when ``cosine`` is False, as the authors' ``lr_schedule: ~``).
+
+    `fw.lib.schedules.warmup_cosine` is the same schedule; it rounds the cosine's argument in
+    another order (1 ulp apart), so this copy stays for DenseAV's recorded runs to reproduce.
+    """
 
     def factor(step: int) -> float:
         if step < warmup:

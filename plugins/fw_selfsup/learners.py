@@ -13,7 +13,6 @@ monitors (alignment on two augmented crops of each evaluated image).
 from __future__ import annotations
 
 import copy
-import math
 import warnings
 from pathlib import Path
 from typing import Any, ClassVar, Literal
@@ -30,6 +29,7 @@ from fw.lib import metrics, monitors
 from fw.lib.ema import ema_update
 from fw.lib.images import image_batch
 from fw.lib.prototypes import PrototypeLayer
+from fw.lib.schedules import warmup_cosine
 from fw_common.augment import Augmenter, RandomResizedCrop
 from fw_selfsup import losses
 
@@ -153,17 +153,8 @@ class MultiCropLearner(api.Learner):
             opt = torch.optim.Adam(params, lr=1e-3)
         else:
             opt = self.optimizer_factory(params)
-        warm, total, cosine = self.warmup_steps, self.schedule_steps, self.lr_schedule == "cosine"
-
-        def factor(step: int) -> float:
-            # linear warm-up, then a cosine decay to 0 at schedule_steps (DINO, App. B)
-            if warm > 0 and step < warm:
-                return (step + 1) / warm
-            if not cosine:
-                return 1.0
-            done = min(max(step - warm, 0), max(total - warm, 1))
-            return 0.5 * (1.0 + math.cos(math.pi * done / max(total - warm, 1)))
-
+        # linear warm-up, then a cosine decay to 0 at schedule_steps (DINO, App. B)
+        factor = warmup_cosine(self.warmup_steps, self.schedule_steps, self.lr_schedule == "cosine")
         return api.Optimization([opt], [torch.optim.lr_scheduler.LambdaLR(opt, factor)])
 
     # -- views and encoding -----------------------------------------------------------------

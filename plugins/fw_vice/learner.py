@@ -3,7 +3,6 @@ superpixel regions across views (Karlsson et al., "ViCE", §3, App. A, Alg. 1-3)
 
 from __future__ import annotations
 
-import math
 from pathlib import Path
 from typing import Any, ClassVar, Literal
 
@@ -18,6 +17,7 @@ from fw.errors import DataError, ShapeError
 from fw.lib.features import spherical_kmeans
 from fw.lib.metrics import majority_assignment
 from fw.lib.prototypes import PrototypeLayer
+from fw.lib.schedules import warmup_cosine
 from fw_common.augment import ColorJitter, GaussianBlur, Grayscale
 from fw_stego.learner import batches
 from fw_stego.scoring import Confusion, boundary_band, hungarian_assignment, scores
@@ -196,15 +196,8 @@ class ViceLearner(api.Learner):
     def configure_optimizers(self) -> api.Optimization:
         params = [p for p in self.parameters() if p.requires_grad]
         opt = self.optimizer_factory(params) if self.optimizer_factory else LARS(params)
-        warm, total = self.warmup_steps, self.schedule_steps
-
-        def factor(step: int) -> float:
-            # linear warm-up, then cosine decay to 0 at schedule_steps (ViCE §4, SGDR)
-            if warm > 0 and step < warm:
-                return (step + 1) / warm
-            done = min(max(step - warm, 0), max(total - warm, 1))
-            return 0.5 * (1.0 + math.cos(math.pi * done / max(total - warm, 1)))
-
+        # linear warm-up, then cosine decay to 0 at schedule_steps (ViCE §4, SGDR)
+        factor = warmup_cosine(self.warmup_steps, self.schedule_steps)
         return api.Optimization([opt], [torch.optim.lr_scheduler.LambdaLR(opt, factor)])
 
     def regions_of(self, image: Tensor, index: int | None) -> np.ndarray:
