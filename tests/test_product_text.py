@@ -25,6 +25,7 @@ FORBIDDEN = re.compile(
             "sp" + r"ec [a-z_]+\.md",
             "se" + "ed 00[0-9]",
             "fw-cpu" + r"\.lock",
+            "ag" + r"ents?'?s?'? jobs?",
         ]
     )
 )
