@@ -24,10 +24,13 @@ from fw.recipe import build, load_recipe
 from fw_sne.distributions import Gaussian, ScaleError, StudentT
 from fw_sne.learners import SNE, TSNE
 from fw_sne.scale import (
+    HNSW_FROM,
     attraction,
     fft_log_norm,
     kernel_logits,
     pair_ids,
+    resolve_knn_index,
+    row_lengths,
     sampled_log_norm,
     sparse_q,
 )
@@ -122,6 +125,44 @@ def test_fused_attraction_equals_autograd_sum(kind, param):
     ref.backward()
     assert float(attraction(z, kind, param, rows, cols, p, 3)) == pytest.approx(float(ref))
     torch.testing.assert_close(fused, z.grad)
+
+
+@pytest.mark.parametrize("kind,param", [("student_t", 1.0), ("student_t", 3.0), ("gaussian", 0.5)])
+def test_sorted_pairs_take_the_streaming_path_with_the_same_bits(kind, param):
+    """Row-sorted pairs with int32 ids and a segment sum: bit-identical to the scatter path."""
+    n, nnz = 60, 900
+    gen = torch.Generator().manual_seed(3)
+    rows = torch.randint(0, n, (nnz,), generator=gen).sort().values
+    rows[:5] = 0  # a repeated row, and rows 1.. may be missing (empty segments)
+    cols = torch.randint(0, n, (nnz,), generator=gen)
+    p = torch.rand(nnz, generator=gen)
+    lengths = row_lengths(rows, n)
+    assert lengths is not None and int(lengths.sum()) == nnz
+    assert row_lengths(rows.flip(0), n) is None  # unsorted: no streaming path
+    grads, values = [], []
+    for r, c, ls in ((rows, cols, None), (rows.int(), cols.int(), lengths)):
+        z = (torch.randn(n, 2, generator=torch.Generator().manual_seed(0)) * 3).requires_grad_()
+        value = attraction(z, kind, param, r, c, p, 2, ls)
+        value.backward()
+        grads.append(z.grad)
+        values.append(value.detach())
+    assert torch.equal(values[0], values[1])
+    assert torch.equal(grads[0], grads[1])
+    reference = torch.zeros(n, 2, dtype=DT)  # a hand-written loop over the pairs, float64
+    zd = torch.randn(n, 2, generator=torch.Generator().manual_seed(0)).double() * 3
+    for e in range(nnz):
+        i, j = int(rows[e]), int(cols[e])
+        d = float((zd[i] - zd[j]).pow(2).sum())
+        h = (param + 1) / param / (1 + d / param) if kind == "student_t" else 2 * param
+        reference[i] += p[e].double() * h * (zd[i] - zd[j]) / 2
+        reference[j] -= p[e].double() * h * (zd[i] - zd[j]) / 2
+    torch.testing.assert_close(grads[1].double(), reference, rtol=1e-4, atol=1e-6)
+
+
+def test_auto_neighbours_are_exact_below_the_hnsw_threshold():
+    assert resolve_knn_index("auto", HNSW_FROM - 1) == "flat"
+    assert resolve_knn_index("auto", HNSW_FROM) == "hnsw"
+    assert resolve_knn_index("ivf", 10) == "ivf"
 
 
 @pytest.mark.parametrize("normalization", ["joint", "conditional"])

@@ -29,6 +29,7 @@ from fw_sne.scale import (
     Repulsion,
     attraction,
     pair_ids,
+    row_lengths,
     sampled_log_norm,
     sparse_q_log_norm,
 )
@@ -88,7 +89,7 @@ class SNE(IConLearner):
         self.repulsion = repulsion
         self.negatives = negatives
         self._dense_p: tuple[Tensor, float, bool, bool] | None = None
-        self._sparse: tuple[Tensor, Tensor, float] | None = None
+        self._sparse: tuple[Tensor, Tensor, Tensor, float, Tensor | None] | None = None
         self._generator = torch.Generator()
 
     def setup(self, data: Any) -> None:
@@ -150,7 +151,10 @@ class SNE(IConLearner):
             # p_ij = p_ji and w_ij = w_ji: the pair (j, i) repeats (i, j), so keep i < j, twice
             upper = rows < cols
             rows, cols, prob = rows[upper], cols[upper], 2.0 * prob[upper]
-        self._sparse = (rows.contiguous(), cols.contiguous(), prob, p_log_p)
+        lengths = row_lengths(rows, len(data))
+        if len(data) < 2**31:  # int32 ids: half the memory traffic of every gather and scatter
+            rows, cols = rows.int(), cols.int()
+        self._sparse = (rows.contiguous(), cols.contiguous(), prob, p_log_p, lengths)
         self._generator.manual_seed(int(torch.initial_seed()) % (2**63))
 
     def extra_state(self) -> dict[str, Any]:
@@ -169,7 +173,7 @@ class SNE(IConLearner):
         `fw.lib.icon.icon_loss` on `fw_sne.scale.sparse_q` (the tests compare both).
         """
         assert self._sparse is not None and isinstance(self._p_cache, SparseNeighborhood)
-        rows, cols, prob, p_log_p = self._sparse
+        rows, cols, prob, p_log_p, lengths = self._sparse
         index = batch["index"]
         if not torch.equal(index, torch.arange(index.numel(), device=index.device)):
             raise ScaleError(
@@ -178,11 +182,12 @@ class SNE(IConLearner):
             )
         if rows.device != index.device:
             rows, cols, prob = rows.to(index.device), cols.to(index.device), prob.to(index.device)
-            self._sparse = (rows, cols, prob, p_log_p)
+            lengths = None if lengths is None else lengths.to(index.device)
+            self._sparse = (rows, cols, prob, p_log_p, lengths)
         z = self.mapper(batch[self.mapper.input_key])
         kind, param = radial_kernel(self.q)  # type: ignore[misc]
         n_rows = self._p_cache.log_prob.shape[0]
-        attract = attraction(z, kind, param, rows, cols, prob, n_rows)
+        attract = attraction(z, kind, param, rows, cols, prob, n_rows, lengths)
         joint = n_rows != z.shape[0]
         if self.repulsion == "fft":
             log_norm = sparse_q_log_norm(z, kind, param, joint, "fft")

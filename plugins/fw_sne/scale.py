@@ -46,9 +46,17 @@ def default_neighbors(perplexity: float, n: int) -> int:
     return int(min(n - 1, max(2, math.floor(3 * perplexity))))
 
 
-def _approximate(knn_index: str, n: int) -> bool:
-    """Whether `fw.lib.features.knn` answers with an approximate index for N rows."""
-    return knn_index in ("ivf", "ivf_sq8", "hnsw") or (knn_index == "auto" and n >= 100_000)
+#: ``auto`` neighbours: exact below this many points, HNSW from it (`knn_sq_distances`)
+HNSW_FROM = 50_000
+#: HNSW links per point and candidate list for the sparse p's k = 90 neighbours
+HNSW_M, HNSW_EF_SEARCH = 16, 128
+
+
+def resolve_knn_index(knn_index: str, n: int) -> str:
+    """The faiss index ``auto`` means at N points: ``flat`` below `HNSW_FROM`, else ``hnsw``."""
+    if knn_index != "auto":
+        return knn_index
+    return "flat" if n < HNSW_FROM else "hnsw"
 
 
 @torch.no_grad()
@@ -57,17 +65,20 @@ def knn_sq_distances(
 ) -> tuple[Tensor, Tensor, Tensor]:
     """``(ids [N, k], squared distances [N, k] float64, valid mask [N, k])`` from faiss.
 
-    ``knn_index`` is `fw.lib.features.knn`'s ``index``; ``auto`` is its exact search below 100,000
-    points. Measured on 20,000 Fashion-MNIST images (784 pixels, k = 90, one thread): exact
-    search 16-18 s; IVF-SQ8 37-43 s at recall 0.95-0.99 (its training and its 4k-candidate
-    re-ranking cost more than they save at this size); PCA-50 candidates re-ranked exactly 33 s
-    at recall 0.97. Exact search is BLAS-bound, O(N² D): ~3.5 minutes at 70,000.
+    ``knn_index`` is `fw.lib.features.knn`'s ``index`` (HNSW with `HNSW_M` links and a
+    candidate list of `HNSW_EF_SEARCH`); ``auto`` is exact search below `HNSW_FROM` points and
+    HNSW from there. Measured on Fashion-MNIST images (784 pixels, k = 91 with self, one
+    thread), exact search vs HNSW (build + search, recall@91 on 1000 points): 20,000 images
+    5.0 s vs 5.6 s (0.996); 40,000 18.9 s vs 16.0 s (0.993); 70,000 about 58 s (O(N² D))
+    vs 31 s (0.990). At 70,000, HNSW with 32 links and a list of 182 took 65 s (recall
+    0.999); with 16 and 100, 29 s (0.984). IVF-SQ8 was slower than exact search at 20,000.
     """
     from fw.lib.features import knn
 
     feats = np.ascontiguousarray(x.detach().cpu().float().numpy())
-    ids, d = knn(feats, k, metric="l2", index=knn_index)
-    if _approximate(knn_index, len(feats)):  # what the approximate search missed, logged
+    knn_index = resolve_knn_index(knn_index, len(feats))
+    ids, d = knn(feats, k, metric="l2", index=knn_index, hnsw_m=HNSW_M, ef_search=HNSW_EF_SEARCH)
+    if knn_index != "flat":  # what the approximate search missed, logged
         import sys
 
         from fw.lib.features import knn_recall
@@ -178,8 +189,10 @@ class _Attraction(torch.autograd.Function):
 
     Per coordinate c the gradient is ``2 h_e (z_ic - z_jc)`` added to i and subtracted from j,
     ``h_e = -p_e ∂ℓ/∂d`` (``(ν+1)/(2ν) / (1 + d/ν)`` for Student-t, ``1/2σ²`` for the
-    Gaussian), summed with ``bincount``: one-dimensional gathers and scatters, several times
-    faster on CPUs than autograd through ``z[rows]`` ``[nnz, dim]``.
+    Gaussian): one-dimensional gathers and scatters, several times faster on CPUs than
+    autograd through ``z[rows]`` ``[nnz, dim]``. With ``lengths`` (the pairs sorted by row,
+    ``lengths[i]`` of them in row i) the row side's scatter is a segment sum, which streams
+    through memory instead of jumping; both sum each row in list order, as ``bincount`` does.
     """
 
     @staticmethod
@@ -192,24 +205,31 @@ class _Attraction(torch.autograd.Function):
         kind: str,
         param: float,
         n_rows: int,
+        lengths: Tensor | None,
     ) -> Tensor:
         n, dim = z.shape
         zt = z.detach().T.contiguous()
-        diffs = [zt[c].index_select(0, rows) - zt[c].index_select(0, cols) for c in range(dim)]
+        diffs = [zt[c].index_select(0, rows).sub_(zt[c].index_select(0, cols)) for c in range(dim)]
         d = diffs[0] * diffs[0]
         for dc in diffs[1:]:
             d.addcmul_(dc, dc)
         if kind == "student_t":
             u = torch.log1p(d / param) if param != 1.0 else torch.log1p(d)
             value = torch.dot(p, u) * ((param + 1.0) / 2.0)
-            h = p / d.div_(param).add_(1.0) * ((param + 1.0) / param)  # 2·h_e, in place of d
+            if param != 1.0:
+                d.div_(param)
+            h = p / d.add_(1.0) * ((param + 1.0) / param)  # 2·h_e, in place of d
         else:
             value = torch.dot(p, d) * param
             h = p * (2.0 * param)
         grad = torch.empty_like(zt)
         for c, dc in enumerate(diffs):
             g = dc.mul_(h)
-            grad[c] = torch.bincount(rows, g, minlength=n) - torch.bincount(cols, g, minlength=n)
+            if lengths is not None:
+                grad[c] = torch.segment_reduce(g, "sum", lengths=lengths)
+            else:
+                grad[c] = torch.zeros(n, dtype=g.dtype, device=g.device).index_add_(0, rows, g)
+            grad[c] -= torch.zeros(n, dtype=g.dtype, device=g.device).index_add_(0, cols, g)
         ctx.save_for_backward(grad.T.contiguous() / n_rows)
         return value / n_rows
 
@@ -217,14 +237,31 @@ class _Attraction(torch.autograd.Function):
     @torch.autograd.function.once_differentiable
     def backward(ctx: Any, grad_out: Tensor) -> tuple[Tensor | None, ...]:
         (grad,) = ctx.saved_tensors
-        return grad * grad_out, None, None, None, None, None, None
+        return grad * grad_out, None, None, None, None, None, None, None
+
+
+def row_lengths(rows: Tensor, n: int) -> Tensor | None:
+    """Pairs per row when ``rows`` is sorted (`attraction`'s streaming path), else None."""
+    if rows.numel() > 1 and bool((rows[1:] < rows[:-1]).any()):
+        return None
+    return torch.bincount(rows.long(), minlength=n)
 
 
 def attraction(
-    z: Tensor, kind: str, param: float, rows: Tensor, cols: Tensor, p: Tensor, n_rows: int
+    z: Tensor,
+    kind: str,
+    param: float,
+    rows: Tensor,
+    cols: Tensor,
+    p: Tensor,
+    n_rows: int,
+    lengths: Tensor | None = None,
 ) -> Tensor:
-    """Attractive term ``(1/R) Σ_r Σ_j p_rj (-ℓ_rj)`` on flat pair lists (``rows``, ``cols``)."""
-    return _Attraction.apply(z, rows, cols, p.to(z.dtype), kind, param, n_rows)
+    """Attractive term ``(1/R) Σ_r Σ_j p_rj (-ℓ_rj)`` on flat pair lists (``rows``, ``cols``).
+
+    ``lengths``: `row_lengths` of sorted ``rows``, for the faster streaming path.
+    """
+    return _Attraction.apply(z, rows, cols, p.to(z.dtype), kind, param, n_rows, lengths)
 
 
 class _FFTLogNorm(torch.autograd.Function):
