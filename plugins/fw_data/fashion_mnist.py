@@ -78,7 +78,9 @@ def fashion_mnist(
     labels = np.concatenate([p[1] for p in parts])
     if limit is not None:
         images, labels = images[:limit], labels[:limit]
-    x = torch.from_numpy(images.astype(np.float32) / 255.0).unsqueeze(1)
+    pixels = images.astype(np.float32)
+    pixels /= 255.0  # in place: one float copy of the images at the peak, not two
+    x = torch.from_numpy(pixels).unsqueeze(1)
     if flatten:
         x = x.flatten(1)
     return ArrayDataset(
