@@ -38,7 +38,6 @@ import argparse
 import datetime
 import os
 import platform
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -48,6 +47,8 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 for sub in ("framework", "plugins"):
     sys.path.insert(0, str(ROOT / sub))
+
+import provenance  # noqa: E402  (bench/provenance.py)
 
 from fw_retrieval.methods import (  # noqa: E402
     Corpus,
@@ -237,9 +238,7 @@ def main() -> int:
     faiss.omp_set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "1")))
     rng = np.random.default_rng(args.seed)
     fractions = [float(f) for f in args.selectivities.split(",")]
-    commit = subprocess.run(
-        ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, cwd=ROOT
-    ).stdout.strip()
+    commit = provenance.commit()
     out = [
         "# bench/cknn.py",
         "",

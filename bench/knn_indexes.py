@@ -16,13 +16,13 @@ import argparse
 import json
 import os
 import platform
-import subprocess
 import sys
 import time
 from datetime import datetime, timezone
 from pathlib import Path
 
 import numpy as np
+import provenance  # bench/provenance.py
 
 ROOT = Path(__file__).resolve().parents[1]
 OUT = ROOT / "bench" / "results" / "knn_indexes.jsonl"
@@ -43,9 +43,7 @@ def main() -> None:
     faiss.omp_set_num_threads(1)
     spec = {"name": "fashion_mnist", "split": "all", "limit": args.n, "flatten": True}
     x = np.ascontiguousarray(build("dataset", spec).x.numpy(), dtype=np.float32)
-    commit = subprocess.run(
-        ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, cwd=ROOT
-    ).stdout.strip()
+    commit = provenance.commit()
     for index in args.indexes.split(","):
         t0 = time.perf_counter()
         ids, _ = knn(x, args.k, metric="l2", index=index)  # type: ignore[arg-type]

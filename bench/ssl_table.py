@@ -27,7 +27,6 @@ import copy
 import json
 import math
 import platform
-import subprocess
 import sys
 import tempfile
 import time
@@ -35,6 +34,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+import provenance  # bench/provenance.py
 import torch
 
 from fw.lib import metrics, monitors
@@ -349,9 +349,7 @@ def main(argv: list[str] | None = None) -> int:
     print()
     print(summarise(rows))
     if args.out is not None:
-        commit = subprocess.run(
-            ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, cwd=ROOT
-        ).stdout.strip()
+        commit = provenance.commit()
         header = {
             "command": " ".join([Path(sys.argv[0]).name, *(argv or sys.argv[1:])]),
             "commit": commit,

@@ -39,6 +39,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+import provenance  # bench/provenance.py
 import torch
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -70,8 +71,9 @@ def recipe_overrides(n: int) -> tuple[Path, list[str]]:
     return path, ["data.split=train", f"data.limit={n}"]
 
 
-def fit_fw(n: int, seed: int, exact: bool, extra: list[str]) -> tuple[np.ndarray, float]:
-    """Build the recipe and run its learner's steps (fw.train's loop minus logging)."""
+def fit_fw(n: int, seed: int, exact: bool, extra: list[str]) -> tuple[np.ndarray, float, dict]:
+    """Build the recipe and run its learner's steps (fw.train's loop minus logging); also
+    the recall of approximate neighbours, if any."""
     from fw.recipe import build, load_recipe
 
     if exact:
@@ -94,7 +96,7 @@ def fit_fw(n: int, seed: int, exact: bool, extra: list[str]) -> tuple[np.ndarray
     wall = time.perf_counter() - start
     with torch.no_grad():
         emb = learner.infer(batch).double().numpy()
-    return emb, wall
+    return emb, wall, dict(getattr(learner.p, "knn_report", {}))
 
 
 def fit_other(method: str, x: np.ndarray, seed: int) -> tuple[np.ndarray, float]:
@@ -158,14 +160,15 @@ def peak_rss_mib() -> float:
 def child(method: str, n: int, seed: int, out: Path, extra: list[str]) -> None:
     """Fit one method in this process and write its embedding, time and peak RSS."""
     torch.set_num_threads(1)
-    x, _ = load(n)
-    if method in ("fw", "fw_exact"):
-        emb, wall = fit_fw(n, seed, exact=method == "fw_exact", extra=extra)
+    if method in ("fw", "fw_exact"):  # the recipe loads its own data: one copy, as for the others
+        emb, wall, report = fit_fw(n, seed, exact=method == "fw_exact", extra=extra)
     else:
-        emb, wall = fit_other(method, x, seed)
+        (emb, wall), report = fit_other(method, load(n)[0], seed), {}
     np.save(out, emb)
     rss_mib = peak_rss_mib()
-    out.with_suffix(".json").write_text(json.dumps({"wall_s": wall, "peak_rss_mib": rss_mib}))
+    out.with_suffix(".json").write_text(
+        json.dumps({"wall_s": wall, "peak_rss_mib": rss_mib, **report})
+    )
 
 
 @torch.no_grad()
@@ -177,9 +180,10 @@ def scoring_p(x: np.ndarray, cache: Path) -> tuple[torch.Tensor, torch.Tensor, t
     if cache.is_file():
         return torch.load(cache)
     n = x.shape[0]
-    p = Gaussian(perplexity=PERPLEXITY, normalization="joint", scale="sparse")(
-        {"features": torch.from_numpy(x)}
+    gaussian = Gaussian(
+        perplexity=PERPLEXITY, normalization="joint", scale="sparse", knn_index="flat"
     )
+    p = gaussian({"features": torch.from_numpy(x)})  # exact neighbours: one P scores every fit
     rows, cols = pair_ids(p, n)
     out = (rows.reshape(-1), cols.reshape(-1), p.log_prob.double().reshape(-1).exp())
     torch.save(out, cache)
@@ -308,7 +312,7 @@ def main() -> None:
                     if proc.returncode != 0:
                         print(f"N={n} {method} seed {seed}: failed\n{proc.stderr[-2000:]}")
                         continue
-                    rec = {"n": n, "method": method, "seed": seed}
+                    rec = {"n": n, "method": method, "seed": seed, "commit": provenance.commit()}
                     if variant:
                         rec["variant"] = variant
                     rec.update(json.loads(npy.with_suffix(".json").read_text()))

@@ -26,12 +26,12 @@ import argparse
 import json
 import os
 import platform
-import subprocess
 import time
 from datetime import datetime, timezone
 from pathlib import Path
 
 import numpy as np
+import provenance  # bench/provenance.py
 
 ROOT = Path(__file__).resolve().parents[1]
 OUT = ROOT / "bench" / "results" / "tsne_transform.jsonl"
@@ -105,9 +105,7 @@ def main() -> None:
     import torch
 
     torch.set_num_threads(1)
-    commit = subprocess.run(
-        ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, cwd=ROOT
-    ).stdout.strip()
+    commit = provenance.commit()
     common = {
         "data": args.data,
         "command": "python bench/tsne_transform.py " + " ".join(os.sys.argv[1:]),
