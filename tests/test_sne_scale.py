@@ -376,3 +376,23 @@ def test_sampled_repulsion_resumes_with_the_negatives_it_would_have_drawn(
 
     assert losses(resumed) == losses(full)
     assert len(losses(full)) == 3
+
+
+def test_symmetry_check_looks_transposed_pairs_up_in_sorted_lists():
+    from fw_sne.learners import _is_symmetric
+
+    n = 40
+    gen = torch.Generator().manual_seed(0)
+    dense = torch.rand(n, n, generator=gen) * (torch.rand(n, n, generator=gen) < 0.2)
+    dense = dense + dense.T
+    rows, cols = dense.nonzero(as_tuple=True)  # sorted by i·N + j
+    prob = dense[rows, cols]
+    assert _is_symmetric(rows, cols, prob, n, chunk=7)
+    shuffle = torch.randperm(rows.numel(), generator=gen)  # unsorted: the sorting path
+    assert _is_symmetric(rows[shuffle], cols[shuffle], prob[shuffle], n)
+    bent = prob.clone()
+    bent[3] += 1e-6
+    assert not _is_symmetric(rows, cols, bent, n, chunk=7)
+    assert not _is_symmetric(rows[shuffle], cols[shuffle], bent[shuffle], n)
+    one_way = (rows != 0) | (cols < rows)  # drop row 0's pairs, keep their transposes
+    assert not _is_symmetric(rows[one_way], cols[one_way], prob[one_way], n, chunk=7)

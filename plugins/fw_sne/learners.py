@@ -38,13 +38,26 @@ from fw_sne.scale import (
 SNE_Q_SIGMA = 2.0**-0.5
 
 
-def _is_symmetric(rows: Tensor, cols: Tensor, prob: Tensor, n: int) -> bool:
-    """Whether a list of pairs with weights equals its transpose."""
+def _is_symmetric(rows: Tensor, cols: Tensor, prob: Tensor, n: int, chunk: int = 1 << 20) -> bool:
+    """Whether a list of pairs with weights equals its transpose.
+
+    Pairs sorted by ``i·N + j`` without repeats (what `fw_sne.scale.sparse_gaussian` gives) are
+    checked by looking each transposed pair up, a chunk at a time; other lists are sorted first.
+    """
     key = rows * n + cols
-    order = torch.argsort(key)
-    t_key = cols * n + rows
-    t_order = torch.argsort(t_key)
-    return bool(torch.equal(key[order], t_key[t_order]) and torch.equal(prob[order], prob[t_order]))
+    if key.numel() > 1 and not bool((key[1:] > key[:-1]).all()):
+        order = torch.argsort(key)
+        t_key = cols * n + rows
+        t_order = torch.argsort(t_key)
+        return bool(
+            torch.equal(key[order], t_key[t_order]) and torch.equal(prob[order], prob[t_order])
+        )
+    for lo in range(0, key.numel(), chunk):
+        t_key = cols[lo : lo + chunk] * n + rows[lo : lo + chunk]
+        at = torch.searchsorted(key, t_key).clamp_max_(key.numel() - 1)
+        if not (torch.equal(key[at], t_key) and torch.equal(prob[at], prob[lo : lo + chunk])):
+            return False
+    return True
 
 
 class SNE(IConLearner):
@@ -145,8 +158,13 @@ class SNE(IConLearner):
             )
         rows, cols = pair_ids(p, len(data))
         keep = p.mask & (p.log_prob > -math.inf)
-        rows, cols, prob = rows[keep], cols[keep], p.log_prob[keep].exp()
-        p_log_p = float(torch.dot(prob, p.log_prob[keep]) / p.log_prob.shape[0])
+        if bool(keep.all()):  # the usual case: no copies of 10⁷ pairs
+            rows, cols, log_p = rows.reshape(-1), cols.reshape(-1), p.log_prob.reshape(-1)
+        else:
+            rows, cols, log_p = rows[keep], cols[keep], p.log_prob[keep]
+        del keep
+        prob = log_p.exp()
+        p_log_p = float(torch.dot(prob, log_p) / p.log_prob.shape[0])
         if p_joint and _is_symmetric(rows, cols, prob, len(data)):
             # p_ij = p_ji and w_ij = w_ji: the pair (j, i) repeats (i, j), so keep i < j, twice
             upper = rows < cols

@@ -122,22 +122,44 @@ def sparse_gaussian(
     ids, d, valid = knn_sq_distances(x.flatten(1), k, knn_index, report)
     beta = perplexity_precisions(d, valid, perplexity)
     logits = (-d * beta.unsqueeze(1)).masked_fill(~valid, -math.inf)
+    del d
     log_cond = logits - torch.logsumexp(logits, dim=1, keepdim=True)
+    del logits
     dtype = x.dtype if x.dtype.is_floating_point else torch.float32
     if normalization == "conditional":
         log_cond = log_cond.masked_fill(~valid, -math.inf)
         return SparseNeighborhood(ids, log_cond.to(dtype), valid, n)
-    rows = torch.arange(n).unsqueeze(1).expand_as(ids)[valid]
-    cols = ids[valid]
-    vals = log_cond[valid].exp() / (2.0 * n)
-    keys = torch.cat([rows * n + cols, cols * n + rows])
-    uniq, inverse = torch.unique(keys, return_inverse=True)
-    joint = torch.zeros(uniq.numel(), dtype=torch.float64).index_add_(
-        0, inverse, torch.cat([vals, vals])
-    )
+    index, joint = symmetrize(ids, log_cond.exp_().div_(2.0 * n), valid)
     log_joint = torch.log(joint).to(dtype).unsqueeze(0)
     mask = torch.ones_like(log_joint, dtype=torch.bool)
-    return SparseNeighborhood(uniq.unsqueeze(0), log_joint, mask, n * n)
+    return SparseNeighborhood(index.unsqueeze(0), log_joint, mask, n * n)
+
+
+def symmetrize(ids: Tensor, vals: Tensor, valid: Tensor) -> tuple[Tensor, Tensor]:
+    """``A + Aᵀ`` of the kNN matrix ``A[i, ids[i, j]] = vals[i, j]``: flat ids ``i·N + j`` (sorted)
+    and float64 values.
+
+    In scipy's CSR with int32 column ids: about a third of the memory of sorting the
+    ``i·N + j`` keys of both directions (0.9 GiB at 70,000 × 90), and each entry is the same
+    float sum ``a_ij + a_ji``.
+    """
+    import scipy.sparse as sp
+
+    n = ids.shape[0]
+    counts = valid.sum(dim=1)
+    indptr = np.zeros(n + 1, dtype=np.int64)
+    np.cumsum(counts.numpy(), out=indptr[1:])
+    col_dtype = np.int32 if n < 2**31 else np.int64
+    a = sp.csr_matrix(
+        (vals[valid].double().numpy(), ids[valid].numpy().astype(col_dtype), indptr), shape=(n, n)
+    )
+    a.sort_indices()
+    both = (a + a.T.tocsr()).tocsr()
+    del a
+    both.sort_indices()
+    rows = torch.repeat_interleave(torch.arange(n), torch.from_numpy(np.diff(both.indptr)))
+    index = rows.mul_(n).add_(torch.from_numpy(both.indices.astype(np.int64)))
+    return index, torch.from_numpy(both.data)
 
 
 def pair_ids(p: SparseNeighborhood, n: int) -> tuple[Tensor, Tensor]:
