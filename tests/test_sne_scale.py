@@ -21,6 +21,7 @@ from fw import api
 from fw.lib.icon import icon_loss
 from fw.lib.sparse import SparseNeighborhood
 from fw.recipe import build, load_recipe
+from fw_sne import compiled
 from fw_sne.distributions import Gaussian, ScaleError, StudentT
 from fw_sne.learners import SNE, TSNE
 from fw_sne.scale import (
@@ -128,8 +129,9 @@ def test_fused_attraction_equals_autograd_sum(kind, param):
 
 
 @pytest.mark.parametrize("kind,param", [("student_t", 1.0), ("student_t", 3.0), ("gaussian", 0.5)])
-def test_sorted_pairs_take_the_streaming_path_with_the_same_bits(kind, param):
-    """Row-sorted pairs with int32 ids and a segment sum: bit-identical to the scatter path."""
+def test_sorted_pairs_take_the_streaming_path_with_the_same_bits(kind, param, monkeypatch):
+    """Row-sorted pairs with int32 ids: the segment sum in torch and numba's loop give the
+    scatter path's bits, and all three follow a float64 loop written out here."""
     n, nnz = 60, 900
     gen = torch.Generator().manual_seed(3)
     rows = torch.randint(0, n, (nnz,), generator=gen).sort().values
@@ -139,15 +141,19 @@ def test_sorted_pairs_take_the_streaming_path_with_the_same_bits(kind, param):
     lengths = row_lengths(rows, n)
     assert lengths is not None and int(lengths.sum()) == nnz
     assert row_lengths(rows.flip(0), n) is None  # unsorted: no streaming path
-    grads, values = [], []
-    for r, c, ls in ((rows, cols, None), (rows.int(), cols.int(), lengths)):
+
+    def run(r, c, ls):
         z = (torch.randn(n, 2, generator=torch.Generator().manual_seed(0)) * 3).requires_grad_()
         value = attraction(z, kind, param, r, c, p, 2, ls)
         value.backward()
-        grads.append(z.grad)
-        values.append(value.detach())
-    assert torch.equal(values[0], values[1])
-    assert torch.equal(grads[0], grads[1])
+        return value.detach(), z.grad
+
+    scatter = run(rows, cols, None)
+    paths = {"compiled": run(rows.int(), cols.int(), lengths)} if compiled.numba else {}
+    monkeypatch.setattr(compiled, "available", lambda z: False)
+    paths["torch"] = run(rows.int(), cols.int(), lengths)
+    for value, grad in paths.values():
+        assert torch.equal(value, scatter[0]) and torch.equal(grad, scatter[1])
     reference = torch.zeros(n, 2, dtype=DT)  # a hand-written loop over the pairs, float64
     zd = torch.randn(n, 2, generator=torch.Generator().manual_seed(0)).double() * 3
     for e in range(nnz):
@@ -156,7 +162,7 @@ def test_sorted_pairs_take_the_streaming_path_with_the_same_bits(kind, param):
         h = (param + 1) / param / (1 + d / param) if kind == "student_t" else 2 * param
         reference[i] += p[e].double() * h * (zd[i] - zd[j]) / 2
         reference[j] -= p[e].double() * h * (zd[i] - zd[j]) / 2
-    torch.testing.assert_close(grads[1].double(), reference, rtol=1e-4, atol=1e-6)
+    torch.testing.assert_close(scatter[1].double(), reference, rtol=1e-4, atol=1e-6)
 
 
 def test_auto_neighbours_are_exact_below_the_hnsw_threshold():

