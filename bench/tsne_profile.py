@@ -73,7 +73,7 @@ def overrides(n: int) -> list[str]:
     return [] if n == 70000 else ["data.split=train", f"data.limit={n}"]
 
 
-def profile_fw(n: int, steps: int, knn_index: str) -> None:
+def profile_fw(n: int, steps: int, knn_index: str, full: bool) -> None:
     from fw.recipe import build, load_recipe
     from fw_sne import calibration, scale
 
@@ -103,17 +103,33 @@ def profile_fw(n: int, steps: int, knn_index: str) -> None:
         out["loss"].backward()
         optimizer.step()
 
-    for s in range(5):
-        step(s)
-    stages.note(f"one step (median of {steps})", timed_ms(lambda: step(5), steps))
     rows, cols, prob, _, lengths = learner._sparse
-    z = learner.mapper.weight.detach().clone().requires_grad_(True)
 
-    def attract() -> None:
-        scale.attraction(z, "student_t", 1.0, rows, cols, prob, 1, lengths).backward()
+    def kernels(when: str) -> None:
+        z = learner.mapper.weight.detach().clone().requires_grad_(True)
 
-    stages.note(f"  attraction over {rows.numel()} pairs", timed_ms(attract, steps))
-    stages.note("  FFT repulsion", timed_ms(lambda: scale.fft_log_norm(z).backward(), steps))
+        def attract() -> None:
+            scale.attraction(z, "student_t", 1.0, rows, cols, prob, 1, lengths).backward()
+
+        stages.note(f"  attraction over {rows.numel()} pairs, {when}", timed_ms(attract, steps))
+        repulse = lambda: scale.fft_log_norm(z).backward()  # noqa: E731
+        stages.note(f"  FFT repulsion, {when}", timed_ms(repulse, steps))
+
+    times = []
+    for s in range(750 if full else 5):
+        start = time.perf_counter()
+        step(s)
+        times.append(time.perf_counter() - start)
+        if s in (4, 249, 749):
+            kernels(f"at step {s + 1}")
+    if full:
+        for lo in range(0, 750, 150):
+            block = statistics.median(times[lo : lo + 150]) * 1e3
+            stages.note(f"one step, median of steps {lo + 1}-{lo + 150}", block)
+        stages.note("750 optimisation steps in all (sum of the steps)", sum(times) * 1e3)
+    else:
+        stages.note(f"one step (median of {steps})", timed_ms(lambda: step(5), steps))
+    z = learner.mapper.weight.detach()
     try:
         import scipy.sparse as sp
         from openTSNE import _tsne
@@ -160,16 +176,17 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=10, help="timed repetitions per kernel")
     parser.add_argument("--knn-index", default="auto", help="fw's learner.p.knn_index")
     parser.add_argument("--only", choices=("fw", "opentsne"))
+    parser.add_argument("--full", action="store_true", help="fw: all 750 steps, timed by phase")
     args = parser.parse_args()
     torch.set_num_threads(1)
     if args.only == "fw":
-        profile_fw(args.n, args.steps, args.knn_index)
+        profile_fw(args.n, args.steps, args.knn_index, args.full)
     elif args.only == "opentsne":
         profile_opentsne(args.n)
     else:  # each library in its own process, one after the other
         for who in ("fw", "opentsne"):
             cmd = [sys.executable, __file__, "--n", str(args.n), "--steps", str(args.steps)]
-            cmd += ["--knn-index", args.knn_index, "--only", who]
+            cmd += ["--knn-index", args.knn_index, "--only", who] + ["--full"] * args.full
             subprocess.run(cmd, check=True)
 
 

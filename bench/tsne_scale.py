@@ -1,15 +1,16 @@
 """t-SNE at scale: fw (sparse p, FFT repulsion) beside scikit-learn Barnes–Hut, openTSNE, TorchDR.
 
-For N ∈ {1797 (digits), 10000, 70000 (Fashion-MNIST, raw pixels)} each method runs in its own
-process (so its peak RSS is its own) on the same data with the same settings: perplexity 30,
-PCA initialisation, early exaggeration 12 for 250 steps, 750 steps in all, one thread. Printed
-per (N, method), mean ± std over the seeds:
+For N ∈ {1797 (digits), 10000, 70000 (Fashion-MNIST, raw pixels)}, and any N above 100,000
+(a generated 10-component Gaussian mixture in 50 dimensions, e.g. ``--sizes 1000000``), each
+method runs in its own process (so its peak RSS is its own) on the same data with the same
+settings: perplexity 30, PCA initialisation, early exaggeration 12 for 250 steps, 750 steps in
+all, one thread. Printed per (N, method), mean ± std over the seeds:
 
 - wall time of the fit (affinities + optimisation; loading the data and scoring not included);
 - peak RSS of the process (VmHWM, so it includes the Python runtime and the data);
 - KL(P || Q) of the final embedding, all methods scored with the same P (fw's sparse joint p on
-  k = 90 neighbours) and the exact normaliser Z = Σ_{i≠j} (1 + d_ij)⁻¹ (summed in blocks, O(N)
-  memory);
+  the k = 90 exact neighbours) and the exact normaliser Z = Σ_{i≠j} (1 + d_ij)⁻¹ (summed in
+  blocks, O(N) memory); not computed for the mixture (NaN), where both are out of reach;
 - trustworthiness (scikit-learn, 5 neighbours) on a fixed 5,000-point subsample;
 - k-means (10 clusters, 10 restarts) Hungarian accuracy against the labels.
 
@@ -50,12 +51,38 @@ EXTRA_METHODS = ("opentsne_exact_knn",)
 SUBSAMPLE = 5000
 
 
+#: sizes above this are a generated mixture (no image set that large ships offline)
+MIXTURE_FROM = 100_000
+MIXTURE_DIM, MIXTURE_CLASSES = 50, 10
+
+
+def mixture_file(n: int) -> Path:
+    """``n`` points of a 10-component Gaussian mixture in 50 dimensions, as an .npz (cached).
+
+    Centres from N(0, 4²·I), unit-variance components, equal weights, generator seed 0.
+    """
+    path = ROOT / "bench" / "results" / f"tsne_scale-mixture-{n}.npz"
+    if not path.is_file():
+        rng = np.random.default_rng(0)
+        centres = rng.normal(0.0, 4.0, size=(MIXTURE_CLASSES, MIXTURE_DIM))
+        labels = rng.integers(0, MIXTURE_CLASSES, size=n)
+        x = np.empty((n, MIXTURE_DIM), dtype=np.float32)
+        for lo in range(0, n, 100_000):  # float64 noise a block at a time
+            hi = min(n, lo + 100_000)
+            x[lo:hi] = centres[labels[lo:hi]] + rng.normal(size=(hi - lo, MIXTURE_DIM))
+        np.savez(path, x=x, label=labels)
+    return path
+
+
 def load(n: int) -> tuple[np.ndarray, np.ndarray]:
-    """Rows ``[n, D]`` float32 and labels: digits (n = 1797) or the first n Fashion-MNIST images."""
+    """Rows ``[n, D]`` float32 and labels: digits (n = 1797), the first n Fashion-MNIST images,
+    or above `MIXTURE_FROM` points the generated mixture."""
     from fw.recipe import build
 
     spec = {"name": "digits"} if n == 1797 else {"name": "fashion_mnist", "split": "all"}
-    if n not in (1797, 70000):
+    if n > MIXTURE_FROM:
+        spec = {"name": "arrays", "path": str(mixture_file(n))}
+    elif n not in (1797, 70000):
         spec = {"name": "fashion_mnist", "split": "train", "limit": n}
     data = build("dataset", spec)
     return data.x.flatten(1).float().numpy(), data.labels.numpy()
@@ -68,6 +95,8 @@ def recipe_overrides(n: int) -> tuple[Path, list[str]]:
         return path, ["data={name: digits}"]
     if n == 70000:
         return path, []
+    if n > MIXTURE_FROM:
+        return path, [f"data={{name: arrays, path: {mixture_file(n)}}}"]
     return path, ["data.split=train", f"data.limit={n}"]
 
 
@@ -216,8 +245,10 @@ def score(x: np.ndarray, y: np.ndarray, emb: np.ndarray, p_cache: Path) -> dict[
 
     sub = np.random.default_rng(0).permutation(len(x))[:SUBSAMPLE]
     pred = KMeans(n_clusters=10, n_init=10, random_state=0).fit_predict(emb)
+    # above MIXTURE_FROM the exact P (O(N² D) search) and Z (N² pairs) are out of reach
+    kl = exact_kl(scoring_p(x, p_cache), emb) if len(x) <= MIXTURE_FROM else float("nan")
     return {
-        "kl": exact_kl(scoring_p(x, p_cache), emb),
+        "kl": kl,
         "trustworthiness": float(trustworthiness(x[sub], emb[sub], n_neighbors=5)),
         "kmeans_accuracy": float(hungarian_accuracy(y, pred)),
     }
