@@ -149,7 +149,7 @@ def test_sorted_pairs_take_the_streaming_path_with_the_same_bits(kind, param, mo
         return value.detach(), z.grad
 
     scatter = run(rows, cols, None)
-    paths = {"compiled": run(rows.int(), cols.int(), lengths)} if compiled.numba else {}
+    paths = {"compiled": run(rows.int(), cols.int(), lengths)} if compiled.has_numba() else {}
     monkeypatch.setattr(compiled, "available", lambda z: False)
     paths["torch"] = run(rows.int(), cols.int(), lengths)
     for value, grad in paths.values():

@@ -10,28 +10,29 @@ off the CPU, the torch path runs.
 
 from __future__ import annotations
 
+import functools
+import importlib.util
+from collections.abc import Callable
+
 import numpy as np
 import torch
 from torch import Tensor
 
-try:
-    import numba
-except ImportError:  # the torch path serves
-    numba = None
+
+@functools.cache
+def has_numba() -> bool:
+    """Whether numba is installed (imported only when the loop is first compiled)."""
+    return importlib.util.find_spec("numba") is not None
 
 
 def available(z: Tensor) -> bool:
     """Whether the compiled loop can take ``z``: numba installed, float32 on the CPU."""
-    return numba is not None and z.device.type == "cpu" and z.dtype == torch.float32
+    return z.device.type == "cpu" and z.dtype == torch.float32 and has_numba()
 
 
 def _add_square(d, a):  # pragma: no cover
     """``d + a·a`` with one rounding (a fused multiply-add), as torch's ``addcmul_`` on CPUs."""
     return d + a * a
-
-
-if numba is not None:  # only this product and sum may fuse: every other operation rounds alone
-    _add_square = numba.njit(fastmath={"contract"}, cache=True)(_add_square)
 
 
 def _loop(y, starts, cols, p, student_t, param, d_out, row_sum, col_sum):  # pragma: no cover
@@ -84,14 +85,23 @@ def _loop(y, starts, cols, p, student_t, param, d_out, row_sum, col_sum):  # pra
 _compiled = None
 
 
+def _jit() -> Callable[..., None]:
+    """The compiled loop, compiled (or read from numba's cache) on first use."""
+    global _compiled
+    if _compiled is None:
+        import numba
+
+        # only this product and sum may fuse: every other operation rounds alone
+        globals()["_add_square"] = numba.njit(fastmath={"contract"}, cache=True)(_add_square)
+        _compiled = numba.njit(cache=True, nogil=True, boundscheck=False)(_loop)
+    return _compiled
+
+
 def attraction_pairs(
     z: Tensor, lengths: Tensor, cols: Tensor, p: Tensor, kind: str, param: float
 ) -> tuple[Tensor, Tensor]:
     """``(squared distances [nnz], gradient rows [dim, N])`` of row-sorted pairs, as
     `fw_sne.scale`'s torch path computes them (before the division by the row count)."""
-    global _compiled
-    if _compiled is None:
-        _compiled = numba.njit(cache=True, nogil=True, boundscheck=False)(_loop)
     n, dim = z.shape
     y = z.detach().contiguous().numpy()
     starts = np.zeros(n + 1, dtype=np.int64)
@@ -99,7 +109,7 @@ def attraction_pairs(
     d = np.empty(cols.numel(), dtype=np.float32)
     row_sum = np.zeros((dim, n), dtype=np.float32)
     col_sum = np.zeros((dim, n), dtype=np.float32)
-    _compiled(
+    _jit()(
         y,
         starts,
         cols.numpy(),
