@@ -123,7 +123,7 @@ def run_dataset(title: str, X: np.ndarray, cols, conds, args, rng, out: list[str
     n = len(X)
     t0 = time.perf_counter()
     corpus = Corpus(X, Columns(cols), "euclidean")
-    tree = Tree(corpus, leaf_size=50, seed=args.seed)
+    tree = Tree(corpus, leaf_size=50, seed=args.seed, scan_below=0)  # Algorithm 1 as written
     t_tree = time.perf_counter() - t0
     scan = Tree(corpus, scan_below=args.scan_below, tree=tree.tree)  # the same tree
     t0 = time.perf_counter()

@@ -125,7 +125,12 @@ def test_every_method_equals_masked_brute_force(seed):
         corpus = Corpus(X, Columns(cols), metric)  # type: ignore[arg-type]
         nlist = max(1, min(4, n // 2))
         methods = [
-            Tree(corpus, leaf_size=int(rng.choice([1, 5, 50])), seed=int(rng.integers(99))),
+            Tree(
+                corpus,
+                leaf_size=int(rng.choice([1, 5, 50])),
+                seed=int(rng.integers(99)),
+                scan_below=0,
+            ),
             Tree(corpus, leaf_size=8, scan_below=int(rng.integers(1, 40))),
             SubsetBruteForce(corpus),
             QueryThenFilter(corpus, k0=int(rng.integers(1, 60)), growth=int(rng.integers(2, 6))),

@@ -128,10 +128,12 @@ def test_fused_attraction_equals_autograd_sum(kind, param):
     torch.testing.assert_close(fused, z.grad)
 
 
+@pytest.mark.parametrize("dim", [2, 3])
 @pytest.mark.parametrize("kind,param", [("student_t", 1.0), ("student_t", 3.0), ("gaussian", 0.5)])
-def test_sorted_pairs_take_the_streaming_path_with_the_same_bits(kind, param, monkeypatch):
-    """Row-sorted pairs with int32 ids: the segment sum in torch and numba's loop give the
-    scatter path's bits, and all three follow a float64 loop written out here."""
+def test_sorted_pairs_take_the_streaming_path_with_the_same_bits(kind, param, dim, monkeypatch):
+    """Row-sorted pairs with int32 ids: the segment sum in torch and numba's loop (its 2-D
+    branch and its general one) give the scatter path's bits, and all three follow a float64
+    loop written out here."""
     n, nnz = 60, 900
     gen = torch.Generator().manual_seed(3)
     rows = torch.randint(0, n, (nnz,), generator=gen).sort().values
@@ -143,7 +145,7 @@ def test_sorted_pairs_take_the_streaming_path_with_the_same_bits(kind, param, mo
     assert row_lengths(rows.flip(0), n) is None  # unsorted: no streaming path
 
     def run(r, c, ls):
-        z = (torch.randn(n, 2, generator=torch.Generator().manual_seed(0)) * 3).requires_grad_()
+        z = (torch.randn(n, dim, generator=torch.Generator().manual_seed(0)) * 3).requires_grad_()
         value = attraction(z, kind, param, r, c, p, 2, ls)
         value.backward()
         return value.detach(), z.grad
@@ -154,8 +156,8 @@ def test_sorted_pairs_take_the_streaming_path_with_the_same_bits(kind, param, mo
     paths["torch"] = run(rows.int(), cols.int(), lengths)
     for value, grad in paths.values():
         assert torch.equal(value, scatter[0]) and torch.equal(grad, scatter[1])
-    reference = torch.zeros(n, 2, dtype=DT)  # a hand-written loop over the pairs, float64
-    zd = torch.randn(n, 2, generator=torch.Generator().manual_seed(0)).double() * 3
+    reference = torch.zeros(n, dim, dtype=DT)  # a hand-written loop over the pairs, float64
+    zd = torch.randn(n, dim, generator=torch.Generator().manual_seed(0)).double() * 3
     for e in range(nnz):
         i, j = int(rows[e]), int(cols[e])
         d = float((zd[i] - zd[j]).pow(2).sum())

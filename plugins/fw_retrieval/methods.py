@@ -30,7 +30,7 @@ from fw.errors import ShapeError, check_choice
 from fw_retrieval import exact
 from fw_retrieval.exact import Metric
 from fw_retrieval.predicate import Columns, Node, parse, to_literals
-from fw_retrieval.tree import ConditionalTree
+from fw_retrieval.tree import SCAN_BELOW, ConditionalTree
 
 Where = str | Node | np.ndarray | None
 
@@ -226,7 +226,8 @@ class Dedicated(Method):
         tree = None
         if len(ids):
             X = self.corpus.X[ids]
-            tree = ConditionalTree(X, None, self.corpus.metric, self.leaf_size, self.seed)
+            # a plain ball tree per subset, the baseline as the thesis describes it (§3.10)
+            tree = ConditionalTree(X, None, self.corpus.metric, self.leaf_size, self.seed, 0)
         if key is not None:
             self.trees[key] = (ids, tree)
         return ids, tree
@@ -323,7 +324,8 @@ class FaissSelector(Method):
 
 
 class Tree(Method):
-    """The conditional tree (Algorithm 1) behind the common API; ``tree`` shares a built one
+    """The conditional tree (Algorithm 1, with subtrees of at most ``scan_below`` valid rows
+    scanned as one block; 0: as written) behind the common API; ``tree`` shares a built one
     (e.g. to compare ``scan_below`` settings on one tree)."""
 
     name = "conditional tree"
@@ -333,7 +335,7 @@ class Tree(Method):
         corpus: Corpus,
         leaf_size: int = 50,
         seed: int = 0,
-        scan_below: int = 0,
+        scan_below: int = SCAN_BELOW,
         tree: ConditionalTree | None = None,
     ):
         super().__init__(corpus)
