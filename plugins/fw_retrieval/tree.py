@@ -37,10 +37,10 @@ from fw_retrieval.predicate import And, Cmp, Columns, Const, Node, Or
 _DENSE_INDEX_BITS = 1 << 28  # columns with at most this many (values x nodes) get dense bits
 _CHUNK = 1 << 15
 _PRUNED = float("nan")  # the bound of a pruned node: compares <= to nothing
-#: default ``scan_below``: at 0.1 % selectivity it made the search 53x (clustered condition) and
-#: 49x (random) faster than masked brute force at 1,000,000 x 128, 77x on Fashion-MNIST image
-#: features, where Algorithm 1 alone gave 12.6x, 3.8x and 17.1x; it was slower than Algorithm 1
-#: in one row of fifteen (random 50 %, 1.1x) (docs/retrieval.md, "Benchmark")
+#: default ``scan_below``: at 0.1 % selectivity it made the search 62x (clustered condition) and
+#: 59x (random) faster than masked brute force at 1,000,000 x 128, 70x on Fashion-MNIST image
+#: features, where Algorithm 1 alone gave 13.5x, 4.2x and 14.9x; it was slower than Algorithm 1
+#: only at 50 % selectivity, by 2-10 % (docs/retrieval.md, "Benchmark")
 SCAN_BELOW = 256
 
 
