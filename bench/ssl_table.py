@@ -17,7 +17,8 @@ beats the random encoder's kNN probe by more than the seed spread, and the train
 
     python bench/ssl_table.py                 # 10 000 train / 2 000 test images, 500 steps, 3 seeds
     python bench/ssl_table.py --quick         # 1 000 / 300 images, 20 steps, 2 seeds: a few minutes
-    python bench/ssl_table.py --only dino byol --seeds 0 --out bench/results/ssl_table.jsonl
+    python bench/ssl_table.py --only DINO BYOL --seeds 0 --out bench/results/ssl_table.jsonl
+    python bench/ssl_table.py --summary bench/results/ssl_table.jsonl   # the table of a file
 """
 
 from __future__ import annotations
@@ -314,7 +315,16 @@ def main(argv: list[str] | None = None) -> int:
         default="contended: shared 2-core machine",
         help="how the wall times were taken (written with --out)",
     )
+    parser.add_argument(
+        "--summary", type=Path, metavar="JSONL", help="print the table of a file written by --out"
+    )
     args = parser.parse_args(argv)
+    if args.summary is not None:
+        if not args.summary.is_file():
+            parser.error(f"--summary: no file {args.summary}")
+        lines = args.summary.read_text(encoding="utf-8").splitlines()
+        print(summarise([r for r in map(json.loads, lines) if "header" not in r]))
+        return 0
     steps = args.steps or (20 if args.quick else 500)
     n_train = args.train or (1000 if args.quick else 10000)
     n_test = args.test or (300 if args.quick else 2000)
@@ -334,6 +344,18 @@ def main(argv: list[str] | None = None) -> int:
         f"Fashion-MNIST {n_train} train / {n_test} test, {steps} steps of {batch}, seeds {seeds}, "
         f"backbone {BACKBONE}"
     )
+    if args.out is not None:  # the header first, then each row as it is measured
+        header = {
+            "command": " ".join([Path(sys.argv[0]).name, *(argv or sys.argv[1:])]),
+            "commit": provenance.commit(),
+            "machine": f"{platform.machine()} {platform.processor() or ''}".strip(),
+            "threads": torch.get_num_threads(),
+            "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            "timing": args.timing_note,
+        }
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        with args.out.open("a", encoding="utf-8") as f:
+            f.write(json.dumps({"header": header}) + "\n")
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         for name in names:
@@ -346,23 +368,11 @@ def main(argv: list[str] | None = None) -> int:
                     f"erank {row['effective_rank']:.1f} ({row['train_seconds']:.0f} s)",
                     flush=True,
                 )
+                if args.out is not None:  # an interrupted run keeps what it measured
+                    with args.out.open("a", encoding="utf-8") as f:
+                        f.write(json.dumps(row) + "\n")
     print()
     print(summarise(rows))
-    if args.out is not None:
-        commit = provenance.commit()
-        header = {
-            "command": " ".join([Path(sys.argv[0]).name, *(argv or sys.argv[1:])]),
-            "commit": commit,
-            "machine": f"{platform.machine()} {platform.processor() or ''}".strip(),
-            "threads": torch.get_num_threads(),
-            "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-            "timing": args.timing_note,
-        }
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        with args.out.open("a", encoding="utf-8") as f:
-            f.write(json.dumps({"header": header}) + "\n")
-            for r in rows:
-                f.write(json.dumps(r) + "\n")
     return 0
 
 
