@@ -261,8 +261,12 @@ def _mean_std(values: list[float]) -> tuple[float, float]:
 def summarise(rows: list[dict[str, Any]]) -> str:
     """A text table of mean ± std per method, the collapse flags and the random-init check."""
     by: dict[str, list[dict[str, Any]]] = {}
-    for r in rows:
-        by.setdefault(r["method"], []).append(r)
+    seen: set[tuple[str, int, int]] = set()
+    for r in rows:  # invocations appending to one file each measure random-init: count it once
+        key = (r["method"], r["seed"], r["steps"])
+        if key not in seen:
+            seen.add(key)
+            by.setdefault(r["method"], []).append(r)
     cols = ["knn", "linear", "alignment", "uniformity", "effective_rank", "dim_std_ratio"]
     head = f"{'method':<12} " + " ".join(f"{c:>16}" for c in cols) + f" {'train s':>9} collapse"
     lines = [head, "-" * len(head)]
