@@ -15,10 +15,10 @@ same backbone and augmentations. The summary reports mean ± std over seeds, whe
 beats the random encoder's kNN probe by more than the seed spread, and the training wall time
 (reported, never asserted).
 
-    python bench/ssl_table.py                 # 10 000 train / 2 000 test images, 500 steps, 3 seeds
+    python bench/ssl_table.py                 # 10 000 train / 2 000 test, 1 000 steps, 3 seeds
     python bench/ssl_table.py --quick         # 1 000 / 300 images, 20 steps, 2 seeds: a few minutes
-    python bench/ssl_table.py --only DINO BYOL --seeds 0 --out bench/results/ssl_table.jsonl
-    python bench/ssl_table.py --summary bench/results/ssl_table.jsonl   # the table of a file
+    python bench/ssl_table.py --only DINO BYOL --seeds 0 --out table.jsonl
+    python bench/ssl_table.py --summary bench/results/ssl_table_1000.jsonl  # the table of a file
 """
 
 from __future__ import annotations
@@ -307,7 +307,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--quick", action="store_true", help="1 000 / 300 images, 20 steps, 2 seeds"
     )
-    parser.add_argument("--steps", type=int, default=None, help="training steps (default 500)")
+    parser.add_argument("--steps", type=int, default=None, help="training steps (default 1 000)")
     parser.add_argument("--batch", type=int, default=256)
     parser.add_argument("--train", type=int, default=None, help="training images (default 10 000)")
     parser.add_argument("--test", type=int, default=None, help="test images (default 2 000)")
@@ -329,7 +329,7 @@ def main(argv: list[str] | None = None) -> int:
         lines = args.summary.read_text(encoding="utf-8").splitlines()
         print(summarise([r for r in map(json.loads, lines) if "header" not in r]))
         return 0
-    steps = args.steps or (20 if args.quick else 500)
+    steps = args.steps or (20 if args.quick else 1000)
     n_train = args.train or (1000 if args.quick else 10000)
     n_test = args.test or (300 if args.quick else 2000)
     seeds = args.seeds if args.seeds is not None else ([0, 1] if args.quick else [0, 1, 2])
