@@ -27,7 +27,9 @@ import argparse
 import copy
 import json
 import math
+import os
 import platform
+import shlex
 import sys
 import tempfile
 import time
@@ -90,16 +92,12 @@ METHODS: dict[str, tuple[dict[str, Any] | None, str]] = {
     ),
     "VICReg": (
         {
-            "name": "contrastive",
-            "p": {"name": "positive_pairs"},
-            "q": {"name": "cohesion_variance"},
+            "name": "vicreg",
             "head": HEAD,
-            "normalize": True,
-            "views": 2,
-            "augment": [CROP, *AUGMENT],
-            "mode": "ce",
+            "global_scale": CROP_SCALE,
+            "augment": AUGMENT,
         },
-        "Bardes, Ponce & LeCun 2021 (no covariance term)",
+        "Bardes, Ponce & LeCun 2022",
     ),
     "BYOL": (
         {
@@ -350,9 +348,9 @@ def main(argv: list[str] | None = None) -> int:
     )
     if args.out is not None:  # the header first, then each row as it is measured
         header = {
-            "command": " ".join([Path(sys.argv[0]).name, *(argv or sys.argv[1:])]),
+            "command": shlex.join([Path(sys.argv[0]).name, *(argv or sys.argv[1:])]),
             "commit": provenance.commit(),
-            "machine": f"{platform.machine()} {platform.processor() or ''}".strip(),
+            "machine": f"{platform.machine()}, {os.cpu_count()} cores",
             "threads": torch.get_num_threads(),
             "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
             "timing": args.timing_note,

@@ -9,11 +9,11 @@ import torch
 import torch.nn.functional as F
 
 from fw.dense import Dense, lengths_to_mask
+from fw.lib.distributed import gather_across
 from fw_denseav.aggregators import MaxMax, MaxMean, MeanMean
 from fw_denseav.losses import (
     Calibrator,
     disentanglement_loss,
-    gather_across,
     nonneg_loss,
     splice_loss,
     symmetric_infonce,

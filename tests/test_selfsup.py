@@ -235,6 +235,63 @@ def test_simsiam_loss_is_the_negative_cosine_with_stop_gradient():
     assert p1.grad is not None and p2.grad is not None
 
 
+# ----------------------------------------------------------------------------- VICReg
+
+
+def _vicreg_reference(z1, z2, lam, mu, nu, gamma, eps):
+    """Bardes, Ponce & LeCun 2022, Eqs. 1-6, with the authors' code's normalisations, as loops."""
+    n, d = len(z1), len(z1[0])
+
+    def stats(z):
+        mean = [sum(z[b][j] for b in range(n)) / n for j in range(d)]
+        cov = [
+            [sum((z[b][i] - mean[i]) * (z[b][j] - mean[j]) for b in range(n)) / (n - 1)
+             for j in range(d)]
+            for i in range(d)
+        ]  # fmt: skip
+        v = sum(max(0.0, gamma - math.sqrt(cov[j][j] + eps)) for j in range(d)) / d
+        c = sum(cov[i][j] ** 2 for i in range(d) for j in range(d) if i != j) / d
+        return v, c
+
+    s = sum((z1[b][j] - z2[b][j]) ** 2 for b in range(n) for j in range(d)) / (n * d)
+    (v1, c1), (v2, c2) = stats(z1), stats(z2)
+    return lam * s + mu * (v1 + v2) / 2 + nu * (c1 + c2), (s, (v1 + v2) / 2, c1 + c2)
+
+
+@pytest.mark.parametrize("scale", [0.3, 2.0])  # below and above the hinge γ = 1
+def test_vicreg_loss_is_the_papers_three_terms(scale):
+    g = torch.Generator().manual_seed(7)
+    z1 = torch.randn(6, 4, generator=g, dtype=torch.float64) * scale
+    z2 = z1 + 0.2 * torch.randn(6, 4, generator=g, dtype=torch.float64)
+    want, (s, v, c) = _vicreg_reference(z1.tolist(), z2.tolist(), 25.0, 25.0, 1.0, 1.0, 1e-4)
+    terms = losses.vicreg_terms(z1, z2)
+    assert float(terms["invariance"]) == pytest.approx(s, rel=1e-12)
+    assert float(terms["variance"]) == pytest.approx(v, rel=1e-12, abs=1e-15)
+    assert float(terms["covariance"]) == pytest.approx(c, rel=1e-12)
+    assert float(losses.vicreg_loss(z1, z2)) == pytest.approx(want, rel=1e-12)
+    other, _ = _vicreg_reference(z1.tolist(), z2.tolist(), 1.0, 2.0, 3.0, 0.5, 1e-3)
+    ours = losses.vicreg_loss(
+        z1, z2, invariance=1.0, variance=2.0, covariance=3.0, gamma=0.5, eps=1e-3
+    )
+    assert float(ours) == pytest.approx(other, rel=1e-12)
+
+
+def test_vicreg_gradient_matches_finite_differences_and_decorrelates():
+    g = torch.Generator().manual_seed(8)
+    z1 = torch.randn(5, 3, generator=g, dtype=torch.float64, requires_grad=True)
+    z2 = torch.randn(5, 3, generator=g, dtype=torch.float64, requires_grad=True)
+    assert torch.autograd.gradcheck(lambda a, b: losses.vicreg_loss(a, b), (z1, z2))
+    # perfectly correlated dimensions pay the covariance term; independent ones (nearly) do not
+    base = torch.randn(4096, 1, generator=g, dtype=torch.float64)
+    assert float(losses.vicreg_covariance(base.repeat(1, 3))) > 1.0
+    assert float(losses.vicreg_covariance(torch.randn(4096, 3, generator=g))) < 1e-3
+
+
+def test_vicreg_rejects_mismatched_views():
+    with pytest.raises(ValueError, match=r"two \[B, d\] embeddings"):
+        losses.vicreg_terms(torch.zeros(4, 3), torch.zeros(4, 2))
+
+
 # ----------------------------------------------------------------------------- monitors
 
 

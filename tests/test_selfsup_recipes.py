@@ -16,7 +16,7 @@ from fw.train import train
 from fw_table.table import smoke_recipe
 
 ROOT = Path(__file__).resolve().parents[1]
-FASHION = [f"{m}_fashion_mnist.yaml" for m in ("dino", "swav", "byol", "simsiam")]
+FASHION = [f"{m}_fashion_mnist.yaml" for m in ("dino", "swav", "byol", "simsiam", "vicreg")]
 
 
 @pytest.mark.parametrize("name", [*FASHION, "dino_imagenet_vits16.yaml"])
@@ -25,7 +25,9 @@ def test_recipe_validates(name):
 
 
 @pytest.mark.timeout(120)
-@pytest.mark.parametrize("name", ["byol_fashion_mnist.yaml", "simsiam_fashion_mnist.yaml"])
+@pytest.mark.parametrize(
+    "name", ["byol_fashion_mnist.yaml", "simsiam_fashion_mnist.yaml", "vicreg_fashion_mnist.yaml"]
+)
 def test_recipe_trains_on_the_digits_without_nan(name, tmp_path):
     # DINO's and SwAV's recipes run in tests/test_table.py (their periodic-table cells)
     raw, _ = read_recipe_file(ROOT / "recipes" / name)

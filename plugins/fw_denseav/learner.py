@@ -21,12 +21,12 @@ from fw.api import Aggregator, Featurizer, Learner, Optimization, OptimizerFacto
 from fw.data import gather
 from fw.dense import Dense
 from fw.errors import ShapeError
+from fw.lib.distributed import gather_across
 from fw_denseav.audio import ChannelNorm, dense_features
 from fw_denseav.evaluate import evaluate, float_images
 from fw_denseav.losses import (
     Calibrator,
     disentanglement_loss,
-    gather_across,
     nonneg_loss,
     splice_loss,
     symmetric_infonce,

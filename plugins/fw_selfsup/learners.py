@@ -1,4 +1,4 @@
-"""Self-distillation and assignment learners: DINO, SwAV, BYOL and SimSiam.
+"""Self-distillation, assignment and regularised learners: DINO, SwAV, BYOL, SimSiam, VICReg.
 
 They share :class:`MultiCropLearner`: a backbone (any registered global `fw.api.Featurizer`) and
 an optional projection head, ``global_crops`` random-resized crops of the input size and
@@ -746,5 +746,83 @@ class SimSiam(_Siamese):
         p1, p2 = self.predictor(z1), self.predictor(z2)
         loss = losses.simsiam_loss(p1, p2, z1, z2)
         out = {"loss": loss}
+        out.update(self.monitor(z1, z2, step))
+        return out
+
+
+class VICReg(MultiCropLearner):
+    """VICReg: variance-invariance-covariance regularisation (Bardes, Ponce & LeCun, ICLR 2022).
+
+    One encoder (backbone → ``head``, the paper's expander) for both crops; no predictor, no
+    teacher, no negatives and no normalisation of the embeddings. The loss is
+    ``λ·s(Z, Z') + μ·v + ν·c`` (Eq. 6) with the normalisations of the authors' code
+    (`fw_selfsup.losses.vicreg_terms`): the invariance pulls the two crops' embeddings
+    together, the variance hinge keeps every dimension's batch std at least ``gamma``, and the
+    covariance term decorrelates the dimensions. fw's I-Con recipe ``vicreg_digits`` is the
+    invariance and a variance term only (I-Con's σ→∞ cell); this learner is the full method.
+    """
+
+    example: ClassVar[dict[str, Any]] = {
+        "backbone": {"name": "mlp", "dim": 8, "hidden": [16]},
+        "head": {"name": "mlp", "dim": 8, "hidden": [16]},
+        "batch_size": 16,
+        "linear_probe": False,
+    }
+
+    def __init__(
+        self,
+        backbone: api.Featurizer,
+        head: api.Featurizer,
+        invariance_weight: float = 25.0,
+        variance_weight: float = 25.0,
+        covariance_weight: float = 1.0,
+        gamma: float = 1.0,
+        eps: float = 1e-4,
+        augment: str | list[dict[str, Any]] | None = None,
+        global_scale: list[float] = (0.08, 1.0),  # type: ignore[assignment]
+        optimizer: OptimizerFactory | None = None,
+        batch_size: int | None = 256,
+        lr_schedule: Literal["cosine", "constant"] = "cosine",
+        warmup_steps: int = 0,
+        schedule_steps: int = 1000,
+        image_shape: list[int] | None = None,
+        eval_holdout: float = 0.2,
+        eval_seed: int = 0,
+        knn_k: int = 20,
+        linear_probe: bool = True,
+        probe_max_iter: int = 1000,
+        probe_limit: int | None = 20000,
+        eval_batch_size: int = 512,
+        monitor_every: int = 50,
+    ) -> None:
+        weights = (invariance_weight, variance_weight, covariance_weight)
+        if min(weights) < 0:
+            raise ValueError(f"vicreg: the three weights must be >= 0, got {weights}")
+        if gamma <= 0 or eps <= 0:
+            raise ValueError(f"vicreg: gamma and eps must be > 0, got {gamma}, {eps}")
+        super().__init__(
+            backbone=backbone, head=head, augment=augment, global_scale=global_scale,
+            optimizer=optimizer, batch_size=batch_size, lr_schedule=lr_schedule,
+            warmup_steps=warmup_steps, schedule_steps=schedule_steps, image_shape=image_shape,
+            eval_holdout=eval_holdout, eval_seed=eval_seed, knn_k=knn_k,
+            linear_probe=linear_probe, probe_max_iter=probe_max_iter, probe_limit=probe_limit,
+            eval_batch_size=eval_batch_size, monitor_every=monitor_every,
+        )  # fmt: skip
+        self.invariance_weight, self.variance_weight, self.covariance_weight = weights
+        self.gamma = gamma
+        self.eps = eps
+
+    def training_step(self, batch: dict[str, Tensor], step: int) -> dict[str, Tensor]:
+        v1, v2 = self.make_crops(self.images(batch["x"]))[:2]
+        z1, z2 = self.by_size(self.project, [v1, v2])
+        if z1.shape[0] < 2:
+            raise ValueError("vicreg: the variance and covariance need a batch of 2 or more")
+        terms = losses.vicreg_terms(z1, z2, self.gamma, self.eps)
+        loss = (
+            self.invariance_weight * terms["invariance"]
+            + self.variance_weight * terms["variance"]
+            + self.covariance_weight * terms["covariance"]
+        )
+        out = {"loss": loss, **{k: v.detach() for k, v in terms.items()}}
         out.update(self.monitor(z1, z2, step))
         return out

@@ -1,4 +1,4 @@
-"""The objectives and schedules of DINO, SwAV, BYOL and SimSiam as plain tensor functions.
+"""The objectives and schedules of DINO, SwAV, BYOL, SimSiam and VICReg as plain tensor functions.
 
 Each is written from its paper's formula (cited per function) so that tests can compare it with
 a hand-written reference and with its I-Con form (`fw_selfsup.distributions`).
@@ -12,6 +12,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from fw.lib.distributed import gather_across
 from fw.lib.prototypes import sinkhorn_knopp
 
 
@@ -129,3 +130,62 @@ def simsiam_loss(p1: Tensor, p2: Tensor, z1: Tensor, z2: Tensor) -> Tensor:
     d12 = -F.cosine_similarity(p1, z2.detach(), dim=1).mean()
     d21 = -F.cosine_similarity(p2, z1.detach(), dim=1).mean()
     return 0.5 * d12 + 0.5 * d21
+
+
+def vicreg_variance(z: Tensor, gamma: float = 1.0, eps: float = 1e-4) -> Tensor:
+    """``v(Z) = (1/d)·Σ_j max(0, γ − √(Var(z^j) + ε))`` with the unbiased variance of each
+    dimension over the batch (Bardes, Ponce & LeCun 2022, Eqs. 1-2)."""
+    return F.relu(gamma - torch.sqrt(z.var(dim=0) + eps)).mean()
+
+
+def vicreg_covariance(z: Tensor) -> Tensor:
+    """``c(Z) = (1/d)·Σ_{i≠j} C(Z)_ij²``, ``C`` the unbiased covariance matrix of the batch
+    (Bardes, Ponce & LeCun 2022, Eqs. 3-4)."""
+    n, d = z.shape
+    centred = z - z.mean(dim=0)
+    cov = centred.T @ centred / (n - 1)
+    off = cov - torch.diag_embed(torch.diagonal(cov))
+    return off.pow(2).sum() / d
+
+
+def vicreg_terms(
+    z1: Tensor, z2: Tensor, gamma: float = 1.0, eps: float = 1e-4
+) -> dict[str, Tensor]:
+    """VICReg's three terms for the embeddings ``z1``, ``z2`` ``[B, d]`` of two views.
+
+    As the authors' ``main_vicreg.py`` (facebookresearch/vicreg at 4e12602), which fixed the
+    published coefficients: ``invariance`` is the mean squared difference over batch *and*
+    dimensions (the paper's Eq. 5 divided by d); ``variance`` is ``(v(Z) + v(Z'))/2`` and
+    ``covariance`` ``c(Z) + c(Z')``. Under ``torch.distributed`` the variance and covariance
+    read every process's batch (the authors' ``FullGatherLayer``), the invariance the local one.
+    """
+    if z1.shape != z2.shape or z1.dim() != 2:
+        raise ValueError(
+            f"vicreg: need two [B, d] embeddings, got {tuple(z1.shape)}, {tuple(z2.shape)}"
+        )
+    invariance = F.mse_loss(z1, z2)
+    a, b = gather_across(z1), gather_across(z2)
+    return {
+        "invariance": invariance,
+        "variance": 0.5 * (vicreg_variance(a, gamma, eps) + vicreg_variance(b, gamma, eps)),
+        "covariance": vicreg_covariance(a) + vicreg_covariance(b),
+    }
+
+
+def vicreg_loss(
+    z1: Tensor,
+    z2: Tensor,
+    invariance: float = 25.0,
+    variance: float = 25.0,
+    covariance: float = 1.0,
+    gamma: float = 1.0,
+    eps: float = 1e-4,
+) -> Tensor:
+    """``λ·s + μ·v + ν·c`` of :func:`vicreg_terms` (Bardes, Ponce & LeCun 2022, Eq. 6; λ = μ = 25,
+    ν = 1, γ = 1, ε = 1e-4 as published)."""
+    terms = vicreg_terms(z1, z2, gamma, eps)
+    return (
+        invariance * terms["invariance"]
+        + variance * terms["variance"]
+        + covariance * terms["covariance"]
+    )

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 from fw import hookimpl
 from fw_selfsup.distributions import SinkhornAssignment, TeacherAssignment
-from fw_selfsup.learners import BYOL, DINO, SimSiam, SwAV
+from fw_selfsup.learners import BYOL, DINO, SimSiam, SwAV, VICReg
 
 
 @hookimpl
 def fw_learners():
-    return {"dino": DINO, "swav": SwAV, "byol": BYOL, "simsiam": SimSiam}
+    return {"dino": DINO, "swav": SwAV, "byol": BYOL, "simsiam": SimSiam, "vicreg": VICReg}
 
 
 @hookimpl
