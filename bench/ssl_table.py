@@ -259,12 +259,15 @@ def _mean_std(values: list[float]) -> tuple[float, float]:
 def summarise(rows: list[dict[str, Any]]) -> str:
     """A text table of mean ± std per method, the collapse flags and the random-init check."""
     by: dict[str, list[dict[str, Any]]] = {}
-    seen: set[tuple[str, int, int]] = set()
+    first: dict[tuple[str, int, int], dict[str, Any]] = {}
+    differing: list[str] = []
     for r in rows:  # invocations appending to one file each measure random-init: count it once
         key = (r["method"], r["seed"], r["steps"])
-        if key not in seen:
-            seen.add(key)
+        if key not in first:
+            first[key] = r
             by.setdefault(r["method"], []).append(r)
+        elif r["knn"] != first[key]["knn"] or r["linear"] != first[key]["linear"]:
+            differing.append(f"{r['method']} seed {r['seed']} ({r['steps']} steps)")
     cols = ["knn", "linear", "alignment", "uniformity", "effective_rank", "dim_std_ratio"]
     head = f"{'method':<12} " + " ".join(f"{c:>16}" for c in cols) + f" {'train s':>9} collapse"
     lines = [head, "-" * len(head)]
@@ -292,6 +295,12 @@ def summarise(rows: list[dict[str, Any]]) -> str:
             else:
                 verdict = "does NOT beat it"
             lines.append(f"  {name:<12} {margin:+.3f} ({verdict})")
+    if differing:
+        lines.append("")
+        lines.append(
+            "note: these rows were measured again with other results; the first is counted: "
+            + ", ".join(differing)
+        )
     for name, rs in by.items():
         for r in rs:
             if r["collapsed"]:

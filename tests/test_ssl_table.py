@@ -57,3 +57,11 @@ def test_random_init_rows_repeated_by_a_second_invocation_count_once(rows, tmp_p
     once = ssl_table.summarise(rows)
     assert ssl_table.summarise(rows + second) == once
     assert ssl_table.main(["--summary", str(path)]) == 0
+
+
+def test_a_rerun_with_other_results_is_named_not_silently_dropped(rows):
+    rerun = _row("BYOL", 1, 0.790)  # seed 1 measured again, with another result
+    text = ssl_table.summarise([*rows, rerun])
+    assert "BYOL seed 1 (1000 steps)" in text.split("note:")[1]
+    assert _line(text, "BYOL") == _line(ssl_table.summarise(rows), "BYOL")  # the first counts
+    assert "note:" not in ssl_table.summarise([*rows, _row("BYOL", 1, 0.782)])  # same result
